@@ -1,0 +1,1 @@
+"""ganexp: a Hydra-configured GAN experiment runner."""

@@ -1,0 +1,72 @@
+"""The ``ganexp`` command: check the whole command line first, then hand it to Hydra."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from omegaconf import DictConfig, OmegaConf
+
+from ganexp.config import register_schema
+from ganexp.errors import ConfigError
+from ganexp.preflight import check_config, preflight
+from ganexp.run import run
+
+
+def _fail(error: ConfigError) -> None:
+    print(f"ganexp: error: {error}", file=sys.stderr)
+
+
+def _run_name(hydra_cfg: DictConfig) -> str:
+    """The W&B run name: the job's own overrides, or the preset's name, or 'default'."""
+    overrides = [o for o in hydra_cfg.overrides.task if not o.startswith("hydra")]
+    if overrides:
+        return ",".join(overrides)
+    return hydra_cfg.runtime.choices.get("experiment") or "default"
+
+
+def _group(cfg: DictConfig, hydra_cfg: DictConfig) -> str | None:
+    """The W&B group: logger.group, else the sweep (for -m), else the experiment preset."""
+    if cfg.logger.group:
+        return cfg.logger.group
+    experiment = hydra_cfg.runtime.choices.get("experiment")
+    if hydra_cfg.mode == RunMode.MULTIRUN:
+        return f"{experiment or 'sweep'}-{Path(hydra_cfg.sweep.dir).name}"
+    return experiment
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="config")
+def _job(cfg: DictConfig) -> dict[str, float]:
+    hydra_cfg = HydraConfig.get()
+    multirun = hydra_cfg.mode == RunMode.MULTIRUN
+    try:
+        run_cfg = check_config(cfg)
+        return run(
+            run_cfg,
+            OmegaConf.to_container(cfg, resolve=True, enum_to_str=True),
+            Path(hydra_cfg.runtime.output_dir),
+            name=_run_name(hydra_cfg),
+            group=_group(cfg, hydra_cfg),
+        )
+    except ConfigError as error:
+        _fail(error)
+        if multirun:
+            raise
+        sys.exit(2)
+
+
+def main() -> None:
+    register_schema()
+    try:
+        preflight(sys.argv[1:])
+    except ConfigError as error:
+        _fail(error)
+        sys.exit(2)
+    _job()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,77 @@
+"""The one place that turns a validated config into objects: networks, optimizers, loss."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ganexp.config import Arch, NetConfig, Norm, OptimConfig, OptimName, RunConfig
+from ganexp.data import DataSpec
+from ganexp.errors import ConfigError
+from ganexp.models.common import NormSpec
+from ganexp.models.dcgan import DCGANDiscriminator, DCGANGenerator
+from ganexp.models.mlp import MLPDiscriminator, MLPGenerator
+from ganexp.models.norms import apply_weight_norm
+
+
+def _norm_spec(cfg: RunConfig, network: str) -> NormSpec:
+    kind = Norm(getattr(cfg.norm, network))
+    return NormSpec(kind, cfg.norm.num_groups, cfg.norm.eps, key=f"norm.{network}")
+
+
+def _check_arch(net: NetConfig, network: str, spec: DataSpec, data_name: str) -> None:
+    if net.arch == Arch.dcgan and spec.kind != "image":
+        raise ConfigError(
+            f"{network}.arch", "dcgan", f"data={data_name} is 2-D points; use {network}=mlp"
+        )
+
+
+def _num_classes(cfg: RunConfig, spec: DataSpec) -> int:
+    """Classes fed to the networks: those of the data for a cGAN, else none."""
+    if not cfg.conditional:
+        return 0
+    if spec.num_classes < 2:
+        raise ConfigError(
+            "conditional", True, f"needs a labelled dataset; data={cfg.data.name} has no labels"
+        )
+    return spec.num_classes
+
+
+def build_generator(cfg: RunConfig, spec: DataSpec) -> nn.Module:
+    net, norm = cfg.generator, _norm_spec(cfg, "generator")
+    _check_arch(net, "generator", spec, cfg.data.name)
+    classes = _num_classes(cfg, spec)
+    if net.arch == Arch.dcgan:
+        model = DCGANGenerator(cfg.trainer.z_dim, spec.shape, net.width, net.depth, norm, classes)
+    else:
+        tanh = spec.kind == "image"  # images live in [-1, 1]; toy points do not
+        model = MLPGenerator(
+            cfg.trainer.z_dim, spec.shape, net.width, net.depth, norm, classes, tanh=tanh
+        )
+    return apply_weight_norm(model, norm.kind)
+
+
+def build_discriminator(cfg: RunConfig, spec: DataSpec) -> nn.Module:
+    net, norm = cfg.discriminator, _norm_spec(cfg, "discriminator")
+    _check_arch(net, "discriminator", spec, cfg.data.name)
+    classes = _num_classes(cfg, spec)
+    if net.arch == Arch.dcgan:
+        model = DCGANDiscriminator(spec.shape, net.width, net.depth, norm, classes)
+    else:
+        model = MLPDiscriminator(spec.shape, net.width, net.depth, norm, classes)
+    return apply_weight_norm(model, norm.kind)
+
+
+def check_buildable(cfg: RunConfig, spec: DataSpec) -> None:
+    """Build both networks on the meta device: every architecture x norm x size error surfaces
+    here, before any work, at no memory cost."""
+    with torch.device("meta"):
+        build_generator(cfg, spec)
+        build_discriminator(cfg, spec)
+
+
+def build_optimizer(cfg: OptimConfig, params, lr: float) -> torch.optim.Optimizer:
+    if cfg.name == OptimName.adam:
+        betas = (cfg.beta1, cfg.beta2)
+        return torch.optim.Adam(params, lr=lr, betas=betas, weight_decay=cfg.weight_decay)
+    return torch.optim.RMSprop(params, lr=lr, weight_decay=cfg.weight_decay)

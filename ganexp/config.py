@@ -1,0 +1,227 @@
+"""The typed schema of a run, and the checks every value passes before anything runs.
+
+The schema is registered with Hydra's ConfigStore as the base of ``config.yaml``, so every key
+exists (and can be overridden without ``+``) and has a type that Hydra enforces while composing.
+:func:`validate` adds the range and cross-field checks that types cannot express. Every failure is a
+:class:`~ganexp.errors.ConfigError`: one line naming the key, the value and what is allowed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import DictConfig, OmegaConf
+
+from ganexp.errors import ConfigError
+
+
+class Norm(str, Enum):
+    batch = "batch"
+    layer = "layer"
+    instance = "instance"
+    group = "group"
+    spectral = "spectral"
+    none = "none"
+
+
+class LossName(str, Enum):
+    bce = "bce"
+    wgan_clip = "wgan_clip"
+    wgan_gp = "wgan_gp"
+
+
+class OptimName(str, Enum):
+    adam = "adam"
+    rmsprop = "rmsprop"
+
+
+class Arch(str, Enum):
+    mlp = "mlp"
+    dcgan = "dcgan"
+
+
+class LoggerMode(str, Enum):
+    auto = "auto"
+    online = "online"
+    offline = "offline"
+    disabled = "disabled"
+
+
+class DeviceName(str, Enum):
+    auto = "auto"
+    cpu = "cpu"
+    cuda = "cuda"
+    mps = "mps"
+
+
+class Loader(str, Enum):
+    auto = "auto"
+    tensor = "tensor"
+    dataloader = "dataloader"
+
+
+@dataclass
+class DataConfig:
+    name: str = "fashion_mnist"
+    root: str | None = None  # a folder holding the dataset's files; null = look elsewhere
+    search: list[str] = field(default_factory=list)  # local copies tried after root
+    download: bool = True  # torchvision's download, the last resort
+    cache_dir: str = "${oc.env:GANEXP_CACHE,'~/.cache/ganexp'}"
+    limit: int | None = None  # cap on training examples (smoke runs)
+    image_size: int = 32
+    channels: int = 1
+    num_classes: int | None = 10  # 0: unlabelled; null: counted from the data (image_folder)
+    loader: Loader = Loader.auto  # tensor: whole set on the device; dataloader: torch DataLoader
+    num_workers: int = 0
+    verify_checksums: bool = True
+    # toy 2-D mixtures (PacGAN parameters)
+    modes: int = 0
+    radius: float = 1.0
+    spacing: float = 2.0
+    std: float = 0.01
+
+
+@dataclass
+class NetConfig:
+    arch: Arch = Arch.dcgan
+    width: int = 64  # base channel count (dcgan) or hidden units (mlp)
+    depth: int = 0  # dcgan: extra 3x3 layers at full resolution; mlp: hidden layers
+
+
+@dataclass
+class NormConfig:
+    generator: Norm = Norm.batch
+    discriminator: Norm = Norm.batch
+    num_groups: int = 8
+    eps: float = 1e-5
+
+
+@dataclass
+class LossConfig:
+    name: LossName = LossName.bce
+    generator_loss: str = "non_saturating"  # bce only: non_saturating | minimax
+    label_smoothing: float = 0.0  # bce only: one-sided, real target = 1 - label_smoothing
+    clip_value: float = 0.01  # wgan_clip only
+    gp_weight: float = 10.0  # wgan_gp only
+
+
+@dataclass
+class OptimConfig:
+    name: OptimName = OptimName.adam
+    lr_g: float = 2e-4
+    lr_d: float = 2e-4
+    beta1: float = 0.5  # adam only
+    beta2: float = 0.999  # adam only
+    weight_decay: float = 0.0
+
+
+@dataclass
+class TrainerConfig:
+    max_steps: int = 1000  # generator steps; each follows n_critic discriminator steps
+    batch_size: int = 128
+    n_critic: int = 1
+    z_dim: int = 100
+    log_every: int = 50
+    sample_every: int = 250
+    eval_every: int = 0  # 0 = only at the end
+    checkpoint_every: int = 500
+    num_samples: int = 64  # images in the fixed-noise grid (rounded to one row per class for cGAN)
+    progress_bar: bool = True
+
+
+@dataclass
+class LoggerConfig:
+    name: str = "wandb"  # wandb | none
+    mode: LoggerMode = LoggerMode.auto
+    project: str = "ganexp"
+    entity: str | None = None
+    group: str | None = None  # default: the experiment name, or the sweep dir for -m
+    tags: list[str] = field(default_factory=list)
+
+
+@dataclass
+class MetricsConfig:
+    enabled: bool = True
+    num_samples: int = 1000
+
+
+@dataclass
+class DeviceConfig:
+    name: DeviceName = DeviceName.auto
+
+
+@dataclass
+class RunConfig:
+    data: DataConfig = field(default_factory=DataConfig)
+    generator: NetConfig = field(default_factory=NetConfig)
+    discriminator: NetConfig = field(default_factory=NetConfig)
+    norm: NormConfig = field(default_factory=NormConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    logger: LoggerConfig = field(default_factory=LoggerConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    device: DeviceConfig = field(default_factory=DeviceConfig)
+    seed: int = 0
+    conditional: bool = False  # cGAN: one-hot labels into G (with z) and D (with x)
+    resume: str | None = None  # a run folder or checkpoint to continue from
+
+
+def register_schema() -> None:
+    """Make ``ganexp_schema`` available as the first entry of config.yaml's defaults list."""
+    ConfigStore.instance().store(name="ganexp_schema", node=RunConfig)
+
+
+DATASETS = ("fashion_mnist", "mnist", "cifar10", "image_folder", "ring8", "grid25")
+GENERATOR_LOSSES = ("non_saturating", "minimax")
+LOGGERS = ("wandb", "none")
+
+
+def _require(ok: bool, key: str, value: Any, allowed: str) -> None:
+    if not ok:
+        raise ConfigError(key, value, allowed)
+
+
+def _positive(cfg: DictConfig, *keys: str) -> None:
+    for key in keys:
+        value = OmegaConf.select(cfg, key)
+        _require(value >= 1, key, value, "must be an integer >= 1")
+
+
+def _non_negative(cfg: DictConfig, *keys: str) -> None:
+    for key in keys:
+        value = OmegaConf.select(cfg, key)
+        _require(value >= 0, key, value, "must be >= 0")
+
+
+def validate(cfg: DictConfig) -> RunConfig:
+    """Check every value that a type cannot; return the config as typed dataclasses."""
+    _require(cfg.data.name in DATASETS, "data.name", cfg.data.name, f"allowed: {', '.join(DATASETS)}")
+    _positive(cfg, "trainer.max_steps", "trainer.batch_size", "trainer.n_critic", "trainer.z_dim")
+    _positive(cfg, "trainer.log_every", "trainer.sample_every", "trainer.checkpoint_every")
+    _positive(cfg, "trainer.num_samples", "generator.width", "discriminator.width")
+    _positive(cfg, "norm.num_groups", "metrics.num_samples")
+    _non_negative(cfg, "trainer.eval_every", "generator.depth", "discriminator.depth")
+    _non_negative(cfg, "data.num_workers", "optim.weight_decay")
+    if cfg.data.limit is not None:
+        _positive(cfg, "data.limit")
+    for key in ("optim.lr_g", "optim.lr_d", "norm.eps", "loss.clip_value", "loss.gp_weight"):
+        value = OmegaConf.select(cfg, key)
+        _require(value > 0, key, value, "must be > 0")
+    for key in ("optim.beta1", "optim.beta2"):
+        value = OmegaConf.select(cfg, key)
+        _require(0 <= value < 1, key, value, "must be in [0, 1)")
+    smoothing = cfg.loss.label_smoothing
+    _require(0 <= smoothing < 0.5, "loss.label_smoothing", smoothing, "must be in [0, 0.5)")
+    g_loss = cfg.loss.generator_loss
+    _require(g_loss in GENERATOR_LOSSES, "loss.generator_loss", g_loss, _one_of(GENERATOR_LOSSES))
+    _require(cfg.logger.name in LOGGERS, "logger.name", cfg.logger.name, _one_of(LOGGERS))
+    _require(cfg.data.channels in (1, 3), "data.channels", cfg.data.channels, "allowed: 1, 3")
+    return OmegaConf.to_object(cfg)
+
+
+def _one_of(options: tuple[str, ...]) -> str:
+    return "allowed: " + ", ".join(options)

@@ -1,0 +1,115 @@
+"""From a DataConfig to its spec and to a batch source: picks the data set and the loader."""
+
+from __future__ import annotations
+
+import torch
+from torch.utils.data import DataLoader, Dataset, Subset
+
+from ganexp.config import DATASETS, DataConfig
+from ganexp.data import cifar, folder, mnist
+from ganexp.data.images import FitPil, fit_all
+from ganexp.data.source import BatchSource
+from ganexp.data.sources import LoaderSource, TensorSource
+from ganexp.data.spec import DataSpec, Found
+from ganexp.data.subset import limit_indices
+from ganexp.data.toy import TOY_MODES, TOY_SPEC, ToyMixture, mode_centers
+from ganexp.errors import ConfigError
+
+_LOCATE = {
+    "fashion_mnist": mnist.locate,
+    "mnist": mnist.locate,
+    "cifar10": cifar.locate,
+    "image_folder": folder.locate,
+}
+_DECODE_BATCH = 256
+
+
+def data_spec(cfg: DataConfig) -> DataSpec:
+    """The spec ``build_data(cfg, ...)`` will report, found cheaply (no image is decoded).
+
+    Raises ConfigError when the files cannot be found or read; when nothing local is found and
+    ``data.download`` is true, this is where torchvision's download happens.
+    """
+    if cfg.name in TOY_MODES:
+        return _toy_spec(cfg)
+    return _image_spec(cfg, _locate(cfg))
+
+
+def build_data(cfg: DataConfig, batch_size: int, device: torch.device, seed: int) -> BatchSource:
+    """The batch source for ``cfg``; ``seed`` seeds its sampler (not the data.limit subset)."""
+    if cfg.name in TOY_MODES:
+        _toy_spec(cfg)
+        return ToyMixture(cfg, batch_size, device, seed)
+    found = _locate(cfg)
+    spec = _image_spec(cfg, found)
+    dataset = found.load()
+    keep = limit_indices(found.count, cfg.limit)
+    loader = cfg.loader
+    if loader == "auto":
+        loader = "tensor" if found.to_tensors is not None else "dataloader"
+    if loader == "tensor":
+        images, labels = _tensors(cfg, found, dataset, keep)
+        images = fit_all(images.to(device), cfg.image_size)
+        labels = labels.to(device) if spec.num_classes else None
+        return TensorSource(spec, images, labels, batch_size, seed)
+    dataset.transform = FitPil(cfg.image_size)
+    if keep is not None:
+        dataset = Subset(dataset, keep.tolist())
+    return LoaderSource(spec, dataset, batch_size, device, seed, cfg.num_workers)
+
+
+def _locate(cfg: DataConfig) -> Found:
+    if cfg.name not in _LOCATE:
+        raise ConfigError("data.name", cfg.name, f"allowed: {', '.join(DATASETS)}")
+    if cfg.image_size < 1:
+        raise ConfigError("data.image_size", cfg.image_size, "must be an integer >= 1")
+    return _LOCATE[cfg.name](cfg)
+
+
+def _toy_spec(cfg: DataConfig) -> DataSpec:
+    mode_centers(cfg)  # checks data.modes
+    _num_classes(cfg, 0)
+    return TOY_SPEC
+
+
+def _image_spec(cfg: DataConfig, found: Found) -> DataSpec:
+    if found.channels != cfg.channels:
+        raise ConfigError(
+            "data.channels", cfg.channels, f"data.name={cfg.name} has {found.channels} channel(s)"
+        )
+    num_classes = _num_classes(cfg, len(found.class_names))
+    return DataSpec(
+        kind="image",
+        shape=(cfg.channels, cfg.image_size, cfg.image_size),
+        num_classes=num_classes,
+        class_names=found.class_names if num_classes else (),
+        size=found.count if cfg.limit is None else min(cfg.limit, found.count),
+    )
+
+
+def _num_classes(cfg: DataConfig, in_data: int) -> int:
+    """data.num_classes: null counts the data's classes, 0 drops the labels, else must match."""
+    if cfg.num_classes is None:
+        return in_data
+    if cfg.num_classes not in (0, in_data):
+        raise ConfigError(
+            "data.num_classes",
+            cfg.num_classes,
+            f"data.name={cfg.name} has {in_data} classes (null: count them, 0: ignore labels)",
+        )
+    return cfg.num_classes
+
+
+def _tensors(
+    cfg: DataConfig, found: Found, dataset: Dataset, keep: torch.Tensor | None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """uint8 (N, C, H, W) images and int64 labels of the kept examples, on the CPU."""
+    if found.to_tensors is not None:
+        images, labels = found.to_tensors(dataset)
+        return (images, labels) if keep is None else (images[keep], labels[keep])
+    # image_folder with loader=tensor: decode (and fit) every kept image once
+    dataset.transform = FitPil(cfg.image_size)
+    if keep is not None:
+        dataset = Subset(dataset, keep.tolist())
+    batches = list(DataLoader(dataset, batch_size=_DECODE_BATCH, num_workers=cfg.num_workers))
+    return torch.cat([x for x, _ in batches]), torch.cat([y for _, y in batches])

@@ -1,0 +1,113 @@
+"""The two image batch sources: a uint8 tensor on the device, or a torch DataLoader."""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from ganexp.data.images import to_signed_unit
+from ganexp.data.sampling import IndexStream
+from ganexp.data.spec import DataSpec
+
+
+class TensorSource:
+    """The whole (resized) set as uint8 on the device; batches are gathered by index there."""
+
+    def __init__(
+        self,
+        spec: DataSpec,
+        images: torch.Tensor,
+        labels: torch.Tensor | None,
+        batch_size: int,
+        seed: int,
+    ) -> None:
+        self.spec = spec
+        self._images = images
+        self._labels = labels
+        generator = torch.Generator(device=images.device).manual_seed(seed)
+        self._stream = IndexStream(len(images), batch_size, generator)
+
+    def next_batch(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+        index = self._stream.next_indices()
+        labels = None if self._labels is None else self._labels[index]
+        return to_signed_unit(self._images[index]), labels
+
+    def state_dict(self) -> dict[str, Any]:
+        return self._stream.state_dict()
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self._stream.load_state_dict(state)
+
+
+class _StreamSampler(Sampler[list[int]]):
+    """Endless batches from an IndexStream, noting the stream's state after each one.
+
+    The DataLoader draws batches ahead of the ones the trainer has taken (prefetching), so the
+    stream's own state runs ahead; the noted states let the source report the trainer's position.
+    """
+
+    def __init__(self, stream: IndexStream) -> None:
+        self.stream = stream
+        self.states: deque[dict[str, Any]] = deque()
+
+    def __iter__(self) -> Iterator[list[int]]:
+        while True:
+            index = self.stream.next_indices().tolist()
+            self.states.append(self.stream.state_dict())
+            yield index
+
+
+class LoaderSource:
+    """A torch DataLoader over a data set yielding (uint8 (C, H, W) image, label) pairs.
+
+    The sampler is endless, so the loader never runs out and its workers are never restarted;
+    it shuffles like ``shuffle=True, drop_last=True`` but keeps every batch full across epochs.
+    """
+
+    def __init__(
+        self,
+        spec: DataSpec,
+        dataset: Dataset,
+        batch_size: int,
+        device: torch.device,
+        seed: int,
+        num_workers: int,
+    ) -> None:
+        self.spec = spec
+        self._device = device
+        generator = torch.Generator().manual_seed(seed)
+        self._sampler = _StreamSampler(IndexStream(len(dataset), batch_size, generator))
+        self._state = self._sampler.stream.state_dict()
+        self._loader = DataLoader(
+            dataset,
+            batch_sampler=self._sampler,
+            num_workers=num_workers,
+            pin_memory=device.type == "cuda",
+            persistent_workers=num_workers > 0,
+            generator=torch.Generator().manual_seed(seed),  # worker seeds, not the global RNG
+        )
+        self._batches: Iterator[list[torch.Tensor]] | None = None
+
+    def next_batch(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+        if self._batches is None:
+            self._batches = iter(self._loader)
+        images, labels = next(self._batches)
+        self._state = self._sampler.states.popleft()
+        x = to_signed_unit(images.to(self._device, non_blocking=True))
+        if self.spec.num_classes == 0:
+            return x, None
+        return x, labels.to(self._device, non_blocking=True)
+
+    def state_dict(self) -> dict[str, Any]:
+        return self._state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self._sampler.stream.load_state_dict(state)
+        self._sampler.states.clear()
+        self._state = state
+        if self._batches is not None:  # drop what was prefetched from the old position
+            self._batches = iter(self._loader)

@@ -1,0 +1,32 @@
+"""What a data set looks like to the rest of a run, known before any image is decoded."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch.utils.data import Dataset
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    """The shape of one training example and what labels come with it."""
+
+    kind: str  # "image" or "points"
+    shape: tuple[int, ...]  # (C, H, W) for images, (2,) for toy points
+    num_classes: int  # 0 when unlabelled
+    class_names: tuple[str, ...]
+    size: int | None  # training examples after data.limit; None for toy mixtures (infinite)
+
+
+@dataclass(frozen=True)
+class Found:
+    """An image training split whose files were found: what its spec needs, and how to load it."""
+
+    channels: int
+    class_names: tuple[str, ...]
+    count: int
+    load: Callable[[], Dataset]
+    # array-backed sets only: the loaded set as uint8 (N, C, H, W) images and int64 (N,) labels
+    to_tensors: Callable[[Dataset], tuple[torch.Tensor, torch.Tensor]] | None

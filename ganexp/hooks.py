@@ -1,0 +1,171 @@
+"""The hooks of a run: logging, sample grids, evaluation and checkpoints, each on its interval."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ganexp.checkpoint import LAST, rng_state, save_checkpoint
+from ganexp.tracking import Tracker
+from ganexp.train import Hook, ProgressBar, Trainer, grad_norm
+
+
+class LogScalars(Hook):
+    """Every ``every`` steps: the step statistics (means over the interval), gradient norms,
+    learning rates and throughput, to metrics.jsonl, W&B and the progress bar."""
+
+    def __init__(self, every: int, tracker: Tracker, bar: ProgressBar) -> None:
+        self.every = every
+        self.tracker = tracker
+        self.bar = bar
+
+    def before_train(self, trainer: Trainer) -> None:
+        self._mark(trainer)
+
+    def _mark(self, trainer: Trainer) -> None:
+        self._time = time.perf_counter()
+        self._images = trainer.images_seen
+
+    def after_step(self, trainer: Trainer) -> None:
+        if not self.due(trainer):
+            return
+        norms = torch.stack([grad_norm(trainer.generator), grad_norm(trainer.discriminator)])
+        scalars = trainer.pop_stats()  # the one host-device sync of this step
+        g_norm, d_norm = norms.tolist()
+        elapsed = time.perf_counter() - self._time
+        scalars |= {
+            "grad_norm/g": g_norm,
+            "grad_norm/d": d_norm,
+            "lr/g": trainer.opt_g.param_groups[0]["lr"],
+            "lr/d": trainer.opt_d.param_groups[0]["lr"],
+            "perf/img_per_s": (trainer.images_seen - self._images) / max(elapsed, 1e-9),
+        }
+        self.tracker.log(trainer.step, scalars)
+        self.bar.show(scalars)
+        self._mark(trainer)
+
+
+class FixedInputs:
+    """The noise (and labels, one row per class for a cGAN) behind every sample grid of a run."""
+
+    def __init__(self, trainer: Trainer, count: int) -> None:
+        classes = trainer.spec.num_classes if trainer.conditional else 0
+        if classes:
+            per_class = max(1, count // classes)
+            self.nrow = per_class
+            self.labels = torch.arange(classes, device=trainer.device).repeat_interleave(per_class)
+        else:
+            self.nrow = max(1, math.isqrt(count))
+            self.labels = None
+        n = len(self.labels) if self.labels is not None else count
+        generator = torch.Generator(device="cpu").manual_seed(0x5EED)
+        self.noise = torch.randn(n, trainer.z_dim, generator=generator).to(trainer.device)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"noise": self.noise.cpu(), "labels": None if self.labels is None else self.labels.cpu()}
+
+    def load_state_dict(self, state: dict[str, Any], device: torch.device) -> None:
+        self.noise = state["noise"].to(device)
+        self.labels = None if state["labels"] is None else state["labels"].to(device)
+
+
+@torch.no_grad()
+def generate(trainer: Trainer, noise: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
+    """Samples from the generator in eval mode (running norm statistics), then back to train."""
+    G = trainer.generator
+    was_training = G.training
+    G.eval()
+    try:
+        return G(noise, labels)
+    finally:
+        G.train(was_training)
+
+
+class SampleGrid(Hook):
+    """Every ``every`` steps: the fixed-noise samples as samples/step_NNNNNN.png and to W&B."""
+
+    def __init__(
+        self,
+        every: int,
+        tracker: Tracker,
+        fixed: FixedInputs,
+        centers: torch.Tensor | None = None,
+    ) -> None:
+        self.every = every
+        self.tracker = tracker
+        self.fixed = fixed
+        self.centers = centers
+
+    def after_step(self, trainer: Trainer) -> None:
+        if not self.due(trainer):
+            return
+        samples = generate(trainer, self.fixed.noise, self.fixed.labels)
+        if trainer.spec.kind == "points":
+            self.tracker.log_points(trainer.step, samples, self.centers)
+        else:
+            self.tracker.log_images(trainer.step, samples, self.fixed.nrow)
+
+
+class Evaluate(Hook):
+    """Every ``every`` steps (0: only at the end) and after the last step: the metrics of
+    ``evaluate`` as ``eval/...`` keys."""
+
+    def __init__(
+        self,
+        every: int,
+        tracker: Tracker,
+        evaluate: Callable[[Trainer], dict[str, float]],
+    ) -> None:
+        self.every = every
+        self.tracker = tracker
+        self.evaluate = evaluate
+        self.latest: dict[str, float] = {}
+
+    def after_step(self, trainer: Trainer) -> None:
+        if self.due(trainer):
+            self._run(trainer)
+
+    def after_train(self, trainer: Trainer) -> None:
+        if self.every == 0:
+            self._run(trainer)
+
+    def _run(self, trainer: Trainer) -> None:
+        self.latest = {f"eval/{k}": v for k, v in self.evaluate(trainer).items()}
+        if self.latest:
+            self.tracker.log(trainer.step, self.latest)
+
+
+class Checkpoint(Hook):
+    """Every ``every`` steps and at the end: everything needed to continue, to checkpoints/last.pt."""
+
+    def __init__(
+        self,
+        every: int,
+        run_dir: Path,
+        fixed: FixedInputs,
+        tracker: Tracker,
+        config: dict[str, Any],
+    ) -> None:
+        self.every = every
+        self.path = run_dir / "checkpoints" / LAST
+        self.fixed = fixed
+        self.tracker = tracker
+        self.config = config
+
+    def after_step(self, trainer: Trainer) -> None:
+        if self.due(trainer):
+            self.save(trainer)
+
+    def save(self, trainer: Trainer) -> None:
+        state = trainer.state_dict() | {
+            "fixed": self.fixed.state_dict(),
+            "rng": rng_state(),
+            "wandb_id": self.tracker.run_id,
+            "config": self.config,
+        }
+        save_checkpoint(state, self.path)

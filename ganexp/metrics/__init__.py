@@ -1,0 +1,1 @@
+"""Evaluation of a generator during training (``eval/...`` keys)."""

@@ -1,0 +1,1 @@
+"""Generator and discriminator architectures, and the norm factory they share."""

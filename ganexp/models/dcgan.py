@@ -1,0 +1,126 @@
+"""DCGAN (Radford et al. 2015): strided convs in D, transposed convs in G, no pooling.
+
+G: BN (or the chosen norm) + ReLU, tanh output. D: LeakyReLU(0.2), no norm on the input layer,
+logits out. Conditioning concatenates the one-hot class to z, and as constant maps to D's input.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ganexp.errors import ConfigError
+from ganexp.models.common import NormSpec, one_hot
+
+IMAGE_SIZES = (16, 28, 32, 56, 64, 112, 128)
+
+
+def start_size(image_size: int) -> int:
+    """Side of the smallest feature map: 7 for 28-pixel (MNIST-like) images, else 4."""
+    if image_size not in IMAGE_SIZES:
+        allowed = ", ".join(map(str, IMAGE_SIZES))
+        raise ConfigError("data.image_size", image_size, f"dcgan makes images of {allowed} pixels")
+    return 7 if image_size % 7 == 0 else 4
+
+
+def _num_upsamples(image_size: int) -> int:
+    return (image_size // start_size(image_size)).bit_length() - 1
+
+
+def init_weights(net: nn.Module) -> None:
+    """The DCGAN initialization: conv weights N(0, 0.02), norm scales N(1, 0.02), shifts 0."""
+    for module in net.modules():
+        if isinstance(module, nn.Conv2d | nn.ConvTranspose2d | nn.Linear):
+            nn.init.normal_(module.weight, 0.0, 0.02)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif getattr(module, "weight", None) is not None and hasattr(module, "eps"):
+            nn.init.normal_(module.weight, 1.0, 0.02)
+            nn.init.zeros_(module.bias)
+
+
+class DCGANGenerator(nn.Module):
+    def __init__(
+        self,
+        z_dim: int,
+        image_shape: tuple[int, int, int],
+        width: int,
+        depth: int,
+        norm: NormSpec,
+        num_classes: int = 0,
+    ) -> None:
+        super().__init__()
+        channels, size, _ = image_shape
+        self.num_classes = num_classes
+        n_up = _num_upsamples(size)
+        ch = width * 2 ** (n_up - 1)
+        layers: list[nn.Module] = [
+            nn.ConvTranspose2d(z_dim + num_classes, ch, start_size(size), 1, 0, bias=norm.bias),
+            norm.layer(ch, spatial=True),
+            nn.ReLU(inplace=True),
+        ]
+        for _ in range(n_up - 1):
+            layers += [
+                nn.ConvTranspose2d(ch, ch // 2, 4, 2, 1, bias=norm.bias),
+                norm.layer(ch // 2, spatial=True),
+                nn.ReLU(inplace=True),
+            ]
+            ch //= 2
+        for _ in range(depth):
+            layers += [
+                nn.Conv2d(ch, ch, 3, 1, 1, bias=norm.bias),
+                norm.layer(ch, spatial=True),
+                nn.ReLU(inplace=True),
+            ]
+        layers += [nn.ConvTranspose2d(ch, channels, 4, 2, 1), nn.Tanh()]
+        self.net = nn.Sequential(*layers)
+        init_weights(self)
+
+    def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        code = one_hot(labels, self.num_classes)
+        if code is not None:
+            z = torch.cat([z, code], dim=1)
+        return self.net(z[:, :, None, None])
+
+
+class DCGANDiscriminator(nn.Module):
+    def __init__(
+        self,
+        image_shape: tuple[int, int, int],
+        width: int,
+        depth: int,
+        norm: NormSpec,
+        num_classes: int = 0,
+    ) -> None:
+        super().__init__()
+        channels, size, _ = image_shape
+        self.num_classes = num_classes
+        start = start_size(size)
+        ch, side = width, size // 2
+        layers: list[nn.Module] = [
+            nn.Conv2d(channels + num_classes, ch, 4, 2, 1),
+            nn.LeakyReLU(0.2, inplace=True),
+        ]
+        for _ in range(depth):
+            layers += [
+                nn.Conv2d(ch, ch, 3, 1, 1, bias=norm.bias),
+                norm.layer(ch, spatial=True),
+                nn.LeakyReLU(0.2, inplace=True),
+            ]
+        while side > start:
+            layers += [
+                nn.Conv2d(ch, ch * 2, 4, 2, 1, bias=norm.bias),
+                norm.layer(ch * 2, spatial=True),
+                nn.LeakyReLU(0.2, inplace=True),
+            ]
+            ch, side = ch * 2, side // 2
+        layers.append(nn.Conv2d(ch, 1, start, 1, 0))
+        self.net = nn.Sequential(*layers)
+        init_weights(self)
+
+    def forward(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        code = one_hot(labels, self.num_classes)
+        if code is not None:
+            maps = code[:, :, None, None].expand(-1, -1, x.shape[2], x.shape[3])
+            x = torch.cat([x, maps], dim=1)
+        return self.net(x).flatten()

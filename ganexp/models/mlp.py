@@ -1,0 +1,85 @@
+"""Vanilla GAN networks (Goodfellow et al. 2014): fully connected G and D, for images or 2-D points."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from ganexp.errors import ConfigError
+from ganexp.models.common import NormSpec, one_hot
+
+
+def _check_depth(depth: int, key: str) -> None:
+    if depth < 1:
+        raise ConfigError(key, depth, "mlp needs at least 1 hidden layer")
+
+
+class MLPGenerator(nn.Module):
+    def __init__(
+        self,
+        z_dim: int,
+        out_shape: tuple[int, ...],
+        width: int,
+        depth: int,
+        norm: NormSpec,
+        num_classes: int = 0,
+        tanh: bool = True,
+    ) -> None:
+        super().__init__()
+        _check_depth(depth, "generator.depth")
+        self.out_shape = out_shape
+        self.num_classes = num_classes
+        layers: list[nn.Module] = []
+        fan_in = z_dim + num_classes
+        for _ in range(depth):
+            layers += [
+                nn.Linear(fan_in, width, bias=norm.bias),
+                norm.layer(width, spatial=False),
+                nn.ReLU(inplace=True),
+            ]
+            fan_in = width
+        layers.append(nn.Linear(fan_in, math.prod(out_shape)))
+        if tanh:
+            layers.append(nn.Tanh())
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        code = one_hot(labels, self.num_classes)
+        if code is not None:
+            z = torch.cat([z, code], dim=1)
+        return self.net(z).view(-1, *self.out_shape)
+
+
+class MLPDiscriminator(nn.Module):
+    def __init__(
+        self,
+        in_shape: tuple[int, ...],
+        width: int,
+        depth: int,
+        norm: NormSpec,
+        num_classes: int = 0,
+    ) -> None:
+        super().__init__()
+        _check_depth(depth, "discriminator.depth")
+        self.num_classes = num_classes
+        layers: list[nn.Module] = [
+            nn.Linear(math.prod(in_shape) + num_classes, width),
+            nn.LeakyReLU(0.2, inplace=True),
+        ]
+        for _ in range(depth - 1):
+            layers += [
+                nn.Linear(width, width, bias=norm.bias),
+                norm.layer(width, spatial=False),
+                nn.LeakyReLU(0.2, inplace=True),
+            ]
+        layers.append(nn.Linear(width, 1))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        x = x.flatten(1)
+        code = one_hot(labels, self.num_classes)
+        if code is not None:
+            x = torch.cat([x, code], dim=1)
+        return self.net(x).flatten()

@@ -1,0 +1,133 @@
+"""Refuse a bad command before it costs anything.
+
+Before Hydra creates a run folder, every job the command line describes (one, or each job of a
+``-m`` sweep) is composed with Hydra's compose API and checked as a job would check it: types and
+options (Hydra), ranges (:func:`ganexp.config.validate`), data files, device, and the networks
+built on the meta device. The first problem is printed as one line, with no traceback.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+
+from hydra import compose, initialize_config_module
+from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.errors import HydraException, MissingConfigException
+from omegaconf import DictConfig
+from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
+
+from ganexp.build import check_buildable
+from ganexp.config import RunConfig, validate
+from ganexp.data import data_spec
+from ganexp.device import resolve_device
+from ganexp.errors import ConfigError
+
+CONFIG_MODULE = "ganexp.conf"
+# Flags that take a value, and flags after which Hydra does not run a job.
+_FLAGS_WITH_VALUE = {"--config-path", "-cp", "--config-name", "-cn", "--config-dir", "-cd"}
+_NO_JOB_FLAGS = {"-h", "--help", "--hydra-help", "--info", "-i", "--cfg", "-c", "-sc"}
+_NO_JOB_FLAGS |= {"--shell-completion", "--version"}
+
+
+def split_argv(argv: list[str]) -> tuple[list[str], list[str]]:
+    """Separate Hydra's flags from the overrides."""
+    flags: list[str] = []
+    overrides: list[str] = []
+    args = iter(argv)
+    for arg in args:
+        if arg.startswith("-"):
+            flags.append(arg)
+            if arg in _FLAGS_WITH_VALUE:
+                flags.append(next(args, ""))
+        else:
+            overrides.append(arg)
+    return flags, overrides
+
+
+def job_overrides(overrides: list[str], multirun: bool) -> list[list[str]]:
+    """The override list of every job the command would run (Hydra's own sweep expansion)."""
+    own = [o for o in overrides if not o.lstrip("+~").startswith(("hydra.", "hydra/"))]
+    if not multirun:
+        return [own]
+    parsed = OverridesParser.create().parse_overrides(own)
+    return [job for batch in BasicSweeper.split_arguments(parsed, None) for job in batch]
+
+
+def check_config(cfg: DictConfig) -> RunConfig:
+    """Everything a job checks before it starts work; returns the typed config."""
+    run_cfg = validate(cfg)
+    resolve_device(run_cfg.device.name)
+    check_buildable(run_cfg, data_spec(run_cfg.data))
+    return run_cfg
+
+
+def preflight(argv: list[str]) -> None:
+    """Compose and check every job of ``argv``; raise ConfigError on the first bad one."""
+    flags, overrides = split_argv(argv)
+    if _NO_JOB_FLAGS & set(flags):
+        return
+    multirun = bool({"-m", "--multirun"} & set(flags))
+    with initialize_config_module(CONFIG_MODULE, version_base="1.3"):
+        for job in _expand(overrides, multirun):
+            try:
+                cfg = compose("config", overrides=job)
+            except (HydraException, OmegaConfBaseException) as ex:
+                raise composition_error(ex) from ex
+            check_config(cfg)
+
+
+def _expand(overrides: list[str], multirun: bool) -> list[list[str]]:
+    try:
+        return job_overrides(overrides, multirun)
+    except HydraException as ex:
+        raise composition_error(ex) from ex
+
+
+_TYPE_WORDS = {
+    "Integer": "must be an integer",
+    "Float": "must be a number",
+    "not a valid bool": "must be true or false",
+}
+
+
+def composition_error(ex: Exception) -> ConfigError:
+    """Hydra's and OmegaConf's multi-line composition errors, as one ConfigError."""
+    if isinstance(ex, MissingConfigException) and ex.missing_cfg_file:
+        group, _, option = ex.missing_cfg_file.rpartition("/")
+        if ex.options:
+            return ConfigError(group, option, "allowed: " + ", ".join(ex.options))
+        return ConfigError(group or option, option, "no such config group")
+    cause = ex.__cause__ if isinstance(ex.__cause__, OmegaConfBaseException) else ex
+    full_key = getattr(cause, "full_key", None)
+    first_line = str(cause).splitlines()[0] if str(cause) else type(cause).__name__
+    if full_key:
+        value = getattr(cause, "value", None)
+        if isinstance(cause, ConfigAttributeError | ConfigKeyError):
+            return ConfigError(full_key, value, "no such key; " + _known_keys(full_key))
+        choices = re.search(r"expected one of \[(.*)\]", first_line)
+        if choices:
+            return ConfigError(full_key, value, "allowed: " + choices.group(1))
+        for word, allowed in _TYPE_WORDS.items():
+            if word in first_line:
+                return ConfigError(full_key, value, allowed)
+        return ConfigError(full_key, value, first_line)
+    ambiguous = re.match(r"Ambiguous value for argument '([^=]+)=(.*)'", first_line)
+    if ambiguous:
+        key, value = ambiguous.groups()
+        return ConfigError(key, value, "a comma-separated list sweeps only with -m")
+    return ConfigError("command line", " ".join(ex.args[:1]) or first_line, first_line)
+
+
+def _known_keys(full_key: str) -> str:
+    """The keys next to ``full_key`` in the schema, for a typo's message."""
+    node: object = RunConfig()
+    parts = full_key.split(".")
+    for part in parts[:-1]:
+        node = getattr(node, part, None)
+        if not dataclasses.is_dataclass(node):
+            return "see `ganexp --cfg job` for every key"
+    names = ", ".join(f.name for f in dataclasses.fields(node))
+    where = ".".join(parts[:-1]) or "the top level"
+    return f"keys of {where}: {names}"

@@ -1,0 +1,197 @@
+"""The training loop: ``n_critic`` discriminator steps, then one generator step, then the hooks.
+
+The step (:meth:`Trainer.run_step`) only queues work on the device: its statistics are summed into
+a device tensor, and nothing is read back to the host except by a hook on a step where it fires
+(logging reads the sums once; sampling, evaluation and checkpoints read what they need).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from ganexp.data import BatchSource, DataSpec
+from ganexp.losses import GANLoss
+
+STAT_KEYS = ("loss/d", "loss/g", "d/real", "d/fake", "loss/gp")
+
+
+@dataclass
+class Trainer:
+    generator: nn.Module
+    discriminator: nn.Module
+    opt_g: torch.optim.Optimizer
+    opt_d: torch.optim.Optimizer
+    loss: GANLoss
+    data: BatchSource
+    spec: DataSpec
+    device: torch.device
+    max_steps: int
+    batch_size: int
+    n_critic: int
+    z_dim: int
+    conditional: bool
+    hooks: list[Hook] = field(default_factory=list)
+    step: int = 0
+    images_seen: int = 0
+
+    def __post_init__(self) -> None:
+        self._sums = torch.zeros(len(STAT_KEYS), device=self.device)
+        self._count = 0
+
+    # -- sampling -------------------------------------------------------------------------------
+    def noise(self, n: int) -> torch.Tensor:
+        return torch.randn(n, self.z_dim, device=self.device)
+
+    def random_labels(self, n: int) -> torch.Tensor | None:
+        if not self.conditional:
+            return None
+        return torch.randint(self.spec.num_classes, (n,), device=self.device)
+
+    # -- one step -------------------------------------------------------------------------------
+    def run_step(self) -> None:
+        """n_critic discriminator steps, then one generator step.
+
+        The last critic step's fakes keep their graph and are reused by the generator step (as
+        the PyTorch DCGAN example does), which saves one generator forward per step.
+        """
+        G, D, loss = self.generator, self.discriminator, self.loss
+        for i in range(self.n_critic):
+            real, labels = self.data.next_batch()
+            fake_labels = labels if self.conditional else None
+            last = i == self.n_critic - 1
+            with torch.set_grad_enabled(last):
+                fake = G(self.noise(real.shape[0]), fake_labels)
+            real_out = D(real, labels)
+            fake_out = D(fake.detach(), fake_labels)
+            d_loss = loss.d_loss(real_out, fake_out)
+            penalty = loss.regularizer(D, real, fake, labels)
+            total = d_loss if penalty is None else d_loss + penalty
+            self.opt_d.zero_grad(set_to_none=True)
+            total.backward()
+            self.opt_d.step()
+            loss.after_d_step(D)
+
+        D.requires_grad_(False)  # the generator step needs no discriminator gradients
+        g_loss = loss.g_loss(D(fake, fake_labels))
+        self.opt_g.zero_grad(set_to_none=True)
+        g_loss.backward()
+        self.opt_g.step()
+        D.requires_grad_(True)
+
+        with torch.no_grad():
+            gp = penalty.detach() if penalty is not None else torch.zeros((), device=self.device)
+            self._sums += torch.stack(
+                [d_loss.detach(), g_loss.detach(), loss.report(real_out), loss.report(fake_out), gp]
+            )
+        self._count += 1
+        self.images_seen += self.batch_size * self.n_critic
+
+    def pop_stats(self) -> dict[str, float]:
+        """Means of the step statistics since the last call (one host-device sync)."""
+        values = (self._sums / max(self._count, 1)).tolist()
+        self._sums.zero_()
+        self._count = 0
+        stats = dict(zip(STAT_KEYS, values, strict=True))
+        if self.loss.wasserstein:
+            stats["wasserstein"] = -stats["loss/d"]
+        if not self._has_penalty():
+            del stats["loss/gp"]
+        return stats
+
+    def _has_penalty(self) -> bool:
+        return type(self.loss).regularizer is not GANLoss.regularizer
+
+    # -- the loop -------------------------------------------------------------------------------
+    def train(self) -> None:
+        for hook in self.hooks:
+            hook.before_train(self)
+        while self.step < self.max_steps:
+            self.run_step()
+            self.step += 1
+            for hook in self.hooks:
+                hook.after_step(self)
+        for hook in self.hooks:
+            hook.after_train(self)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "generator": self.generator.state_dict(),
+            "discriminator": self.discriminator.state_dict(),
+            "opt_g": self.opt_g.state_dict(),
+            "opt_d": self.opt_d.state_dict(),
+            "step": self.step,
+            "images_seen": self.images_seen,
+            "data": self.data.state_dict(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.generator.load_state_dict(state["generator"])
+        self.discriminator.load_state_dict(state["discriminator"])
+        self.opt_g.load_state_dict(state["opt_g"])
+        self.opt_d.load_state_dict(state["opt_d"])
+        self.step = state["step"]
+        self.images_seen = state["images_seen"]
+        self.data.load_state_dict(state["data"])
+
+
+class Hook:
+    """Runs around the loop (detectron2's hook contract). ``every``: the interval in steps; a
+    hook with an interval also fires on the last step."""
+
+    every: int = 0
+
+    def due(self, trainer: Trainer) -> bool:
+        return self.every > 0 and (
+            trainer.step % self.every == 0 or trainer.step == trainer.max_steps
+        )
+
+    def before_train(self, trainer: Trainer) -> None:
+        """Called once before the first step."""
+
+    def after_step(self, trainer: Trainer) -> None:
+        """Called after every step."""
+
+    def after_train(self, trainer: Trainer) -> None:
+        """Called once after the last step."""
+
+
+def grad_norm(module: nn.Module) -> torch.Tensor:
+    """L2 norm of all gradients of ``module`` (from its last backward), as a device tensor."""
+    grads = [p.grad for p in module.parameters() if p.grad is not None]
+    if not grads:
+        return torch.zeros(())
+    return torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))
+
+
+class ProgressBar(Hook):
+    """A tqdm bar with the step; losses and img/s are refreshed when the logger reads them."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+        self.bar: tqdm | None = None
+
+    def before_train(self, trainer: Trainer) -> None:
+        self.bar = tqdm(
+            total=trainer.max_steps,
+            initial=trainer.step,
+            disable=not self.enabled,
+            unit="step",
+            dynamic_ncols=True,
+        )
+
+    def after_step(self, trainer: Trainer) -> None:
+        self.bar.update(1)
+
+    def show(self, scalars: dict[str, float]) -> None:
+        if self.bar is not None:
+            shown = ("loss/d", "loss/g", "perf/img_per_s")
+            self.bar.set_postfix({k.split("/")[-1]: f"{scalars[k]:.3g}" for k in shown})
+
+    def after_train(self, trainer: Trainer) -> None:
+        self.bar.close()

@@ -1,0 +1,27 @@
+"""Shared fixtures: configs composed by Hydra's compose API, W&B kept offline and local."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from ganexp.config import register_schema
+
+@pytest.fixture(autouse=True, scope="session")
+def _isolated_env(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """No W&B credentials or network, and one data cache for the whole session."""
+    for key in [k for k in os.environ if k.startswith("WANDB_")]:
+        del os.environ[key]
+    home = tmp_path_factory.mktemp("home")
+    os.environ.update(
+        WANDB_SILENT="true",
+        WANDB_DISABLE_CODE="true",
+        WANDB_DISABLE_GIT="true",
+        WANDB_CONFIG_DIR=str(home / "wandb-config"),
+        WANDB_CACHE_DIR=str(home / "wandb-cache"),
+        WANDB_DATA_DIR=str(home / "wandb-data"),
+        NETRC=str(home / "netrc"),
+        GANEXP_CACHE=str(tmp_path_factory.mktemp("cache")),
+    )
+    register_schema()

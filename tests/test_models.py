@@ -1,0 +1,149 @@
+"""Every architecture x norm x image size x conditional combination: shapes, or a clear error."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+import torch
+from torch import nn
+
+from ganexp.build import build_discriminator, build_generator, check_buildable
+from ganexp.config import Norm, RunConfig, validate
+from ganexp.data import DataSpec
+from ganexp.errors import ConfigError
+from ganexp.models.norms import make_norm
+from helpers import compose_config
+
+IMAGE_SIZES = (28, 32, 64)
+NORMS = [n.value for n in Norm]
+
+
+def _cfg(*overrides: str) -> RunConfig:
+    return validate(compose_config(*overrides))
+
+
+def _image_spec(size: int, channels: int = 1, classes: int = 10) -> DataSpec:
+    names = tuple(str(i) for i in range(classes))
+    return DataSpec("image", (channels, size, size), classes, names, 100)
+
+
+POINTS = DataSpec("points", (2,), 0, (), None)
+
+
+def _valid(arch: str, norm: str) -> bool:
+    return not (arch == "mlp" and norm == "instance")
+
+
+@pytest.mark.parametrize(
+    ("arch", "norm", "size", "conditional"),
+    [
+        combo
+        for combo in itertools.product(("dcgan", "mlp"), NORMS, IMAGE_SIZES, (False, True))
+        if _valid(combo[0], combo[1])
+    ],
+)
+def test_image_networks_shapes(arch: str, norm: str, size: int, conditional: bool) -> None:
+    cfg = _cfg(
+        f"generator={arch}",
+        f"discriminator={arch}",
+        f"norm={norm}",
+        f"conditional={conditional}",
+        "generator.width=16",
+        "discriminator.width=16",
+        "norm.num_groups=4",
+    )
+    spec = _image_spec(size, channels=3)
+    G, D = build_generator(cfg, spec), build_discriminator(cfg, spec)
+    labels = torch.tensor([0, 3, 9]) if conditional else None
+    images = G(torch.randn(3, cfg.trainer.z_dim), labels)
+    assert images.shape == (3, 3, size, size)
+    assert images.min() >= -1 and images.max() <= 1  # tanh output
+    logits = D(images, labels)
+    assert logits.shape == (3,)
+    assert torch.isfinite(logits).all()
+
+
+@pytest.mark.parametrize("norm", [n for n in NORMS if n != "instance"])
+def test_point_networks_shapes(norm: str) -> None:
+    cfg = _cfg("data=ring8", "generator=mlp", "discriminator=mlp", f"norm={norm}")
+    G, D = build_generator(cfg, POINTS), build_discriminator(cfg, POINTS)
+    points = G(torch.randn(5, cfg.trainer.z_dim))
+    assert points.shape == (5, 2)
+    assert D(points).shape == (5,)
+
+
+def test_conditioning_changes_the_output() -> None:
+    cfg = _cfg("conditional=true", "generator.width=8", "norm=none")
+    G = build_generator(cfg, _image_spec(32)).eval()
+    z = torch.randn(1, cfg.trainer.z_dim).repeat(2, 1)
+    out = G(z, torch.tensor([0, 1]))
+    assert not torch.allclose(out[0], out[1])
+
+
+def test_layers_followed_by_a_norm_have_no_bias() -> None:
+    for norm in ("batch", "layer", "group"):
+        G = build_generator(_cfg(f"norm={norm}"), _image_spec(32))
+        convs = [m for m in G.modules() if isinstance(m, nn.ConvTranspose2d)]
+        assert all(c.bias is None for c in convs[:-1]), norm
+        assert convs[-1].bias is not None  # the output layer has no norm after it
+    G = build_generator(_cfg("norm=none"), _image_spec(32))
+    assert all(m.bias is not None for m in G.modules() if isinstance(m, nn.ConvTranspose2d))
+
+
+def test_dcgan_discriminator_has_no_norm_on_its_input_layer() -> None:
+    D = build_discriminator(_cfg("norm=batch"), _image_spec(32))
+    layers = list(D.net)
+    assert isinstance(layers[0], nn.Conv2d) and isinstance(layers[1], nn.LeakyReLU)
+    assert sum(isinstance(m, nn.BatchNorm2d) for m in D.modules()) == 2
+
+
+def test_spectral_norm_bounds_the_largest_singular_value() -> None:
+    D = build_discriminator(_cfg("norm=spectral"), _image_spec(32))
+    for _ in range(20):  # power iterations run in training-mode forwards
+        D(torch.randn(4, 1, 32, 32))
+    D.eval()
+    first = D.net[0]
+    sigma = torch.linalg.matrix_norm(first.weight.detach().flatten(1), ord=2).item()
+    assert sigma == pytest.approx(1.0, rel=0.05)
+
+
+def test_layer_norm_on_maps_normalizes_each_sample_over_all_features() -> None:
+    norm = make_norm(Norm.layer, 8, spatial=True)
+    x = torch.randn(2, 8, 4, 4) * 5 + 3
+    y = norm(x)
+    assert torch.allclose(y.mean(dim=(1, 2, 3)), torch.zeros(2), atol=1e-5)
+    assert torch.allclose(y.var(dim=(1, 2, 3), unbiased=False), torch.ones(2), atol=1e-3)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "spec", "key", "fragment"),
+    [
+        (("data.image_size=30",), _image_spec(30), "data.image_size", "28, 32, 56, 64"),
+        (("norm=group", "norm.num_groups=3"), _image_spec(32), "norm.num_groups", "divide"),
+        (
+            ("generator=mlp", "discriminator=mlp", "norm=instance"),
+            _image_spec(32),
+            "norm.generator",
+            "spatial dimensions",
+        ),
+        (("norm.discriminator=instance", "discriminator=mlp"), _image_spec(32), "norm.discr", "spatial"),
+        (("data=ring8",), POINTS, "generator.arch", "use generator=mlp"),
+        (
+            ("data=ring8", "generator=mlp", "discriminator=mlp", "conditional=true"),
+            POINTS,
+            "conditional",
+            "labelled",
+        ),
+        (("generator=mlp", "generator.depth=0"), _image_spec(32), "generator.depth", "at least 1"),
+    ],
+)
+def test_impossible_combinations_name_key_value_and_allowed(
+    overrides: tuple[str, ...], spec: DataSpec, key: str, fragment: str
+) -> None:
+    with pytest.raises(ConfigError) as error:
+        check_buildable(_cfg(*overrides), spec)
+    message = str(error.value)
+    assert error.value.key.startswith(key)
+    assert fragment in message
+    assert "\n" not in message
