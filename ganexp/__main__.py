@@ -13,7 +13,6 @@ from omegaconf import DictConfig, OmegaConf
 from ganexp.config import register_schema
 from ganexp.errors import ConfigError
 from ganexp.preflight import check_config, preflight
-from ganexp.run import run
 
 
 def _fail(error: ConfigError) -> None:
@@ -44,6 +43,8 @@ def _job(cfg: DictConfig) -> dict[str, float]:
     multirun = hydra_cfg.mode == RunMode.MULTIRUN
     try:
         run_cfg = check_config(cfg)
+        from ganexp.run import run  # after the checks: it imports torch
+
         return run(
             run_cfg,
             OmegaConf.to_container(cfg, resolve=True, enum_to_str=True),

@@ -18,10 +18,7 @@ from hydra.errors import HydraException, MissingConfigException
 from omegaconf import DictConfig
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
 
-from ganexp.build import check_buildable
 from ganexp.config import RunConfig, validate
-from ganexp.data import data_spec
-from ganexp.device import resolve_device
 from ganexp.errors import ConfigError
 
 CONFIG_MODULE = "ganexp.conf"
@@ -58,6 +55,11 @@ def job_overrides(overrides: list[str], multirun: bool) -> list[list[str]]:
 def check_config(cfg: DictConfig) -> RunConfig:
     """Everything a job checks before it starts work; returns the typed config."""
     run_cfg = validate(cfg)
+    # torch and torchvision take seconds to import: a typo is reported before that
+    from ganexp.build import check_buildable
+    from ganexp.data import data_spec
+    from ganexp.device import resolve_device
+
     resolve_device(run_cfg.device.name)
     check_buildable(run_cfg, data_spec(run_cfg.data))
     return run_cfg

@@ -52,9 +52,7 @@ def build_data(cfg: DataConfig, batch_size: int, device: torch.device, seed: int
         images = fit_all(images.to(device), cfg.image_size)
         labels = labels.to(device) if spec.num_classes else None
         return TensorSource(spec, images, labels, batch_size, seed)
-    dataset.transform = FitPil(cfg.image_size)
-    if keep is not None:
-        dataset = Subset(dataset, keep.tolist())
+    dataset = _fitted(cfg, dataset, keep)
     return LoaderSource(spec, dataset, batch_size, device, seed, cfg.num_workers)
 
 
@@ -108,8 +106,12 @@ def _tensors(
         images, labels = found.to_tensors(dataset)
         return (images, labels) if keep is None else (images[keep], labels[keep])
     # image_folder with loader=tensor: decode (and fit) every kept image once
-    dataset.transform = FitPil(cfg.image_size)
-    if keep is not None:
-        dataset = Subset(dataset, keep.tolist())
-    batches = list(DataLoader(dataset, batch_size=_DECODE_BATCH, num_workers=cfg.num_workers))
+    fitted = _fitted(cfg, dataset, keep)
+    batches = list(DataLoader(fitted, batch_size=_DECODE_BATCH, num_workers=cfg.num_workers))
     return torch.cat([x for x, _ in batches]), torch.cat([y for _, y in batches])
+
+
+def _fitted(cfg: DataConfig, dataset: Dataset, keep: torch.Tensor | None) -> Dataset:
+    """The kept examples of a torchvision data set, as fitted uint8 (C, H, W) tensors."""
+    dataset.transform = FitPil(cfg.image_size)
+    return dataset if keep is None else Subset(dataset, keep.tolist())

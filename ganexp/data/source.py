@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol
 
 import torch
 
 from ganexp.data.spec import DataSpec
 
 
-@runtime_checkable
 class BatchSource(Protocol):
     """An endless stream of training batches whose position can be saved and restored."""
 
