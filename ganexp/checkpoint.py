@@ -79,7 +79,9 @@ def load_checkpoint(path: Path, key: str = "resume") -> dict[str, Any]:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as ex:
         first = str(ex).splitlines()[0]
-        raise ConfigError(key, str(path), f"refused: not a plain ganexp checkpoint ({first})") from ex
+        raise ConfigError(
+            key, str(path), f"refused: not a plain ganexp checkpoint ({first})"
+        ) from ex
     except (RuntimeError, EOFError, OSError) as ex:
         raise ConfigError(key, str(path), f"unreadable checkpoint ({ex})") from ex
     if not isinstance(state, dict) or "generator" not in state:
@@ -95,7 +97,11 @@ def find_resume_checkpoint(resume: str | None, run_dir: Path) -> Path | None:
         if target.is_dir():
             target = target / "checkpoints" / LAST
         if not target.is_file():
-            raise ConfigError("resume", resume, "must be a run folder holding checkpoints/last.pt or a checkpoint file")
+            raise ConfigError(
+                "resume",
+                resume,
+                "must be a run folder holding checkpoints/last.pt or a checkpoint file",
+            )
         return target
     own = run_dir / "checkpoints" / LAST
     return own if own.is_file() else None

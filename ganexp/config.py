@@ -9,7 +9,7 @@ exists (and can be overridden without ``+``) and has a type that Hydra enforces 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
@@ -18,7 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 from ganexp.errors import ConfigError
 
 
-class Norm(str, Enum):
+class Norm(StrEnum):
     batch = "batch"
     layer = "layer"
     instance = "instance"
@@ -27,37 +27,37 @@ class Norm(str, Enum):
     none = "none"
 
 
-class LossName(str, Enum):
+class LossName(StrEnum):
     bce = "bce"
     wgan_clip = "wgan_clip"
     wgan_gp = "wgan_gp"
 
 
-class OptimName(str, Enum):
+class OptimName(StrEnum):
     adam = "adam"
     rmsprop = "rmsprop"
 
 
-class Arch(str, Enum):
+class Arch(StrEnum):
     mlp = "mlp"
     dcgan = "dcgan"
 
 
-class LoggerMode(str, Enum):
+class LoggerMode(StrEnum):
     auto = "auto"
     online = "online"
     offline = "offline"
     disabled = "disabled"
 
 
-class DeviceName(str, Enum):
+class DeviceName(StrEnum):
     auto = "auto"
     cpu = "cpu"
     cuda = "cuda"
     mps = "mps"
 
 
-class Loader(str, Enum):
+class Loader(StrEnum):
     auto = "auto"
     tensor = "tensor"
     dataloader = "dataloader"
@@ -199,7 +199,9 @@ def _non_negative(cfg: DictConfig, *keys: str) -> None:
 
 def validate(cfg: DictConfig) -> RunConfig:
     """Check every value that a type cannot; return the config as typed dataclasses."""
-    _require(cfg.data.name in DATASETS, "data.name", cfg.data.name, f"allowed: {', '.join(DATASETS)}")
+    _require(
+        cfg.data.name in DATASETS, "data.name", cfg.data.name, f"allowed: {', '.join(DATASETS)}"
+    )
     _positive(cfg, "trainer.max_steps", "trainer.batch_size", "trainer.n_critic", "trainer.z_dim")
     _positive(cfg, "trainer.log_every", "trainer.sample_every", "trainer.checkpoint_every")
     _positive(cfg, "trainer.num_samples", "generator.width", "discriminator.width")

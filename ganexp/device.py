@@ -36,6 +36,8 @@ def resolve_device(name: DeviceName | str) -> torch.device:
                 return torch.device(preferred)
     if name.value not in available:
         raise ConfigError(
-            "device", name.value, f"not available on this machine; available: {', '.join(available)}"
+            "device",
+            name.value,
+            f"not available on this machine; available: {', '.join(available)}",
         )
     return torch.device(name.value)

@@ -67,7 +67,10 @@ class FixedInputs:
         self.noise = torch.randn(n, trainer.z_dim, generator=generator).to(trainer.device)
 
     def state_dict(self) -> dict[str, Any]:
-        return {"noise": self.noise.cpu(), "labels": None if self.labels is None else self.labels.cpu()}
+        return {
+            "noise": self.noise.cpu(),
+            "labels": None if self.labels is None else self.labels.cpu(),
+        }
 
     def load_state_dict(self, state: dict[str, Any], device: torch.device) -> None:
         self.noise = state["noise"].to(device)
@@ -141,7 +144,7 @@ class Evaluate(Hook):
 
 
 class Checkpoint(Hook):
-    """Every ``every`` steps and at the end: everything needed to continue, to checkpoints/last.pt."""
+    """Every ``every`` steps and at the end: what a run needs to go on, in checkpoints/last.pt."""
 
     def __init__(
         self,

@@ -139,7 +139,9 @@ class Tracker:
             for pattern, summary in _SUMMARIES.items():
                 self.run.define_metric(pattern, summary=summary)
         except Exception as ex:  # W&B must never stop training
-            print(f"W&B: could not start a run ({ex}); logging to metrics.jsonl only", file=sys.stderr)
+            print(
+                f"W&B: could not start a run ({ex}); logging to metrics.jsonl only", file=sys.stderr
+            )
             self.run = None
 
     @property
@@ -194,4 +196,6 @@ class Tracker:
             print(f"W&B: finishing the run failed ({ex})", file=sys.stderr)
         self.run = None
         if offline_dir is not None:
-            print(f"W&B: offline run saved; upload it with: wandb sync {offline_dir}", file=sys.stderr)
+            print(
+                f"W&B: offline run saved; upload it with: wandb sync {offline_dir}", file=sys.stderr
+            )

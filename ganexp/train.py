@@ -7,7 +7,6 @@ a device tensor, and nothing is read back to the host except by a hook on a step
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 from typing import Any
 

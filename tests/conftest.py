@@ -8,6 +8,7 @@ import pytest
 
 from ganexp.config import register_schema
 
+
 @pytest.fixture(autouse=True, scope="session")
 def _isolated_env(tmp_path_factory: pytest.TempPathFactory) -> None:
     """No W&B credentials or network, and one data cache for the whole session."""

@@ -17,7 +17,9 @@ GROUPS += ("metrics", "trainer", "experiment")
 
 def _options(group: str) -> list[str]:
     folder = resources.files("ganexp.conf") / group
-    return sorted(p.name.removesuffix(".yaml") for p in folder.iterdir() if p.name.endswith(".yaml"))
+    return sorted(
+        p.name.removesuffix(".yaml") for p in folder.iterdir() if p.name.endswith(".yaml")
+    )
 
 
 def test_every_group_of_the_design_exists() -> None:
@@ -30,7 +32,8 @@ def test_every_group_of_the_design_exists() -> None:
 
 
 @pytest.mark.parametrize(
-    "override", [f"{g}={o}" for g in GROUPS for o in _options(g) if (g, o) != ("data", "image_folder")]
+    "override",
+    [f"{g}={o}" for g in GROUPS for o in _options(g) if (g, o) != ("data", "image_folder")],
 )
 def test_every_option_composes_and_validates(override: str) -> None:
     cfg = compose_config(override)

@@ -6,6 +6,7 @@ import itertools
 
 import pytest
 import torch
+from helpers import compose_config
 from torch import nn
 
 from ganexp.build import build_discriminator, build_generator, check_buildable
@@ -13,7 +14,6 @@ from ganexp.config import Norm, RunConfig, validate
 from ganexp.data import DataSpec
 from ganexp.errors import ConfigError
 from ganexp.models.norms import make_norm
-from helpers import compose_config
 
 IMAGE_SIZES = (28, 32, 64)
 NORMS = [n.value for n in Norm]
@@ -127,7 +127,12 @@ def test_layer_norm_on_maps_normalizes_each_sample_over_all_features() -> None:
             "norm.generator",
             "spatial dimensions",
         ),
-        (("norm.discriminator=instance", "discriminator=mlp"), _image_spec(32), "norm.discr", "spatial"),
+        (
+            ("norm.discriminator=instance", "discriminator=mlp"),
+            _image_spec(32),
+            "norm.discr",
+            "spatial",
+        ),
         (("data=ring8",), POINTS, "generator.arch", "use generator=mlp"),
         (
             ("data=ring8", "generator=mlp", "discriminator=mlp", "conditional=true"),

@@ -147,13 +147,19 @@ def _ganexp(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
 def test_ganexp_command_runs_the_smoke_preset(tmp_path: Path) -> None:
     out = tmp_path / "run"
     result = _ganexp(
-        "experiment=smoke", "loss=wgan_gp", f"hydra.run.dir={out}", "logger.mode=offline", cwd=tmp_path
+        "experiment=smoke",
+        "loss=wgan_gp",
+        f"hydra.run.dir={out}",
+        "logger.mode=offline",
+        cwd=tmp_path,
     )
     assert result.returncode == 0, result.stderr
     lines = result.stderr.splitlines()
     assert lines[0] == f"ganexp: device=auto -> cpu ({torch.get_num_threads()} threads)"
     assert any("warning: batch norm in a WGAN-GP critic" in line for line in lines)
-    assert any(line.startswith("W&B: offline run saved; upload it with: wandb sync ") for line in lines)
+    assert any(
+        line.startswith("W&B: offline run saved; upload it with: wandb sync ") for line in lines
+    )
     assert (out / ".hydra" / "config.yaml").is_file()
     assert (out / "checkpoints" / "last.pt").is_file()
     assert (out / "samples" / "step_000006.png").is_file()

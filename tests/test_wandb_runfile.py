@@ -77,6 +77,8 @@ def logged(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LoggedRun]:
                 tags=["a", "b"],
                 config=CONFIG,
                 name="n",
+                mode="offline",
+                dir=str(root),
             )
             run.define_metric("loss/d", summary="min")
             for step, (d, g) in enumerate(zip(LOSS_D, LOSS_G, strict=True)):

@@ -1,4 +1,4 @@
-"""Vanilla GAN networks (Goodfellow et al. 2014): fully connected G and D, for images or 2-D points."""
+"""Vanilla GAN networks (Goodfellow et al. 2014): fully connected G and D, for images or points."""
 
 from __future__ import annotations
 

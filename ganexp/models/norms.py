@@ -41,8 +41,10 @@ def make_norm(
     if kind == Norm.instance:
         if not spatial:
             raise ConfigError(
-                key, kind.value, "instance norm needs spatial dimensions (dcgan); for mlp use "
-                "batch, layer, group, spectral or none"
+                key,
+                kind.value,
+                "instance norm needs spatial dimensions (dcgan); for mlp use "
+                "batch, layer, group, spectral or none",
             )
         return nn.InstanceNorm2d(channels, eps=eps, affine=True)
     if kind == Norm.group:
