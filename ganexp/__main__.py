@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import sys
 from pathlib import Path
 
@@ -11,12 +12,19 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from ganexp.config import register_schema
-from ganexp.errors import ConfigError
+from ganexp.errors import ConfigError, GanexpError
 from ganexp.preflight import check_config, preflight
 
 
-def _fail(error: ConfigError) -> None:
+def _fail(error: GanexpError) -> None:
     print(f"ganexp: error: {error}", file=sys.stderr)
+
+
+def _remove_if_untouched(run_dir: Path) -> None:
+    """A job refused before it started leaves no run folder behind (only Hydra's files)."""
+    made = {p.name for p in run_dir.iterdir()} if run_dir.is_dir() else set()
+    if made <= {".hydra", "main.log", "__main__.log"}:
+        shutil.rmtree(run_dir, ignore_errors=True)
 
 
 def _run_name(hydra_cfg: DictConfig) -> str:
@@ -40,7 +48,7 @@ def _group(cfg: DictConfig, hydra_cfg: DictConfig) -> str | None:
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
 def _job(cfg: DictConfig) -> dict[str, float]:
     hydra_cfg = HydraConfig.get()
-    multirun = hydra_cfg.mode == RunMode.MULTIRUN
+    run_dir = Path(hydra_cfg.runtime.output_dir)
     try:
         run_cfg = check_config(cfg)
         from ganexp.run import run  # after the checks: it imports torch
@@ -48,15 +56,17 @@ def _job(cfg: DictConfig) -> dict[str, float]:
         return run(
             run_cfg,
             OmegaConf.to_container(cfg, resolve=True, enum_to_str=True),
-            Path(hydra_cfg.runtime.output_dir),
+            run_dir,
             name=_run_name(hydra_cfg),
             group=_group(cfg, hydra_cfg),
         )
-    except ConfigError as error:
+    except GanexpError as error:
         _fail(error)
-        if multirun:
+        if isinstance(error, ConfigError):
+            _remove_if_untouched(run_dir)
+        if hydra_cfg.mode == RunMode.MULTIRUN:
             raise
-        sys.exit(2)
+        sys.exit(error.exit_code)
 
 
 def main() -> None:

@@ -128,6 +128,8 @@ class TrainerConfig:
     sample_every: int = 250
     eval_every: int = 0  # 0 = only at the end
     checkpoint_every: int = 500
+    keep_checkpoints: int = 3  # step checkpoints kept besides last.pt and best.pt
+    skip_nonfinite: bool = False  # true: skip optimizer steps on NaN/Inf losses instead of stopping
     num_samples: int = 64  # images in the fixed-noise grid (rounded to one row per class for cGAN)
     progress_bar: bool = True
 
@@ -151,6 +153,7 @@ class MetricsConfig:
 @dataclass
 class DeviceConfig:
     name: DeviceName = DeviceName.auto
+    deterministic: bool = False  # CUDA: deterministic kernels, same results run to run (slower)
 
 
 @dataclass
@@ -205,7 +208,7 @@ def validate(cfg: DictConfig) -> RunConfig:
     _positive(cfg, "trainer.max_steps", "trainer.batch_size", "trainer.n_critic", "trainer.z_dim")
     _positive(cfg, "trainer.log_every", "trainer.sample_every", "trainer.checkpoint_every")
     _positive(cfg, "trainer.num_samples", "generator.width", "discriminator.width")
-    _positive(cfg, "norm.num_groups", "metrics.num_samples")
+    _positive(cfg, "norm.num_groups", "metrics.num_samples", "trainer.keep_checkpoints")
     _non_negative(cfg, "trainer.eval_every", "generator.depth", "discriminator.depth")
     _non_negative(cfg, "data.num_workers", "optim.weight_decay")
     if cfg.data.limit is not None:

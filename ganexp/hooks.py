@@ -5,12 +5,12 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import torch
 
-from ganexp.checkpoint import LAST, rng_state, save_checkpoint
+from ganexp.checkpoint import CheckpointStore, rng_state
+from ganexp.errors import RunFailed
 from ganexp.tracking import Tracker
 from ganexp.train import Hook, ProgressBar, Trainer, grad_norm
 
@@ -143,32 +143,62 @@ class Evaluate(Hook):
             self.tracker.log(trainer.step, self.latest)
 
 
+class CheckFinite(Hook):
+    """Stops the run at a non-finite loss or weight, naming the step and the tensor, before a
+    checkpoint could save it. Runs on every logging and checkpoint step, and on every step on
+    the CPU, where reading a value back costs nothing."""
+
+    def __init__(self, intervals: tuple[int, ...], every_step: bool, store: CheckpointStore):
+        self.intervals = intervals
+        self.every_step = every_step
+        self.store = store
+
+    def after_step(self, trainer: Trainer) -> None:
+        due = self.every_step or trainer.stop_signal or trainer.step == trainer.max_steps
+        if not (due or any(trainer.step % every == 0 for every in self.intervals)):
+            return
+        found = trainer.nonfinite()
+        if found is not None:
+            step, names = found
+            last = self.store.last if self.store.last.exists() else None
+            kept = f"last good checkpoint: {last}" if last else "no checkpoint was written yet"
+            raise RunFailed(
+                f"non-finite {', '.join(names)} at step {step}; {kept} "
+                "(trainer.skip_nonfinite=true skips such steps instead)"
+            )
+
+
 class Checkpoint(Hook):
-    """Every ``every`` steps and at the end: what a run needs to go on, in checkpoints/last.pt."""
+    """Every ``every`` steps, at the end and when stopped by a signal: what a run needs to go
+    on, as checkpoints/step_NNNNNN.pt and checkpoints/last.pt."""
 
     def __init__(
         self,
         every: int,
-        run_dir: Path,
+        store: CheckpointStore,
         fixed: FixedInputs,
         tracker: Tracker,
         config: dict[str, Any],
     ) -> None:
         self.every = every
-        self.path = run_dir / "checkpoints" / LAST
+        self.store = store
         self.fixed = fixed
         self.tracker = tracker
         self.config = config
+        self.extra: dict[str, Any] = {}  # state other hooks add (e.g. the best metric)
 
     def after_step(self, trainer: Trainer) -> None:
-        if self.due(trainer):
-            self.save(trainer)
+        if self.due_or_stopping(trainer):
+            self.store.save(self.state(trainer), trainer.step)
 
-    def save(self, trainer: Trainer) -> None:
-        state = trainer.state_dict() | {
-            "fixed": self.fixed.state_dict(),
-            "rng": rng_state(),
-            "wandb_id": self.tracker.run_id,
-            "config": self.config,
-        }
-        save_checkpoint(state, self.path)
+    def state(self, trainer: Trainer) -> dict[str, Any]:
+        return (
+            trainer.state_dict()
+            | self.extra
+            | {
+                "fixed": self.fixed.state_dict(),
+                "rng": rng_state(),
+                "wandb_id": self.tracker.run_id,
+                "config": self.config,
+            }
+        )

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+from pathlib import Path
 
 from hydra import compose, initialize_config_module
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
@@ -57,9 +58,12 @@ def check_config(cfg: DictConfig) -> RunConfig:
     run_cfg = validate(cfg)
     # torch and torchvision take seconds to import: a typo is reported before that
     from ganexp.build import check_buildable
+    from ganexp.checkpoint import load_resume, resume_source
     from ganexp.data import data_spec
     from ganexp.device import resolve_device
 
+    if run_cfg.resume:
+        load_resume(resume_source(run_cfg.resume, Path.cwd()))
     resolve_device(run_cfg.device.name)
     check_buildable(run_cfg, data_spec(run_cfg.data))
     return run_cfg

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import random
+import signal
 import sys
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -12,11 +17,20 @@ import numpy as np
 import torch
 
 from ganexp.build import build_discriminator, build_generator, build_optimizer
-from ganexp.checkpoint import find_resume_checkpoint, load_checkpoint, set_rng_state
+from ganexp.checkpoint import CheckpointStore, load_resume, resume_source, set_rng_state
 from ganexp.config import LossName, Norm, RunConfig
 from ganexp.data import BatchSource, build_data, data_spec, mode_centers
 from ganexp.device import describe, resolve_device
-from ganexp.hooks import Checkpoint, Evaluate, FixedInputs, LogScalars, SampleGrid, generate
+from ganexp.errors import Interrupted
+from ganexp.hooks import (
+    CheckFinite,
+    Checkpoint,
+    Evaluate,
+    FixedInputs,
+    LogScalars,
+    SampleGrid,
+    generate,
+)
 from ganexp.losses import build_loss
 from ganexp.metrics.toy import mode_stats
 from ganexp.tracking import Tracker
@@ -72,7 +86,25 @@ def make_evaluate(cfg: RunConfig, data: BatchSource) -> Callable[[Trainer], dict
     return evaluate
 
 
-def run(
+@dataclass
+class Session:
+    """A run ready to train: the trainer with its hooks, and where its results go."""
+
+    trainer: Trainer
+    tracker: Tracker
+    evaluate: Evaluate
+    resumed_from: Path | None
+
+
+def configure_determinism(cfg: RunConfig, device: torch.device) -> None:
+    """CPU runs are deterministic as they are; on CUDA, device.deterministic trades speed for it."""
+    if device.type == "cuda" and cfg.device.deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.backends.cudnn.benchmark = False
+        torch.use_deterministic_algorithms(True)
+
+
+def setup(
     cfg: RunConfig,
     resolved: dict[str, Any],
     run_dir: Path,
@@ -80,16 +112,16 @@ def run(
     name: str,
     group: str | None,
     job_type: str = "train",
-) -> dict[str, float]:
-    """Train one run in ``run_dir``; returns the last evaluation's metrics."""
+) -> Session:
+    """Build everything a run needs in ``run_dir``, continuing from a checkpoint if there is one."""
     device = resolve_device(cfg.device.name)
     print(f"ganexp: device={cfg.device.name.value} -> {describe(device)}", file=sys.stderr)
     warned = warnings_for(cfg)
     for message in warned.values():
         print(f"ganexp: warning: {message}", file=sys.stderr)
+    configure_determinism(cfg, device)
 
-    resume_from = find_resume_checkpoint(cfg.resume, run_dir)
-    state = load_checkpoint(resume_from) if resume_from else None
+    resumed = load_resume(resume_source(cfg.resume, run_dir))
     seed_everything(cfg.seed)
     spec = data_spec(cfg.data)
     data = build_data(cfg.data, cfg.trainer.batch_size, device, cfg.seed)
@@ -109,14 +141,16 @@ def run(
         n_critic=cfg.trainer.n_critic,
         z_dim=cfg.trainer.z_dim,
         conditional=cfg.conditional,
+        skip_nonfinite=cfg.trainer.skip_nonfinite,
     )
     plotted = cfg.trainer.num_samples if spec.kind == "image" else 16 * cfg.trainer.num_samples
     fixed = FixedInputs(trainer, plotted)
+    state, resumed_from = resumed if resumed else (None, None)
     if state is not None:
         trainer.load_state_dict(state)
         fixed.load_state_dict(state["fixed"], device)
         set_rng_state(state["rng"])
-        print(f"ganexp: resuming from {resume_from} at step {trainer.step}", file=sys.stderr)
+        print(f"ganexp: resuming from {resumed_from} at step {trainer.step}", file=sys.stderr)
 
     tracker = Tracker(
         run_dir,
@@ -128,20 +162,71 @@ def run(
         job_type=job_type,
         resume_id=state.get("wandb_id") if state else None,
     )
+    store = CheckpointStore(run_dir / "checkpoints", keep=cfg.trainer.keep_checkpoints)
     bar = ProgressBar(cfg.trainer.progress_bar)
     centers = mode_centers(cfg.data) if spec.kind == "points" else None
     evaluate = Evaluate(cfg.trainer.eval_every, tracker, make_evaluate(cfg, data))
+    intervals = (cfg.trainer.log_every, cfg.trainer.checkpoint_every)
     trainer.hooks = [
         bar,
         LogScalars(cfg.trainer.log_every, tracker, bar),
         SampleGrid(cfg.trainer.sample_every, tracker, fixed, centers),
         evaluate,
-        Checkpoint(cfg.trainer.checkpoint_every, run_dir, fixed, tracker, resolved),
+        CheckFinite(intervals, every_step=device.type == "cpu", store=store),
+        Checkpoint(cfg.trainer.checkpoint_every, store, fixed, tracker, resolved),
     ]
+    return Session(trainer, tracker, evaluate, resumed_from)
+
+
+@contextmanager
+def stop_on_signals(trainer: Trainer) -> Iterator[None]:
+    """SIGTERM and SIGINT finish the current step, save a checkpoint and stop; a second SIGINT
+    interrupts at once."""
+
+    def request_stop(signum: int, frame: object) -> None:
+        trainer.stop_signal = signum
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def execute(session: Session) -> dict[str, float]:
+    """Train to the end; the W&B run is finished whatever happens. Returns the last metrics."""
+    trainer, tracker = session.trainer, session.tracker
     exit_code = 1
     try:
-        trainer.train()
+        with stop_on_signals(trainer):
+            trainer.train()
         exit_code = 0
+    except Interrupted:
+        tracker.mark_preempting()
+        exit_code = 0
+        raise
     finally:
         tracker.finish(exit_code)
-    return evaluate.latest
+    if trainer.skipped_steps:
+        print(
+            f"ganexp: skipped {trainer.skipped_steps} non-finite optimizer steps", file=sys.stderr
+        )
+    return session.evaluate.latest
+
+
+def run(
+    cfg: RunConfig,
+    resolved: dict[str, Any],
+    run_dir: Path,
+    *,
+    name: str,
+    group: str | None,
+    job_type: str = "train",
+) -> dict[str, float]:
+    """Train one run in ``run_dir``; returns the last evaluation's metrics."""
+    return execute(setup(cfg, resolved, run_dir, name=name, group=group, job_type=job_type))

@@ -184,6 +184,14 @@ class Tracker:
             print(f"W&B: logging failed ({ex}); continuing with metrics.jsonl", file=sys.stderr)
             self.run = None
 
+    def mark_preempting(self) -> None:
+        """Tell W&B the run stopped early on purpose and will be resumed."""
+        if self.run is not None:
+            try:
+                self.run.mark_preempting()
+            except Exception as ex:
+                print(f"W&B: could not mark the run preempted ({ex})", file=sys.stderr)
+
     def finish(self, exit_code: int = 0) -> None:
         """Close the files and the W&B run; for offline runs, say how to upload them."""
         self._jsonl.close()

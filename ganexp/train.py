@@ -15,6 +15,7 @@ from torch import nn
 from tqdm import tqdm
 
 from ganexp.data import BatchSource, DataSpec
+from ganexp.errors import Interrupted
 from ganexp.losses import GANLoss
 
 STAT_KEYS = ("loss/d", "loss/g", "d/real", "d/fake", "loss/gp")
@@ -35,13 +36,19 @@ class Trainer:
     n_critic: int
     z_dim: int
     conditional: bool
+    skip_nonfinite: bool = False
     hooks: list[Hook] = field(default_factory=list)
     step: int = 0
     images_seen: int = 0
+    skipped_steps: int = 0
+    stop_signal: int = 0  # set by a signal handler; the loop stops after the current step
 
     def __post_init__(self) -> None:
         self._sums = torch.zeros(len(STAT_KEYS), device=self.device)
         self._count = 0
+        # the first step with a non-finite statistic, and which ones, kept on the device
+        self._bad_step = torch.full((), -1, dtype=torch.long, device=self.device)
+        self._bad_which = torch.zeros(len(STAT_KEYS), dtype=torch.bool, device=self.device)
 
     # -- sampling -------------------------------------------------------------------------------
     def noise(self, n: int) -> torch.Tensor:
@@ -73,23 +80,53 @@ class Trainer:
             total = d_loss if penalty is None else d_loss + penalty
             self.opt_d.zero_grad(set_to_none=True)
             total.backward()
-            self.opt_d.step()
-            loss.after_d_step(D)
+            if self._may_step(total):
+                self.opt_d.step()
+                loss.after_d_step(D)
 
         D.requires_grad_(False)  # the generator step needs no discriminator gradients
         g_loss = loss.g_loss(D(fake, fake_labels))
         self.opt_g.zero_grad(set_to_none=True)
         g_loss.backward()
-        self.opt_g.step()
+        if self._may_step(g_loss):
+            self.opt_g.step()
         D.requires_grad_(True)
 
         with torch.no_grad():
             gp = penalty.detach() if penalty is not None else torch.zeros((), device=self.device)
-            self._sums += torch.stack(
+            stats = torch.stack(
                 [d_loss.detach(), g_loss.detach(), loss.report(real_out), loss.report(fake_out), gp]
             )
+            self._sums += stats
+            self._record_nonfinite(stats)
         self._count += 1
         self.images_seen += self.batch_size * self.n_critic
+
+    def _may_step(self, loss_value: torch.Tensor) -> bool:
+        """With trainer.skip_nonfinite, an optimizer step on a non-finite loss is skipped
+        (this reads the loss back every step); otherwise always step."""
+        if self.skip_nonfinite and not bool(torch.isfinite(loss_value)):
+            self.skipped_steps += 1
+            return False
+        return True
+
+    def _record_nonfinite(self, stats: torch.Tensor) -> None:
+        """Remember the first step with a non-finite statistic, without a host-device sync."""
+        bad = ~torch.isfinite(stats)
+        first = (self._bad_step < 0) & bad.any()
+        self._bad_step = torch.where(first, self.step + 1, self._bad_step)
+        self._bad_which = torch.where(first, bad, self._bad_which)
+
+    def nonfinite(self) -> tuple[int, list[str]] | None:
+        """(step, names) of the first non-finite loss or weight seen so far, or None."""
+        step = int(self._bad_step)
+        if step >= 0:
+            return step, [k for k, bad in zip(STAT_KEYS, self._bad_which.tolist(), strict=True) if bad]
+        for net_name, net in (("generator", self.generator), ("discriminator", self.discriminator)):
+            for name, param in net.named_parameters():
+                if not bool(torch.isfinite(param).all()):
+                    return self.step, [f"{net_name}.{name}"]
+        return None
 
     def pop_stats(self) -> dict[str, float]:
         """Means of the step statistics since the last call (one host-device sync)."""
@@ -115,6 +152,8 @@ class Trainer:
             self.step += 1
             for hook in self.hooks:
                 hook.after_step(self)
+            if self.stop_signal:
+                raise Interrupted(self.stop_signal, self.step)
         for hook in self.hooks:
             hook.after_train(self)
 
@@ -126,6 +165,7 @@ class Trainer:
             "opt_d": self.opt_d.state_dict(),
             "step": self.step,
             "images_seen": self.images_seen,
+            "skipped_steps": self.skipped_steps,
             "data": self.data.state_dict(),
         }
 
@@ -136,6 +176,7 @@ class Trainer:
         self.opt_d.load_state_dict(state["opt_d"])
         self.step = state["step"]
         self.images_seen = state["images_seen"]
+        self.skipped_steps = state["skipped_steps"]
         self.data.load_state_dict(state["data"])
 
 
@@ -149,6 +190,9 @@ class Hook:
         return self.every > 0 and (
             trainer.step % self.every == 0 or trainer.step == trainer.max_steps
         )
+
+    def due_or_stopping(self, trainer: Trainer) -> bool:
+        return self.due(trainer) or bool(trainer.stop_signal)
 
     def before_train(self, trainer: Trainer) -> None:
         """Called once before the first step."""

@@ -1,8 +1,11 @@
 """Mode statistics on toy 2-D mixtures (the VEEGAN / PacGAN definitions).
 
-A sample is high quality when it lies within 3 standard deviations of its nearest mode; a mode is
-covered when at least one high-quality sample is nearest to it. The reverse KL compares the
-histogram of high-quality samples over modes with the uniform distribution of the data.
+As in PacGAN's evaluation code (``MetricLogger`` in fjxmlzn/PacGAN, following VEEGAN): each sample
+is assigned to its nearest mode; it is high quality when that distance is under 3 standard
+deviations; a mode is covered when at least one high-quality sample is assigned to it. The reverse
+KL is KL(p || uniform), p the histogram of the high-quality samples over the modes (the data's
+modes are equally likely); with no high-quality sample at all it is set to log K, its value for a
+generator collapsed onto one mode.
 """
 
 from __future__ import annotations
@@ -13,11 +16,13 @@ import torch
 
 
 def mode_stats(samples: torch.Tensor, centers: torch.Tensor, std: float) -> dict[str, float]:
-    """``modes_covered``, ``high_quality`` (fraction) and ``reverse_kl`` of ``samples``."""
+    """``modes_covered`` (count), ``high_quality`` (fraction of all samples) and ``reverse_kl``
+    of (N, 2) ``samples`` against (K, 2) ``centers`` of isotropic modes of standard deviation
+    ``std``."""
     samples, centers = samples.double().cpu(), centers.double().cpu()
     dist = torch.cdist(samples, centers)
     nearest_dist, nearest = dist.min(dim=1)
-    good = nearest_dist <= 3 * std
+    good = nearest_dist < 3 * std
     counts = torch.bincount(nearest[good], minlength=len(centers)).double()
     k = len(centers)
     if counts.sum() > 0:
