@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import io
 import os
 import pickle
 import random
@@ -113,9 +114,12 @@ def _link_atomic(source: Path, target: Path) -> None:
 def save_checkpoint(state: dict[str, Any], path: Path) -> None:
     """Write ``state`` and its digest atomically; raise RunFailed if the disk refuses."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    buffer = io.BytesIO()  # serialized first: torch.save reports a failed write as RuntimeError
+    torch.save(state, buffer)
+    data = buffer.getbuffer()
+    digest = hashlib.sha256(data).hexdigest()
     try:
-        _write_atomic(path, lambda f: torch.save(state, f))
-        digest = sha256_file(path)
+        _write_atomic(path, lambda f: f.write(data))
         _write_atomic(_digest_path(path), lambda f: f.write(f"{digest}\n".encode()))
         _fsync_dir(path.parent)
     except OSError as ex:

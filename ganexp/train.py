@@ -98,7 +98,8 @@ class Trainer:
                 [d_loss.detach(), g_loss.detach(), loss.report(real_out), loss.report(fake_out), gp]
             )
             self._sums += stats
-            self._record_nonfinite(stats)
+            if not self.skip_nonfinite:  # skipped steps are not faults; weights are still checked
+                self._record_nonfinite(stats)
         self._count += 1
         self.images_seen += self.batch_size * self.n_critic
 
@@ -121,7 +122,8 @@ class Trainer:
         """(step, names) of the first non-finite loss or weight seen so far, or None."""
         step = int(self._bad_step)
         if step >= 0:
-            return step, [k for k, bad in zip(STAT_KEYS, self._bad_which.tolist(), strict=True) if bad]
+            flags = self._bad_which.tolist()
+            return step, [k for k, bad in zip(STAT_KEYS, flags, strict=True) if bad]
         for net_name, net in (("generator", self.generator), ("discriminator", self.discriminator)):
             for name, param in net.named_parameters():
                 if not bool(torch.isfinite(param).all()):

@@ -11,28 +11,53 @@ probes a custom feature module with a uint8 ``(1, 3, 299, 299)`` image.
 
 from __future__ import annotations
 
+import hashlib
+import os
+
 import torch
 from torch import nn
 from torchvision.transforms.v2 import functional as F
 
-ARCH = "cnn3-32-64-128-v1"  # recorded with each checkpoint; change it when the layers change
+ARCH = "cnn4-32-64-64-128-v1"  # recorded with each checkpoint; change it when the layers change
 INPUT_SIZE = 32
 NUM_FEATURES = 128
 _BATCH = 1000  # images per forward pass in features()/logits(), to bound memory
 
 
-def _block(cin: int, cout: int) -> nn.Sequential:
-    """conv3x3 - BN - ReLU - 2x2 max pool: halves the resolution."""
-    return nn.Sequential(
-        nn.Conv2d(cin, cout, 3, padding=1, bias=False),
+def check_uint8(images: torch.Tensor) -> None:
+    """Refuse anything but uint8 (N, 1 or 3, H, W): floats in [-1, 1] would pass silently wrong."""
+    if images.dtype != torch.uint8:
+        raise TypeError(f"expected uint8 images in [0, 255], got {images.dtype}")
+    if images.dim() != 4 or images.shape[1] not in (1, 3):
+        raise ValueError(f"expected images shaped (N, 1 or 3, H, W), got {tuple(images.shape)}")
+
+
+def sha256_file(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def record_path(checkpoint: str) -> str:
+    """The JSON record beside a checkpoint: ``x.pt`` -> ``x.json``."""
+    return os.path.splitext(checkpoint)[0] + ".json"
+
+
+def _conv(cin: int, cout: int, kernel: int, stride: int) -> list[nn.Module]:
+    return [
+        nn.Conv2d(cin, cout, kernel, stride, padding=1, bias=False),
         nn.BatchNorm2d(cout),
         nn.ReLU(inplace=True),
-        nn.MaxPool2d(2),
-    )
+    ]
 
 
 class Classifier(nn.Module):
-    """32x32 input -> three conv blocks -> 128 features (after ReLU) -> class logits."""
+    """32x32 input -> four conv layers -> 128 features (after ReLU) -> class logits.
+
+    Strided convolutions rather than pooling keep it cheap: ~5M multiply-adds per image.
+    """
 
     def __init__(self, channels: int, num_classes: int) -> None:
         super().__init__()
@@ -43,9 +68,10 @@ class Classifier(nn.Module):
         self.num_features = NUM_FEATURES
         self.input_size = INPUT_SIZE
         self.body = nn.Sequential(
-            _block(channels, 32),  # 16x16
-            _block(32, 64),  # 8x8
-            _block(64, 128),  # 4x4
+            *_conv(channels, 32, 4, 2),  # 16x16
+            *_conv(32, 64, 3, 2),  # 8x8
+            *_conv(64, 64, 3, 1),
+            *_conv(64, 128, 3, 2),  # 4x4
             nn.AdaptiveAvgPool2d(2),
             nn.Flatten(),
             nn.Linear(128 * 2 * 2, NUM_FEATURES),
@@ -55,11 +81,8 @@ class Classifier(nn.Module):
 
     def prepare(self, images: torch.Tensor) -> torch.Tensor:
         """uint8 (N, C, H, W) -> float (N, channels, 32, 32) in [-1, 1] on the model's device."""
-        if images.dtype != torch.uint8:
-            raise TypeError(f"expected uint8 images in [0, 255], got {images.dtype}")
-        if images.dim() != 4 or images.shape[1] not in (1, 3):
-            raise ValueError(f"expected images shaped (N, 1 or 3, H, W), got {tuple(images.shape)}")
-        x = images.to(self.body[0][0].weight.device).float().div_(255.0)
+        check_uint8(images)
+        x = images.to(self.body[0].weight.device).float().div_(255.0)
         if x.shape[1] != self.channels:
             x = x.expand(-1, 3, -1, -1) if self.channels == 3 else F.rgb_to_grayscale(x)
         if x.shape[-2:] != (INPUT_SIZE, INPUT_SIZE):

@@ -6,7 +6,7 @@
 
 Arguments are ``key=value``: ``out`` (default: ``<data.cache_dir>/classifiers/<name>-<hash>.pt``,
 where a run that needs the classifier looks for it, and trains it on first use), ``epochs``
-(default 6) and ``seed`` (default 0). Every other argument is an override of the run config, as
+(default 8) and ``seed`` (default 0). Every other argument is an override of the run config, as
 for ``ganexp``, so ``data.root``, ``data.limit`` and the rest find and shape the data as a run
 would. Training uses the training split's labels; accuracy is measured on the test split
 (MNIST's t10k files, CIFAR-10's test_batch, found where the training files are) or, where there is
@@ -18,11 +18,11 @@ from __future__ import annotations
 
 import datetime
 import hashlib
+import io
 import json
 import os
 import shlex
 import sys
-import tempfile
 import time
 from typing import Any
 
@@ -31,17 +31,16 @@ import torch.nn.functional as F
 from torchvision import datasets
 
 from ganexp.config import DataConfig
-from ganexp.data import build_data, data_spec
-from ganexp.data import cifar, mnist
+from ganexp.data import build_data, cifar, data_spec, mnist
 from ganexp.data.idx import IMAGES_MAGIC, LABELS_MAGIC, data_size, read_dims
 from ganexp.data.images import fit_all
 from ganexp.data.places import cache_root, local_places
 from ganexp.data.staging import stage
 from ganexp.errors import ConfigError
-from ganexp.metrics.classifier import ARCH, INPUT_SIZE, Classifier
+from ganexp.metrics.classifier import ARCH, INPUT_SIZE, Classifier, record_path, sha256_file
 from ganexp.metrics.extractors import to_uint8
 
-DEFAULT_EPOCHS = 6
+DEFAULT_EPOCHS = 8
 BATCH_SIZE = 128
 LR = 3e-3
 WEIGHT_DECAY = 5e-4
@@ -68,7 +67,7 @@ class MNIST(_TestSplitOnly, datasets.MNIST):
 
 
 def _mnist_test_split(cfg: DataConfig) -> tuple[torch.Tensor, torch.Tensor] | None:
-    """The t10k files, looked up where :func:`ganexp.data.mnist.locate` looks for the train split."""
+    """The t10k files, looked up where :func:`ganexp.data.mnist.locate` finds the train split."""
     cls = {"fashion_mnist": FashionMNIST, "mnist": MNIST}[cfg.name]
     found = mnist.locate(cfg)
     cache = cache_root(cfg)
@@ -144,7 +143,9 @@ def fit(
             total += loss.item()
         if verbose:
             seconds = time.perf_counter() - start
-            print(f"epoch {epoch + 1}/{epochs}: loss {total / steps_per_epoch:.4f} ({seconds:.0f} s)")
+            print(
+                f"epoch {epoch + 1}/{epochs}: loss {total / steps_per_epoch:.4f} ({seconds:.0f} s)"
+            )
     model.eval()
 
 
@@ -156,30 +157,17 @@ def accuracy(model: Classifier, images: torch.Tensor, labels: torch.Tensor) -> f
     return float((predicted == labels).double().mean())
 
 
-def sha256_file(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def _atomic_write(path: str, write: Any) -> None:
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(path)}.")
+def _atomic_write(path: str, data: bytes) -> None:
+    """Write under a temporary name, then rename: a reader never sees a partial file."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = f"{path}.{os.getpid()}.tmp"
     try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
+        with open(tmp, "wb") as f:
+            f.write(data)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
-
-
-def record_path(checkpoint: str) -> str:
-    """The JSON record beside a checkpoint: ``x.pt`` -> ``x.json``."""
-    return os.path.splitext(checkpoint)[0] + ".json"
 
 
 def train_classifier(
@@ -204,7 +192,9 @@ def train_classifier(
     images, labels, split = eval_split(cfg, seed + 1)
     score = accuracy(model, images, labels)
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    _atomic_write(out, lambda f: torch.save(state, f))
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    _atomic_write(out, buffer.getvalue())
     record = {
         "dataset": cfg.name,
         "arch": ARCH,
@@ -227,7 +217,7 @@ def train_classifier(
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
     }
     text = json.dumps(record, indent=2) + "\n"
-    _atomic_write(record_path(out), lambda f: f.write(text.encode()))
+    _atomic_write(record_path(out), text.encode())
     return record
 
 
@@ -296,7 +286,8 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as error:
         print(f"train_classifier: error: {error}", file=sys.stderr)
         return 2
-    print(f"accuracy {record['accuracy']:.4f} on the {record['accuracy_on']}; sha256 {record['sha256']}")
+    print(f"accuracy {record['accuracy']:.4f} on the {record['accuracy_on']}")
+    print(f"wrote {out} (sha256 {record['sha256']}) and {record_path(out)}")
     return 0
 
 
