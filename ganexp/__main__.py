@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 import shutil
 import sys
+import time
 from pathlib import Path
 
 import hydra
@@ -12,19 +14,22 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from ganexp.config import register_schema
-from ganexp.errors import ConfigError, GanexpError
+from ganexp.errors import ConfigError, GanexpError, Interrupted
+from ganexp.job import write_job_record
 from ganexp.preflight import check_config, preflight
 
 
-def _fail(error: GanexpError) -> None:
+def _fail(error: Exception) -> None:
     print(f"ganexp: error: {error}", file=sys.stderr)
 
 
-def _remove_if_untouched(run_dir: Path) -> None:
+def _remove_if_untouched(run_dir: Path) -> bool:
     """A job refused before it started leaves no run folder behind (only Hydra's files)."""
     made = {p.name for p in run_dir.iterdir()} if run_dir.is_dir() else set()
     if made <= {".hydra", "main.log", "__main__.log"}:
         shutil.rmtree(run_dir, ignore_errors=True)
+        return True
+    return False
 
 
 def _run_name(hydra_cfg: DictConfig) -> str:
@@ -46,27 +51,52 @@ def _group(cfg: DictConfig, hydra_cfg: DictConfig) -> str | None:
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
-def _job(cfg: DictConfig) -> dict[str, float]:
+def _job(cfg: DictConfig) -> float | None:
+    """One job. In a sweep a failing job is recorded (job.json) and the sweep goes on; the
+    return value (the best headline metric) is what Hydra's sweepers optimize."""
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
+    multirun = hydra_cfg.mode == RunMode.MULTIRUN
+    record: dict = {"status": "failed", "error": None, "overrides": list(hydra_cfg.overrides.task)}
+    record |= {"steps": 0, "wall_time_s": 0.0, "final": {}, "best": {}}
+    start = time.monotonic()
     try:
         run_cfg = check_config(cfg)
         from ganexp.run import run  # after the checks: it imports torch
 
-        return run(
+        result = run(
             run_cfg,
             OmegaConf.to_container(cfg, resolve=True, enum_to_str=True),
             run_dir,
             name=_run_name(hydra_cfg),
             group=_group(cfg, hydra_cfg),
         )
+        record |= {"status": "completed", "steps": result.steps}
+        record |= {"final": result.final, "best": result.best}
+        return result.best.get("value")
+    except Interrupted as stop:
+        record |= {"status": "interrupted", "error": str(stop)}
+        _fail(stop)
+        sys.exit(stop.exit_code)
     except GanexpError as error:
+        record["error"] = str(error)
         _fail(error)
-        if isinstance(error, ConfigError):
-            _remove_if_untouched(run_dir)
-        if hydra_cfg.mode == RunMode.MULTIRUN:
+        if isinstance(error, ConfigError) and _remove_if_untouched(run_dir):
+            record = None
+        if not multirun:
+            sys.exit(error.exit_code)
+        return None
+    except Exception as error:  # a bug: the traceback goes to the job's log
+        record["error"] = f"{type(error).__name__}: {error}".splitlines()[0]
+        if not multirun:
             raise
-        sys.exit(error.exit_code)
+        logging.getLogger("ganexp").exception("job failed")
+        _fail(error)
+        return None
+    finally:
+        if record is not None:
+            record["wall_time_s"] = round(time.monotonic() - start, 3)
+            write_job_record(run_dir, record)
 
 
 def main() -> None:

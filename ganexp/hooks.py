@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 
-from ganexp.checkpoint import CheckpointStore, rng_state
+from ganexp.checkpoint import BEST, CheckpointStore, rng_state
 from ganexp.errors import RunFailed
 from ganexp.tracking import Tracker
 from ganexp.train import Hook, ProgressBar, Trainer, grad_norm
@@ -114,33 +113,55 @@ class SampleGrid(Hook):
             self.tracker.log_images(trainer.step, samples, self.fixed.nrow)
 
 
-class Evaluate(Hook):
-    """Every ``every`` steps (0: only at the end) and after the last step: the metrics of
-    ``evaluate`` as ``eval/...`` keys."""
+class Evaluator(Protocol):
+    """Computes ``eval/`` metrics of the current generator; names the headline one."""
 
-    def __init__(
-        self,
-        every: int,
-        tracker: Tracker,
-        evaluate: Callable[[Trainer], dict[str, float]],
-    ) -> None:
+    headline: str
+    maximize: bool
+
+    def __call__(self, trainer: Trainer) -> dict[str, float]: ...
+
+
+class Evaluate(Hook):
+    """Every ``every`` steps (0: only at the last step): the evaluator's metrics as ``eval/...``
+    keys. Keeps checkpoints/best.pt by the headline metric; place it before the Checkpoint hook
+    so the last checkpoint of a step knows the best value."""
+
+    def __init__(self, every: int, tracker: Tracker, evaluate: Evaluator, checkpoint: Checkpoint):
         self.every = every
         self.tracker = tracker
         self.evaluate = evaluate
+        self.checkpoint = checkpoint
         self.latest: dict[str, float] = {}
+        self.best: dict[str, Any] = {}
+
+    def due(self, trainer: Trainer) -> bool:
+        return super().due(trainer) or (self.every == 0 and trainer.step == trainer.max_steps)
+
+    def load_state_dict(self, best: dict[str, Any]) -> None:
+        self.best = dict(best)
+        self.checkpoint.extra["best"] = self.best
 
     def after_step(self, trainer: Trainer) -> None:
-        if self.due(trainer):
-            self._run(trainer)
-
-    def after_train(self, trainer: Trainer) -> None:
-        if self.every == 0:
-            self._run(trainer)
-
-    def _run(self, trainer: Trainer) -> None:
+        if not self.due(trainer):
+            return
         self.latest = {f"eval/{k}": v for k, v in self.evaluate(trainer).items()}
-        if self.latest:
-            self.tracker.log(trainer.step, self.latest)
+        if not self.latest:
+            return
+        self.tracker.log(trainer.step, self.latest)
+        key = f"eval/{self.evaluate.headline}"
+        value = self.latest.get(key)
+        if value is not None and self._improves(value):
+            self.load_state_dict({"key": key, "value": value, "step": trainer.step})
+            self.checkpoint.store.save_as(self.checkpoint.state(trainer), BEST)
+
+    def _improves(self, value: float) -> bool:
+        if not self.best:
+            return True
+        better = (
+            value > self.best["value"] if self.evaluate.maximize else value < self.best["value"]
+        )
+        return bool(better)
 
 
 class CheckFinite(Hook):

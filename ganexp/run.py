@@ -7,7 +7,7 @@ import random
 import signal
 import sys
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,20 +19,20 @@ import torch
 from ganexp.build import build_discriminator, build_generator, build_optimizer
 from ganexp.checkpoint import CheckpointStore, load_resume, resume_source, set_rng_state
 from ganexp.config import LossName, Norm, RunConfig
-from ganexp.data import BatchSource, build_data, data_spec, mode_centers
+from ganexp.data import DataSpec, build_data, data_spec, mode_centers
 from ganexp.device import describe, resolve_device
 from ganexp.errors import Interrupted
 from ganexp.hooks import (
     CheckFinite,
     Checkpoint,
     Evaluate,
+    Evaluator,
     FixedInputs,
     LogScalars,
     SampleGrid,
-    generate,
 )
 from ganexp.losses import build_loss
-from ganexp.metrics.toy import mode_stats
+from ganexp.metrics.evaluator import ToyEvaluator
 from ganexp.tracking import Tracker
 from ganexp.train import ProgressBar, Trainer
 
@@ -71,19 +71,22 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def make_evaluate(cfg: RunConfig, data: BatchSource) -> Callable[[Trainer], dict[str, float]]:
-    """The metrics of the eval hook for this data."""
-    if data.spec.kind != "points":
-        return lambda trainer: {}
-    centers = mode_centers(cfg.data)
-    noise = torch.Generator().manual_seed(cfg.seed + 1)
+def build_evaluator(cfg: RunConfig, spec: DataSpec) -> Evaluator | None:
+    """The metrics of the eval hook for this data, or None when evaluation is off."""
+    if not cfg.metrics.enabled:
+        return None
+    if spec.kind == "points":
+        return ToyEvaluator(cfg)
+    return None
 
-    def evaluate(trainer: Trainer) -> dict[str, float]:
-        z = torch.randn(cfg.metrics.num_samples, cfg.trainer.z_dim, generator=noise)
-        samples = generate(trainer, z.to(trainer.device), None)
-        return mode_stats(samples, centers, cfg.data.std)
 
-    return evaluate
+@dataclass
+class RunResult:
+    """What a finished run reports: its length, last and best evaluation."""
+
+    steps: int
+    final: dict[str, float]
+    best: dict[str, Any]
 
 
 @dataclass
@@ -92,7 +95,7 @@ class Session:
 
     trainer: Trainer
     tracker: Tracker
-    evaluate: Evaluate
+    evaluate: Evaluate | None
     resumed_from: Path | None
 
 
@@ -165,15 +168,21 @@ def setup(
     store = CheckpointStore(run_dir / "checkpoints", keep=cfg.trainer.keep_checkpoints)
     bar = ProgressBar(cfg.trainer.progress_bar)
     centers = mode_centers(cfg.data) if spec.kind == "points" else None
-    evaluate = Evaluate(cfg.trainer.eval_every, tracker, make_evaluate(cfg, data))
+    checkpoint = Checkpoint(cfg.trainer.checkpoint_every, store, fixed, tracker, resolved)
+    evaluator = build_evaluator(cfg, spec)
+    evaluate = None
+    if evaluator is not None:
+        evaluate = Evaluate(cfg.trainer.eval_every, tracker, evaluator, checkpoint)
+        if state is not None and state.get("best"):
+            evaluate.load_state_dict(state["best"])
     intervals = (cfg.trainer.log_every, cfg.trainer.checkpoint_every)
     trainer.hooks = [
         bar,
         LogScalars(cfg.trainer.log_every, tracker, bar),
         SampleGrid(cfg.trainer.sample_every, tracker, fixed, centers),
-        evaluate,
         CheckFinite(intervals, every_step=device.type == "cpu", store=store),
-        Checkpoint(cfg.trainer.checkpoint_every, store, fixed, tracker, resolved),
+        *([evaluate] if evaluate else []),
+        checkpoint,
     ]
     return Session(trainer, tracker, evaluate, resumed_from)
 
@@ -198,8 +207,8 @@ def stop_on_signals(trainer: Trainer) -> Iterator[None]:
             signal.signal(sig, handler)
 
 
-def execute(session: Session) -> dict[str, float]:
-    """Train to the end; the W&B run is finished whatever happens. Returns the last metrics."""
+def execute(session: Session) -> RunResult:
+    """Train to the end; the W&B run is finished whatever happens."""
     trainer, tracker = session.trainer, session.tracker
     exit_code = 1
     try:
@@ -216,7 +225,10 @@ def execute(session: Session) -> dict[str, float]:
         print(
             f"ganexp: skipped {trainer.skipped_steps} non-finite optimizer steps", file=sys.stderr
         )
-    return session.evaluate.latest
+    evaluate = session.evaluate
+    return RunResult(
+        trainer.step, evaluate.latest if evaluate else {}, evaluate.best if evaluate else {}
+    )
 
 
 def run(
@@ -227,6 +239,6 @@ def run(
     name: str,
     group: str | None,
     job_type: str = "train",
-) -> dict[str, float]:
-    """Train one run in ``run_dir``; returns the last evaluation's metrics."""
+) -> RunResult:
+    """Train one run in ``run_dir``."""
     return execute(setup(cfg, resolved, run_dir, name=name, group=group, job_type=job_type))

@@ -28,9 +28,12 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from hydra import compose, initialize_config_module
+from hydra.errors import HydraException
+from omegaconf.errors import OmegaConfBaseException
 from torchvision import datasets
 
-from ganexp.config import DataConfig
+from ganexp.config import DataConfig, register_schema, validate
 from ganexp.data import build_data, cifar, data_spec, mnist
 from ganexp.data.idx import IMAGES_MAGIC, LABELS_MAGIC, data_size, read_dims
 from ganexp.data.images import fit_all
@@ -39,6 +42,7 @@ from ganexp.data.staging import stage
 from ganexp.errors import ConfigError
 from ganexp.metrics.classifier import ARCH, INPUT_SIZE, Classifier, record_path, sha256_file
 from ganexp.metrics.extractors import to_uint8
+from ganexp.preflight import CONFIG_MODULE, composition_error
 
 DEFAULT_EPOCHS = 8
 BATCH_SIZE = 128
@@ -260,13 +264,7 @@ def _int(own: dict[str, str], key: str, default: int, low: int) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from hydra import compose, initialize_config_module
-    from hydra.errors import HydraException
-    from omegaconf.errors import OmegaConfBaseException
-
-    from ganexp.config import register_schema, validate
-    from ganexp.preflight import CONFIG_MODULE, composition_error
-
+    """The command line; returns the exit status (2 for bad input, reported in one line)."""
     argv = sys.argv[1:] if argv is None else argv
     try:
         own, overrides = _parse(argv)
