@@ -57,8 +57,9 @@ def _job(cfg: DictConfig) -> float | None:
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
     multirun = hydra_cfg.mode == RunMode.MULTIRUN
+    group = _group(cfg, hydra_cfg)
     record: dict = {"status": "failed", "error": None, "overrides": list(hydra_cfg.overrides.task)}
-    record |= {"steps": 0, "wall_time_s": 0.0, "final": {}, "best": {}}
+    record |= {"group": group, "steps": 0, "wall_time_s": 0.0, "final": {}, "best": {}}
     start = time.monotonic()
     try:
         run_cfg = check_config(cfg)
@@ -69,7 +70,7 @@ def _job(cfg: DictConfig) -> float | None:
             OmegaConf.to_container(cfg, resolve=True, enum_to_str=True),
             run_dir,
             name=_run_name(hydra_cfg),
-            group=_group(cfg, hydra_cfg),
+            group=group,
         )
         record |= {"status": "completed", "steps": result.steps}
         record |= {"final": result.final, "best": result.best}

@@ -44,13 +44,35 @@ def split_argv(argv: list[str]) -> tuple[list[str], list[str]]:
     return flags, overrides
 
 
-def job_overrides(overrides: list[str], multirun: bool) -> list[list[str]]:
-    """The override list of every job the command would run (Hydra's own sweep expansion)."""
-    own = [o for o in overrides if not o.lstrip("+~").startswith(("hydra.", "hydra/"))]
+def _is_hydra_override(override: str) -> bool:
+    return override.lstrip("+~").startswith(("hydra.", "hydra/"))
+
+
+def job_overrides(
+    overrides: list[str], multirun: bool, config_params: dict[str, str] | None = None
+) -> list[list[str]]:
+    """The override list of every job the command would run (Hydra's own sweep expansion).
+
+    ``config_params``: ``hydra.sweeper.params`` from the composed config (a preset's sweep);
+    the command line comes after them and wins, as in Hydra's basic sweeper.
+    """
+    own = [o for o in overrides if not _is_hydra_override(o)]
     if not multirun:
         return [own]
-    parsed = OverridesParser.create().parse_overrides(own)
+    params = [f"{key}={value}" for key, value in (config_params or {}).items()]
+    parsed = OverridesParser.create().parse_overrides(params + own)
     return [job for batch in BasicSweeper.split_arguments(parsed, None) for job in batch]
+
+
+def _sweeper_params(overrides: list[str]) -> dict[str, str]:
+    """The basic sweeper's ``params`` that a preset defines (other sweepers search, not list)."""
+    parsed = OverridesParser.create().parse_overrides(overrides)
+    fixed = [o.input_line for o in parsed if not o.is_sweep_override()]
+    cfg = compose("config", overrides=fixed, return_hydra_config=True)
+    sweeper = cfg.hydra.sweeper
+    if "BasicSweeper" not in str(sweeper.get("_target_", "")) or not sweeper.get("params"):
+        return {}
+    return {str(k): str(v) for k, v in sweeper.params.items()}
 
 
 def check_config(cfg: DictConfig) -> RunConfig:
@@ -86,8 +108,9 @@ def preflight(argv: list[str]) -> None:
 
 def _expand(overrides: list[str], multirun: bool) -> list[list[str]]:
     try:
-        return job_overrides(overrides, multirun)
-    except HydraException as ex:
+        params = _sweeper_params(overrides) if multirun else {}
+        return job_overrides(overrides, multirun, params)
+    except (HydraException, OmegaConfBaseException) as ex:
         raise composition_error(ex) from ex
 
 
