@@ -1,9 +1,9 @@
 """``job.json``: how one job ended, written into its run folder for people and sweep summaries.
 
 Fields: ``status`` (completed | failed | interrupted), ``error`` (the one-line message or null),
-``overrides`` (the job's command-line overrides), ``group`` (its W&B group), ``steps`` (generator steps done),
-``wall_time_s``, ``final`` (the last ``eval/...`` metrics) and ``best`` (``key``, ``value``,
-``step`` of the best headline metric, or empty).
+``overrides`` (the job's command-line overrides), ``group`` (its W&B group), ``steps``
+(generator steps done), ``wall_time_s``, ``final`` (the last ``eval/...`` metrics) and ``best``
+(``key``, ``value``, ``step`` of the best headline metric, or empty).
 """
 
 from __future__ import annotations
