@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from typing import Any, Protocol
@@ -221,5 +222,6 @@ class Checkpoint(Hook):
                 "rng": rng_state(),
                 "wandb_id": self.tracker.run_id,
                 "config": self.config,
+                "spec": dataclasses.asdict(trainer.spec),
             }
         )

@@ -6,6 +6,7 @@ run can be read without W&B. W&B failing never stops training: one warning, and 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import netrc
@@ -181,8 +182,16 @@ class Tracker:
         try:
             self.run.log(data, step=step)
         except Exception as ex:
-            print(f"W&B: logging failed ({ex}); continuing with metrics.jsonl", file=sys.stderr)
-            self.run = None
+            print(f"W&B: logging failed ({ex!r}); continuing with metrics.jsonl", file=sys.stderr)
+            self._abandon_wandb()
+
+    def _abandon_wandb(self) -> None:
+        """Drop a broken W&B run; tearing its service down now keeps exit free of tracebacks."""
+        import wandb
+
+        self.run = None
+        with contextlib.suppress(Exception):
+            wandb.teardown()
 
     def mark_preempting(self) -> None:
         """Tell W&B the run stopped early on purpose and will be resumed."""
@@ -201,7 +210,9 @@ class Tracker:
         try:
             self.run.finish(exit_code=exit_code)
         except Exception as ex:
-            print(f"W&B: finishing the run failed ({ex})", file=sys.stderr)
+            print(f"W&B: finishing the run failed ({ex!r})", file=sys.stderr)
+            self._abandon_wandb()
+            return
         self.run = None
         if offline_dir is not None:
             print(

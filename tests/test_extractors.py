@@ -220,7 +220,7 @@ def write_tiny_mnist(folder: Path, seed: int = 0) -> None:
     """Both splits of a small MNIST whose class is where a bright 7x7 square sits."""
     rng = np.random.default_rng(seed)
     folder.mkdir(parents=True)
-    for prefix, n in (("train", 256), ("t10k", 100)):
+    for prefix, n in (("train", 128), ("t10k", 100)):
         labels = np.arange(n, dtype=np.uint8) % 10
         images = rng.integers(0, 40, (n, 28, 28), dtype=np.uint8)
         for image, label in zip(images, labels, strict=True):
