@@ -216,9 +216,11 @@ def write_idx(path: Path, array: np.ndarray) -> None:
     )
 
 
-def write_tiny_mnist(folder: Path, seed: int = 0) -> None:
-    """Both splits of a small MNIST whose class is where a bright 7x7 square sits."""
-    rng = np.random.default_rng(seed)
+def tiny_mnist(tmp_path: Path) -> list[str]:
+    """Both splits of a small MNIST whose class is where a bright 7x7 square sits; returns the
+    overrides that use it, with a cache of this test's own."""
+    folder = tmp_path / "mnist"
+    rng = np.random.default_rng(0)
     folder.mkdir(parents=True)
     for prefix, n in (("train", 128), ("t10k", 100)):
         labels = np.arange(n, dtype=np.uint8) % 10
@@ -228,14 +230,19 @@ def write_tiny_mnist(folder: Path, seed: int = 0) -> None:
             image[2 + 12 * row : 9 + 12 * row, 1 + 5 * col : 8 + 5 * col] = 255
         write_idx(folder / f"{prefix}-images-idx3-ubyte", images)
         write_idx(folder / f"{prefix}-labels-idx1-ubyte", labels)
+    return [
+        "data=mnist",
+        f"data.root={folder}",
+        "data.download=false",
+        f"data.cache_dir={tmp_path}/cache",
+    ]
 
 
 def test_train_classifier_command_writes_checkpoint_and_record(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    write_tiny_mnist(tmp_path / "mnist")
     out = tmp_path / "out" / "clf.pt"
-    argv = ["data=mnist", f"data.root={tmp_path / 'mnist'}", "data.download=false"]
+    argv = tiny_mnist(tmp_path)
     assert main([*argv, f"out={out}", "epochs=2"]) == 0
     record = json.loads((tmp_path / "out" / "clf.json").read_text())
     assert record["sha256"] == sha256_file(str(out))
@@ -255,14 +262,11 @@ def test_train_classifier_command_writes_checkpoint_and_record(
 def test_other_data_sets_train_their_classifier_once(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    write_tiny_mnist(tmp_path / "mnist")
-    cfg = compose_config(
-        "data=mnist", f"data.root={tmp_path / 'mnist'}", "data.download=false"
-    ).data
+    cfg = compose_config(*tiny_mnist(tmp_path)).data
     first = build_extractor("classifier", "mnist", CPU, cfg, None)
     assert capsys.readouterr().out.count("training a mnist feature classifier once") == 1
     path = cache_path(cfg)
-    assert path.startswith(str(Path(os.environ["GANEXP_CACHE"]) / "classifiers" / "mnist-"))
+    assert path.startswith(str(tmp_path / "cache" / "classifiers" / "mnist-"))
     assert first.sha256 == sha256_file(path)
     again = build_extractor("classifier", "mnist", CPU, cfg, None)
     assert capsys.readouterr().out == ""

@@ -20,6 +20,7 @@ import importlib.util
 import json
 import os
 import pickle
+from typing import Any
 
 import torch
 from torch import nn
@@ -205,7 +206,7 @@ def inception_extractor(weights_path: str | None, device: torch.device) -> Featu
     )
 
 
-def load_classifier(path: str, device: torch.device) -> tuple[Classifier, dict]:
+def load_classifier(path: str, device: torch.device) -> tuple[Classifier, dict[str, Any]]:
     """A classifier checkpoint and its JSON record, after checking the file's sha256."""
     record_file = record_path(path)
     fix = "reinstall ganexp" if path.startswith(ASSETS) else "delete it and its .json to retrain"

@@ -187,7 +187,12 @@ def train_classifier(
     device = device or torch.device("cpu")
     spec = data_spec(cfg)
     if not spec.num_classes:
-        raise ConfigError("data.num_classes", cfg.num_classes, "a classifier needs labelled data")
+        raise ConfigError(
+            "data.num_classes",
+            cfg.num_classes,
+            f"data.name={cfg.name} as configured has no labels to train a classifier on "
+            "(for its image metrics use metrics.features=inception)",
+        )
     torch.manual_seed(seed)
     model = Classifier(spec.shape[0], spec.num_classes).to(device)
     start = time.perf_counter()
