@@ -15,6 +15,7 @@ import io
 import os
 import pickle
 import random
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -142,9 +143,10 @@ def load_checkpoint(path: Path, key: str = "resume") -> dict[str, Any]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as ex:
-        first = str(ex).strip().splitlines()[0]
+        found = re.search(r"(?:unsupported|Unsupported global:) GLOBAL (\S+)", str(ex))
+        what = found.group(1) if found else "an object a weights-only load refuses"
         raise ConfigError(
-            key, str(path), f"refused: not a plain ganexp checkpoint, it holds code ({first})"
+            key, str(path), f"refused: not a plain ganexp checkpoint, it holds code ({what})"
         ) from ex
     except (RuntimeError, EOFError, OSError, ValueError) as ex:
         first = str(ex).strip().splitlines()[0] if str(ex).strip() else type(ex).__name__

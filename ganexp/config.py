@@ -147,7 +147,9 @@ class LoggerConfig:
 @dataclass
 class MetricsConfig:
     enabled: bool = True
-    num_samples: int = 1000
+    num_samples: int = 10000  # generated images, and as many real ones (and as many again: floor)
+    features: str = "auto"  # auto | inception | classifier
+    inception_weights: str | None = None  # a local copy of the FID Inception weights
 
 
 @dataclass
@@ -181,6 +183,7 @@ def register_schema() -> None:
 DATASETS = ("fashion_mnist", "mnist", "cifar10", "image_folder", "ring8", "grid25")
 GENERATOR_LOSSES = ("non_saturating", "minimax")
 LOGGERS = ("wandb", "none")
+FEATURES = ("auto", "inception", "classifier")
 
 
 def _require(ok: bool, key: str, value: Any, allowed: str) -> None:
@@ -208,7 +211,11 @@ def validate(cfg: DictConfig) -> RunConfig:
     _positive(cfg, "trainer.max_steps", "trainer.batch_size", "trainer.n_critic", "trainer.z_dim")
     _positive(cfg, "trainer.log_every", "trainer.sample_every", "trainer.checkpoint_every")
     _positive(cfg, "trainer.num_samples", "generator.width", "discriminator.width")
-    _positive(cfg, "norm.num_groups", "metrics.num_samples", "trainer.keep_checkpoints")
+    _positive(cfg, "norm.num_groups", "trainer.keep_checkpoints")
+    n = cfg.metrics.num_samples
+    _require(n >= 6, "metrics.num_samples", n, "must be >= 6 (density/coverage use 5 neighbours)")
+    features = cfg.metrics.features
+    _require(features in FEATURES, "metrics.features", features, _one_of(FEATURES))
     _non_negative(cfg, "trainer.eval_every", "generator.depth", "discriminator.depth")
     _non_negative(cfg, "data.num_workers", "optim.weight_decay")
     if cfg.data.limit is not None:

@@ -8,6 +8,7 @@ import time
 from typing import Any, Protocol
 
 import torch
+from torch import nn
 
 from ganexp.checkpoint import BEST, CheckpointStore, rng_state
 from ganexp.errors import RunFailed
@@ -78,9 +79,8 @@ class FixedInputs:
 
 
 @torch.no_grad()
-def generate(trainer: Trainer, noise: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
+def generate(G: nn.Module, noise: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
     """Samples from the generator in eval mode (running norm statistics), then back to train."""
-    G = trainer.generator
     was_training = G.training
     G.eval()
     try:
@@ -107,7 +107,7 @@ class SampleGrid(Hook):
     def after_step(self, trainer: Trainer) -> None:
         if not self.due(trainer):
             return
-        samples = generate(trainer, self.fixed.noise, self.fixed.labels)
+        samples = generate(trainer.generator, self.fixed.noise, self.fixed.labels)
         if trainer.spec.kind == "points":
             self.tracker.log_points(trainer.step, samples, self.centers)
         else:
@@ -120,7 +120,10 @@ class Evaluator(Protocol):
     headline: str
     maximize: bool
 
-    def __call__(self, trainer: Trainer) -> dict[str, float]: ...
+    def setup(self) -> dict[str, Any]:
+        """What the run config should record about the evaluation."""
+
+    def __call__(self, generator: nn.Module) -> dict[str, float]: ...
 
 
 class Evaluate(Hook):
@@ -146,7 +149,7 @@ class Evaluate(Hook):
     def after_step(self, trainer: Trainer) -> None:
         if not self.due(trainer):
             return
-        self.latest = {f"eval/{k}": v for k, v in self.evaluate(trainer).items()}
+        self.latest = {f"eval/{k}": v for k, v in self.evaluate(trainer.generator).items()}
         if not self.latest:
             return
         self.tracker.log(trainer.step, self.latest)

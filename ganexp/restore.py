@@ -38,6 +38,8 @@ def parse_args(argv: list[str], known: dict[str, Any]) -> tuple[Path, dict[str, 
     checkpoint = None
     for arg in argv:
         key, sep, value = arg.partition("=")
+        if key == "device":  # the group choice of the training command line
+            key, arg = "device.name", f"device.name={value}"
         if not sep:
             raise ConfigError(arg, None, "arguments are key=value, e.g. checkpoint=PATH")
         if key == "checkpoint":
@@ -67,7 +69,13 @@ def restore(path: Path, overrides: list[str]) -> Restored:
     state = load_checkpoint(path, key="checkpoint")
     if not isinstance(state.get("config"), dict):
         raise ConfigError("checkpoint", str(path), "has no run config (not written by ganexp)")
-    merged = OmegaConf.merge(OmegaConf.structured(RunConfig), state["config"])
+    try:
+        merged = OmegaConf.merge(OmegaConf.structured(RunConfig), state["config"])
+    except OmegaConfBaseException as ex:
+        first = str(ex).splitlines()[0]
+        raise ConfigError(
+            "checkpoint", str(path), f"its config does not fit ganexp ({first})"
+        ) from ex
     try:
         merged.merge_with_dotlist(overrides)
     except OmegaConfBaseException as ex:

@@ -32,7 +32,7 @@ from ganexp.hooks import (
     SampleGrid,
 )
 from ganexp.losses import build_loss
-from ganexp.metrics.evaluator import ToyEvaluator
+from ganexp.metrics.evaluator import ImageEvaluator, ToyEvaluator
 from ganexp.tracking import Tracker
 from ganexp.train import ProgressBar, Trainer
 
@@ -71,13 +71,13 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def build_evaluator(cfg: RunConfig, spec: DataSpec) -> Evaluator | None:
+def build_evaluator(cfg: RunConfig, spec: DataSpec, device: torch.device) -> Evaluator | None:
     """The metrics of the eval hook for this data, or None when evaluation is off."""
     if not cfg.metrics.enabled:
         return None
     if spec.kind == "points":
-        return ToyEvaluator(cfg)
-    return None
+        return ToyEvaluator(cfg, device)
+    return ImageEvaluator(cfg, spec, device)
 
 
 @dataclass
@@ -169,9 +169,16 @@ def setup(
     bar = ProgressBar(cfg.trainer.progress_bar)
     centers = mode_centers(cfg.data) if spec.kind == "points" else None
     checkpoint = Checkpoint(cfg.trainer.checkpoint_every, store, fixed, tracker, resolved)
-    evaluator = build_evaluator(cfg, spec)
+    evaluator = build_evaluator(cfg, spec, device)
     evaluate = None
     if evaluator is not None:
+        setup_record = evaluator.setup()
+        print(
+            f"ganexp: evaluation: {setup_record.get('features_reason', 'toy mode statistics')}",
+            file=sys.stderr,
+        )
+        tracker.update_config({"eval": setup_record})
+        checkpoint.extra["eval_setup"] = setup_record
         evaluate = Evaluate(cfg.trainer.eval_every, tracker, evaluator, checkpoint)
         if state is not None and state.get("best"):
             evaluate.load_state_dict(state["best"])

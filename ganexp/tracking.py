@@ -193,6 +193,14 @@ class Tracker:
         with contextlib.suppress(Exception):
             wandb.teardown()
 
+    def update_config(self, values: dict[str, Any]) -> None:
+        """Add ``values`` to the W&B run's config (e.g. how evaluation is done)."""
+        if self.run is not None:
+            try:
+                self.run.config.update(values, allow_val_change=True)
+            except Exception as ex:
+                print(f"W&B: could not update the config ({ex!r})", file=sys.stderr)
+
     def mark_preempting(self) -> None:
         """Tell W&B the run stopped early on purpose and will be resumed."""
         if self.run is not None:

@@ -1,14 +1,26 @@
-"""What the eval hook computes for a run's data: mode statistics for toy mixtures."""
+"""What the eval hook computes: mode statistics for toy mixtures, distances for images."""
 
 from __future__ import annotations
 
+import math
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
 import torch
+import torchmetrics
+import torchvision
+from torch import nn
 
 from ganexp.config import RunConfig
-from ganexp.data import mode_centers
+from ganexp.data import DataSpec, build_data, mode_centers
 from ganexp.hooks import generate
+from ganexp.metrics.coverage import class_histogram, class_kl
+from ganexp.metrics.distances import FrechetDistance, InceptionScore, kernel_distance
+from ganexp.metrics.extractors import build_extractor, to_uint8
+from ganexp.metrics.manifold import ManifoldMetrics
+from ganexp.metrics.reference import Reference, load_reference
 from ganexp.metrics.toy import mode_stats
-from ganexp.train import Trainer
 
 
 class ToyEvaluator:
@@ -17,7 +29,8 @@ class ToyEvaluator:
     headline = "modes_covered"
     maximize = True
 
-    def __init__(self, cfg: RunConfig) -> None:
+    def __init__(self, cfg: RunConfig, device: torch.device) -> None:
+        self.device = device
         self.centers = mode_centers(cfg.data)
         self.std = cfg.data.std
         self.noise = torch.randn(
@@ -26,6 +39,122 @@ class ToyEvaluator:
             generator=torch.Generator().manual_seed(cfg.seed + 1),
         )
 
-    def __call__(self, trainer: Trainer) -> dict[str, float]:
-        samples = generate(trainer, self.noise.to(trainer.device), None)
+    def setup(self) -> dict[str, Any]:
+        """What the run config records about evaluation."""
+        return {"features": "points", "num_fake": len(self.noise), "headline": "eval/modes_covered"}
+
+    def __call__(self, generator: nn.Module) -> dict[str, float]:
+        samples = generate(generator, self.noise.to(self.device), None)
         return mode_stats(samples, self.centers, self.std)
+
+
+REFERENCE_SEED = 1234  # the real images a reference is computed from, the same for every run
+BATCH = 500
+
+
+class ImageEvaluator:
+    """Frechet distance, IS, KID, precision/recall, density/coverage and class coverage of
+    ``metrics.num_samples`` generated images against as many real training images.
+
+    Keys follow DESIGN.md: ``fid`` only with Inception features, otherwise ``fd_<extractor>``,
+    and ``is_``, ``kid_``, ``precision_``... with the extractor's name; ``..._floor`` is the same
+    distance between two disjoint real sets of the same size. The real side is computed once per
+    (data, extractor, N) and cached, so an evaluation costs only the generated side.
+    """
+
+    maximize = False
+
+    def __init__(self, cfg: RunConfig, spec: DataSpec, device: torch.device) -> None:
+        self.cfg = cfg
+        self.spec = spec
+        self.n = cfg.metrics.num_samples
+        self.device = device
+        self.extractor = build_extractor(
+            cfg.metrics.features, cfg.data.name, device, cfg.data, cfg.metrics.inception_weights
+        ).to(device)
+        name = self.extractor.name
+        self.suffix = name
+        self.headline = "fid" if name == "inception" else f"fd_{name}"
+        self.class_coverage = name == "classifier" and spec.num_classes > 0
+        generator = torch.Generator().manual_seed(cfg.seed + 1)
+        self.noise = torch.randn(self.n, cfg.trainer.z_dim, generator=generator)
+        self.labels = torch.arange(self.n) % spec.num_classes if cfg.conditional else None
+        self._reference: Reference | None = None
+        self._fd: FrechetDistance | None = None
+        self._manifold: ManifoldMetrics | None = None
+
+    def setup(self) -> dict[str, Any]:
+        """What the run config records about evaluation."""
+        return {
+            "features": self.extractor.name,
+            "features_reason": self.extractor.choice_reason,
+            "features_sha256": self.extractor.sha256,
+            "features_resize": self.extractor.input_size,
+            "num_real": self.n,
+            "num_fake": self.n,
+            "reference_split": "train",
+            "headline": f"eval/{self.headline}",
+            "versions": {
+                "torch": str(torch.__version__),
+                "torchmetrics": str(torchmetrics.__version__),
+                "torchvision": str(torchvision.__version__),
+            },
+        }
+
+    def _real_batches(self) -> Iterator[torch.Tensor]:
+        """One epoch of real training images in a fixed order, as uint8 batches."""
+        source = build_data(self.cfg.data, BATCH, self.device, REFERENCE_SEED)
+        for _ in range(math.ceil(self.spec.size / BATCH)):
+            yield to_uint8(source.next_batch()[0])
+
+    def _prepare(self) -> tuple[Reference, FrechetDistance, ManifoldMetrics]:
+        if self._reference is None:
+            self._reference = load_reference(
+                self.extractor,
+                self._real_batches,
+                dataset=self._dataset_id(),
+                split="train",
+                num_samples=self.n,
+                image_size=self.cfg.data.image_size,
+                cache_dir=self.cfg.data.cache_dir,
+            )
+            self._fd = FrechetDistance(self.extractor)
+            self._fd.load_real_state(self._reference.fd_state)
+            self._manifold = ManifoldMetrics(self._reference.features)
+        return self._reference, self._fd, self._manifold
+
+    def _dataset_id(self) -> str:
+        """Names the real images: a folder's path, and the subset when data.limit caps it."""
+        data = self.cfg.data
+        name = str(Path(data.root).resolve()) if data.name == "image_folder" else data.name
+        return name if data.limit is None else f"{name}-limit{data.limit}"
+
+    def __call__(self, generator: nn.Module) -> dict[str, float]:
+        reference, fd, manifold = self._prepare()
+        inception_score = InceptionScore(self.extractor)
+        features, predictions = [], []
+        for start in range(0, self.n, BATCH):
+            z = self.noise[start : start + BATCH].to(self.device)
+            labels = None if self.labels is None else self.labels[start : start + BATCH]
+            images = to_uint8(
+                generate(generator, z, None if labels is None else labels.to(z.device))
+            )
+            features.append(fd.update(images).cpu())
+            inception_score.update(images)
+            if self.class_coverage:
+                predictions.append(self.extractor.logits(images).argmax(1).cpu())
+        fake = torch.cat(features)
+        s = self.suffix
+        results = {self.headline: fd.compute()}
+        results[f"is_{s}"] = inception_score.compute()[0]
+        results[f"kid_{s}"] = kernel_distance(reference.features, fake)[0]
+        results |= {f"{k}_{s}": v for k, v in manifold.compute(fake).items()}
+        if self.class_coverage:
+            histogram = class_histogram(torch.cat(predictions), self.spec.num_classes)
+            uniform = torch.full_like(histogram, 1 / self.spec.num_classes)
+            results["class_kl"] = class_kl(histogram, uniform)
+            results["classes_covered"] = float((histogram > 0).sum())
+        if reference.floor:
+            results[f"{self.headline}_floor"] = reference.floor["fd"]
+            results[f"kid_{s}_floor"] = reference.floor["kid"]
+        return results
