@@ -152,7 +152,6 @@ def setup(
     if state is not None:
         trainer.load_state_dict(state)
         fixed.load_state_dict(state["fixed"], device)
-        set_rng_state(state["rng"])
         print(f"ganexp: resuming from {resumed_from} at step {trainer.step}", file=sys.stderr)
 
     tracker = Tracker(
@@ -191,6 +190,8 @@ def setup(
         *([evaluate] if evaluate else []),
         checkpoint,
     ]
+    if state is not None:  # last: building the evaluator above draws from the global RNG
+        set_rng_state(state["rng"])
     return Session(trainer, tracker, evaluate, resumed_from)
 
 

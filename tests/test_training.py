@@ -34,6 +34,11 @@ def read_jsonl(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()]
 
 
+def scalar_rows(path: Path) -> list[dict]:
+    """The training-statistics lines of a metrics.jsonl (not the evaluation ones)."""
+    return [row for row in read_jsonl(path) if "loss/d" in row]
+
+
 @pytest.fixture(scope="module")
 def fashion_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     run_dir = tmp_path_factory.mktemp("fashion")
@@ -51,8 +56,10 @@ def test_run_folder_holds_grids_checkpoint_and_metrics(fashion_run: Path) -> Non
     state = load_checkpoint(fashion_run / "checkpoints" / "last.pt")
     assert state["step"] == 6
     assert state["wandb_id"]
-    rows = read_jsonl(fashion_run / "metrics.jsonl")
+    rows = scalar_rows(fashion_run / "metrics.jsonl")
     assert [r["step"] for r in rows] == [2, 4, 6]
+    evals = [r for r in read_jsonl(fashion_run / "metrics.jsonl") if "loss/d" not in r]
+    assert [r["step"] for r in evals] == [6] and "eval/fd_classifier" in evals[0]
     for row in rows:
         assert set(row) == SCALARS | {"step"}
         assert all(isinstance(v, float | int) for v in row.values())
@@ -69,10 +76,10 @@ def test_wandb_run_file_holds_keys_config_and_grids(fashion_run: Path) -> None:
     assert wb.config["loss"]["name"] == "bce"
     assert wb.config["data"]["limit"] == 256
     assert wb.config["trainer"]["max_steps"] == 6
-    scalar_rows = [r for r in wb.history if "loss/d" in r]
-    jsonl = read_jsonl(fashion_run / "metrics.jsonl")
-    assert [r["_step"] for r in scalar_rows] == [r["step"] for r in jsonl]
-    for logged, written in zip(scalar_rows, jsonl, strict=True):
+    logged_rows = [r for r in wb.history if "loss/d" in r]
+    jsonl = scalar_rows(fashion_run / "metrics.jsonl")
+    assert [r["_step"] for r in logged_rows] == [r["step"] for r in jsonl]
+    for logged, written in zip(logged_rows, jsonl, strict=True):
         for key in SCALARS:
             assert logged[key] == pytest.approx(written[key])
     image_rows = [r for r in wb.history if "samples" in image_keys([r])]
@@ -80,6 +87,11 @@ def test_wandb_run_file_holds_keys_config_and_grids(fashion_run: Path) -> None:
     for row in image_rows:
         assert (wb.files_dir / row["samples"]["path"]).is_file()
     assert {m.glob_name for m in wb.metrics if m.glob_name} >= {"loss/*", "eval/*"}
+    final_eval = read_jsonl(fashion_run / "metrics.jsonl")[-1]
+    assert wb.summary["eval/fd_classifier"]["min"] == pytest.approx(
+        final_eval["eval/fd_classifier"]
+    )
+    assert wb.config["eval"]["features"] == "classifier"
     assert wb.exit_code == 0
 
 
@@ -131,7 +143,7 @@ def test_conditional_grid_has_one_row_per_class(tmp_path: Path) -> None:
 def test_same_command_in_the_same_folder_resumes(tmp_path: Path) -> None:
     train(tmp_path, "logger=none")
     train(tmp_path, "logger=none", "trainer.max_steps=8")
-    steps = [r["step"] for r in read_jsonl(tmp_path / "metrics.jsonl")]
+    steps = [r["step"] for r in scalar_rows(tmp_path / "metrics.jsonl")]
     assert steps == [2, 4, 6, 8]
     assert load_checkpoint(tmp_path / "checkpoints" / "last.pt")["step"] == 8
 

@@ -1,0 +1,444 @@
+"""The summary of a sweep: a table and figures in the sweep dir, and one W&B run of the group.
+
+:class:`SweepSummary` is a Hydra callback (``hydra.callbacks.sweep_summary`` in config.yaml). When
+a multirun ends, whatever its launcher or sweeper, it reads the ``job.json`` of every job folder
+under the sweep dir and writes there:
+
+``summary.csv``  one row per job, in job order: status, the swept axes, the headline metric
+                 (best, its step, final), the other final ``eval/`` metrics, steps, wall time,
+                 error and overrides
+``summary.md``   the same table, best job first and failed jobs last with their error line
+``curves.png``   the headline metric against step for every job (``loss/g`` when no job has one)
+``heatmap.png``  the best headline value over the two swept axes, when exactly two vary
+                 (besides ``seed``, which is averaged over)
+
+and logs the table and figures to W&B in one more run of the sweep's group (``job_type=summary``).
+``SweepSummary.last_failed`` counts the jobs that did not complete, for the exit code.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import statistics
+import sys
+import warnings
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig
+
+from ganexp.job import JOB_FILE, read_job_record
+
+MISSING_RECORD = "no job.json (killed?)"
+FALLBACK_KEY = "loss/g"  # plotted when no job logged an eval metric
+AVERAGED_AXES = ("seed",)  # not a heatmap axis: cells average over it
+_STATUS_ORDER = {"completed": 0, "interrupted": 1, "failed": 2}
+_NOT_JOB_DIRS = {"wandb", "samples", "checkpoints", ".submitit", ".hydra"}
+
+
+def maximize(key: str) -> bool:
+    """Whether a larger value of metric ``key`` is better (mode coverage and quality are)."""
+    return key.startswith(("eval/modes", "eval/high_quality"))
+
+
+@dataclass
+class JobResult:
+    """One job of a sweep, as its folder tells it."""
+
+    name: str  # the folder, relative to the sweep dir ("0", "1", ...)
+    path: Path
+    status: str
+    error: str | None
+    overrides: list[str]
+    steps: int | None = None
+    wall_time_s: float | None = None
+    final: dict[str, float] = field(default_factory=dict)
+    best: dict[str, Any] = field(default_factory=dict)
+    group: str | None = None
+
+    @property
+    def axes(self) -> dict[str, str]:
+        """The job's own overrides as key -> value (Hydra's settings left out)."""
+        pairs = (o.split("=", 1) for o in self.overrides if "=" in o)
+        return {k.lstrip("+~"): v for k, v in pairs if not k.lstrip("+~").startswith("hydra")}
+
+    @property
+    def order(self) -> tuple[int, int, str]:
+        """Sort key: numbered job folders by number, others by name after them."""
+        return (0, int(self.name), "") if self.name.isdigit() else (1, 0, self.name)
+
+
+def find_job_dirs(sweep_dir: Path) -> list[Path]:
+    """Folders under ``sweep_dir`` holding ``job.json`` or ``.hydra/`` (not looking inside them)."""
+    found = []
+    for root, dirs, files in os.walk(sweep_dir):
+        here = Path(root)
+        if here != sweep_dir and (JOB_FILE in files or ".hydra" in dirs):
+            found.append(here)
+            dirs.clear()
+            continue
+        dirs[:] = sorted(d for d in dirs if d not in _NOT_JOB_DIRS)
+    return found
+
+
+def read_job(sweep_dir: Path, path: Path) -> JobResult:
+    """A job from its ``job.json``; a job folder without one is a job that was killed."""
+    name = path.relative_to(sweep_dir).as_posix()
+    try:
+        record = read_job_record(path)
+    except (OSError, ValueError) as ex:
+        return JobResult(name, path, "failed", f"unreadable {JOB_FILE}: {ex}", [])
+    if record is None:
+        overrides_file = path / ".hydra" / "overrides.yaml"
+        overrides = yaml.safe_load(overrides_file.read_text()) if overrides_file.is_file() else []
+        return JobResult(name, path, "failed", MISSING_RECORD, list(overrides or []))
+    return JobResult(
+        name=name,
+        path=path,
+        status=record.get("status", "failed"),
+        error=record.get("error"),
+        overrides=list(record.get("overrides") or []),
+        steps=record.get("steps"),
+        wall_time_s=record.get("wall_time_s"),
+        final=dict(record.get("final") or {}),
+        best=dict(record.get("best") or {}),
+        group=record.get("group"),
+    )
+
+
+def collect_jobs(sweep_dir: Path) -> list[JobResult]:
+    """Every job of the sweep, in job order."""
+    jobs = [read_job(sweep_dir, path) for path in find_job_dirs(sweep_dir)]
+    return sorted(jobs, key=lambda job: job.order)
+
+
+def headline_key(jobs: list[JobResult]) -> str | None:
+    """The sweep's headline metric: the key most jobs report as their best."""
+    keys = Counter(job.best["key"] for job in jobs if job.best.get("key"))
+    return keys.most_common(1)[0][0] if keys else None
+
+
+def swept_axes(jobs: list[JobResult]) -> list[str]:
+    """The override keys whose value differs between jobs, in command-line order."""
+    keys: dict[str, None] = {}
+    for job in jobs:
+        keys.update(dict.fromkeys(job.axes))
+    return [k for k in keys if len({job.axes.get(k) for job in jobs}) > 1]
+
+
+def best_value(job: JobResult, key: str | None) -> float | None:
+    return job.best.get("value") if key and job.best.get("key") == key else None
+
+
+def ranked(jobs: list[JobResult], key: str | None) -> list[JobResult]:
+    """Best first (by the headline's direction); jobs without a value, then failures, last."""
+    sign = -1.0 if key and maximize(key) else 1.0
+
+    def rank(job: JobResult) -> tuple:
+        value = best_value(job, key)
+        missing = value is None or math.isnan(value)
+        score = 0.0 if missing else sign * value
+        return (_STATUS_ORDER.get(job.status, 3), missing, score, job.order)
+
+    return sorted(jobs, key=rank)
+
+
+@dataclass
+class Table:
+    """The summary as columns and rows of plain values (None for an empty cell)."""
+
+    columns: list[str]
+    rows: list[list[Any]]
+
+
+def summary_table(jobs: list[JobResult], key: str | None, axes: list[str]) -> Table:
+    """One row per job: what it varied, how it ended and its metrics."""
+    other_evals = sorted({k for job in jobs for k in job.final if k != key})
+    columns = ["job", "status", *axes, "metric", "best", "best_step", "final", *other_evals]
+    columns += ["steps", "wall_time_s", "error", "overrides"]
+    rows = []
+    for job in jobs:
+        value = best_value(job, key)
+        row = [job.name, job.status, *(job.axes.get(axis) for axis in axes)]
+        row += [key if value is not None else None, value]
+        row += [job.best.get("step") if value is not None else None, job.final.get(key or "")]
+        row += [job.final.get(k) for k in other_evals]
+        row += [job.steps, job.wall_time_s, job.error, " ".join(job.overrides)]
+        rows.append(row)
+    return Table(columns, rows)
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def write_csv(table: Table, path: Path) -> None:
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(table.columns)
+        writer.writerows([["" if v is None else v for v in row] for row in table.rows])
+
+
+def write_markdown(
+    table: Table, order: list[int], path: Path, title: str, notes: list[str]
+) -> None:
+    """The table as Markdown, rows in ``order`` (indices into ``table.rows``)."""
+    columns = [c for c in table.columns if c != "overrides"]
+    keep = [table.columns.index(c) for c in columns]
+    lines = [f"# {title}", "", *notes, ""]
+    lines.append("| " + " | ".join(columns) + " |")
+    lines.append("|" + "---|" * len(columns))
+    for i in order:
+        cells = [_cell(table.rows[i][j]).replace("|", "\\|").replace("\n", " ") for j in keep]
+        lines.append("| " + " | ".join(cells) + " |")
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def read_curve(job: JobResult, key: str) -> tuple[list[int], list[float]]:
+    """(steps, values) of ``key`` from the job's metrics.jsonl (a cut last line is skipped)."""
+    steps: list[int] = []
+    values: list[float] = []
+    path = job.path / "metrics.jsonl"
+    if not path.is_file():
+        return steps, values
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if key in row and "step" in row:
+            steps.append(row["step"])
+            values.append(row[key])
+    return steps, values
+
+
+def _label(job: JobResult, axes: list[str]) -> str:
+    shown = ", ".join(f"{a}={job.axes[a]}" for a in axes if a in job.axes)
+    return f"#{job.name} {shown}".strip()
+
+
+def _pyplot() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_curves(jobs: list[JobResult], key: str | None, axes: list[str], path: Path) -> bool:
+    """The headline metric against step for every job, or ``loss/g`` if no job has the metric.
+    Returns False when there is nothing at all to plot."""
+    curves = {job.name: read_curve(job, key) for job in jobs} if key else {}
+    if not any(steps for steps, _ in curves.values()):
+        key = FALLBACK_KEY
+        curves = {job.name: read_curve(job, key) for job in jobs}
+    if not any(steps for steps, _ in curves.values()):
+        return False
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(9, 5), dpi=100)
+    for job in jobs:
+        steps, values = curves[job.name]
+        if steps:
+            style = "-" if job.status == "completed" else ":"
+            ax.plot(steps, values, style, marker=".", label=_label(job, axes))
+    title = key if key == FALLBACK_KEY else f"{key} ({_better(key)} is better)"
+    ax.set(xlabel="generator step", ylabel=key, title=title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.01, 1.0), ncol=1 + len(jobs) // 25)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return True
+
+
+def heatmap_axes(axes: list[str]) -> list[str] | None:
+    """The two axes of a heatmap, if the sweep varies exactly two (besides averaged ones)."""
+    shown = [a for a in axes if a not in AVERAGED_AXES]
+    return shown if len(shown) == 2 else None
+
+
+def plot_heatmap(jobs: list[JobResult], key: str, axes: list[str], path: Path) -> None:
+    """The best headline value over two axes; a cell averages its jobs (e.g. over seeds)."""
+    row_axis, col_axis = axes
+    row_values = list(dict.fromkeys(job.axes.get(row_axis, "") for job in jobs))
+    col_values = list(dict.fromkeys(job.axes.get(col_axis, "") for job in jobs))
+    cells: dict[tuple[str, str], list[float]] = {}
+    for job in jobs:
+        value = best_value(job, key)
+        where = (job.axes.get(row_axis, ""), job.axes.get(col_axis, ""))
+        cells.setdefault(where, [])
+        if value is not None and job.status == "completed":
+            cells[where].append(value)
+    plt = _pyplot()
+    grid = [[math.nan] * len(col_values) for _ in row_values]
+    for (r, c), values in cells.items():
+        if values:
+            grid[row_values.index(r)][col_values.index(c)] = statistics.fmean(values)
+    width, height = 1.6 + 1.3 * len(col_values), 1.4 + 0.7 * len(row_values)
+    fig, ax = plt.subplots(figsize=(width, height), dpi=100)
+    image = ax.imshow(grid, cmap="viridis" if maximize(key) else "viridis_r", aspect="auto")
+    for i, r in enumerate(row_values):
+        for j, c in enumerate(col_values):
+            values = cells.get((r, c))
+            if values is None:
+                text = ""
+            elif not values:
+                text = "failed"
+            else:
+                text = f"{grid[i][j]:.3g}" + (f"\n(n={len(values)})" if len(values) > 1 else "")
+            ax.text(j, i, text, ha="center", va="center", fontsize=8, color="white", **_outline())
+    ax.set_xticks(range(len(col_values)), col_values)
+    ax.set_yticks(range(len(row_values)), row_values)
+    ax.set(xlabel=col_axis, ylabel=row_axis)
+    ax.set_title(f"best {key} ({_better(key)} is better)", fontsize=9)
+    fig.colorbar(image, ax=ax)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def _better(key: str) -> str:
+    return "higher" if maximize(key) else "lower"
+
+
+def _outline() -> dict[str, Any]:
+    """Text readable on any cell colour: white with a black outline."""
+    from matplotlib import patheffects
+
+    return {"path_effects": [patheffects.withStroke(linewidth=2, foreground="black")]}
+
+
+@dataclass
+class Summary:
+    """What :func:`summarize` wrote."""
+
+    sweep_dir: Path
+    jobs: list[JobResult]
+    key: str | None
+    table: Table
+    files: dict[str, Path]
+
+    @property
+    def failed(self) -> int:
+        return sum(job.status != "completed" for job in self.jobs)
+
+
+def summarize(sweep_dir: Path, jobs: list[JobResult] | None = None) -> Summary:
+    """Write summary.csv, summary.md and the figures into ``sweep_dir``."""
+    jobs = collect_jobs(sweep_dir) if jobs is None else jobs
+    key = headline_key(jobs)
+    axes = swept_axes(jobs)
+    table = summary_table(jobs, key, axes)
+    files = {"csv": sweep_dir / "summary.csv", "md": sweep_dir / "summary.md"}
+    write_csv(table, files["csv"])
+    order = [jobs.index(job) for job in ranked(jobs, key)]
+    figures = {}
+    if plot_curves(jobs, key, axes, sweep_dir / "curves.png"):
+        figures["curves"] = sweep_dir / "curves.png"
+    pair = heatmap_axes(axes)
+    if key and pair:
+        plot_heatmap(jobs, key, pair, sweep_dir / "heatmap.png")
+        figures["heatmap"] = sweep_dir / "heatmap.png"
+    failed = sum(job.status != "completed" for job in jobs)
+    notes = [f"{len(jobs)} jobs: {len(jobs) - failed} completed, {failed} not."]
+    if key:
+        notes.append(f"Headline metric: `{key}` ({_better(key)} is better); best job first.")
+    else:
+        notes.append("No job reported an eval metric; rows by status, then job.")
+    notes += ["", *(f"![{name}]({p.name})" for name, p in figures.items())]
+    write_markdown(table, order, files["md"], f"Sweep {sweep_dir}", notes)
+    return Summary(sweep_dir, jobs, key, table, files | figures)
+
+
+def log_summary_to_wandb(summary: Summary, logger: DictConfig, group: str | None) -> None:
+    """The table and figures as one W&B run of the sweep's group, ``job_type=summary``.
+    W&B failing here never fails the sweep: a warning, and the files stay."""
+    from ganexp.tracking import resolve_mode
+
+    if logger.get("name") == "none":
+        return
+    mode = resolve_mode(logger.get("mode", "auto"))
+    if mode == "disabled":
+        return
+    import wandb
+
+    run = None
+    try:
+        run = wandb.init(
+            project=logger.get("project"),
+            entity=logger.get("entity"),
+            group=group,
+            job_type="summary",
+            name="summary",
+            dir=str(summary.sweep_dir),
+            mode=mode,
+            config={"sweep_dir": str(summary.sweep_dir), "headline": summary.key},
+            reinit="create_new",
+            settings=wandb.Settings(console="off", silent=True),
+        )
+        rows = [["" if v is None else v for v in row] for row in summary.table.rows]
+        data: dict[str, Any] = {"summary": wandb.Table(columns=summary.table.columns, data=rows)}
+        for name in ("curves", "heatmap"):
+            if name in summary.files:
+                data[name] = wandb.Image(str(summary.files[name]))
+        run.log(data)
+        run.summary.update({"jobs": len(summary.jobs), "failed": summary.failed})
+    except Exception as ex:
+        warnings.warn(f"W&B: could not log the sweep summary ({ex})", stacklevel=1)
+    finally:
+        if run is not None:
+            try:
+                run.finish()
+            except Exception as ex:
+                warnings.warn(f"W&B: finishing the summary run failed ({ex})", stacklevel=1)
+
+
+def sweep_group(config: DictConfig, jobs: list[JobResult]) -> str | None:
+    """The W&B group the jobs logged to (as ``ganexp.__main__._group`` names it)."""
+    for job in jobs:
+        if job.group:
+            return job.group
+    if config.logger.get("group"):
+        return config.logger.group
+    experiment = config.hydra.runtime.choices.get("experiment")
+    return f"{experiment or 'sweep'}-{Path(config.hydra.sweep.dir).name}"
+
+
+class SweepSummary(Callback):
+    """Hydra callback: summarize the sweep dir when a multirun ends."""
+
+    #: jobs of the last summarized sweep that did not complete (the entrypoint's exit code)
+    last_failed: int = 0
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        SweepSummary.last_failed = 0
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        sweep_dir = Path(config.hydra.sweep.dir)
+        if not sweep_dir.is_dir():
+            return
+        jobs = collect_jobs(sweep_dir)
+        SweepSummary.last_failed = sum(job.status != "completed" for job in jobs)
+        try:
+            summary = summarize(sweep_dir, jobs)
+        except Exception as ex:  # a summary must not hide the jobs' own results
+            warnings.warn(f"could not summarize the sweep in {sweep_dir} ({ex})", stacklevel=1)
+            return
+        log_summary_to_wandb(summary, config.logger, sweep_group(config, summary.jobs))
+        failed = f", {summary.failed} failed" if summary.failed else ""
+        print(
+            f"ganexp: sweep summary: {summary.files['md']} ({len(summary.jobs)} jobs{failed})",
+            file=sys.stderr,
+        )

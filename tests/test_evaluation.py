@@ -1,0 +1,138 @@
+"""Evaluation in a run, best.pt, and the ganexp-eval / ganexp-sample commands on real files."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from helpers import compose_config
+from omegaconf import OmegaConf
+from PIL import Image
+
+from ganexp.checkpoint import load_checkpoint
+from ganexp.config import validate
+from ganexp.run import run
+
+BIN = Path(sys.executable).parent
+IMAGE_KEYS = {
+    "eval/fd_classifier",
+    "eval/is_classifier",
+    "eval/kid_classifier",
+    "eval/precision_classifier",
+    "eval/recall_classifier",
+    "eval/density_classifier",
+    "eval/coverage_classifier",
+    "eval/class_kl",
+    "eval/classes_covered",
+    "eval/fd_classifier_floor",
+    "eval/kid_classifier_floor",
+}
+
+
+def train(run_dir: Path, *overrides: str):
+    cfg = compose_config("experiment=smoke", "logger=none", *overrides)
+    resolved = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
+    return run(validate(cfg), resolved, run_dir, name="test", group=None)
+
+
+@pytest.fixture(scope="module")
+def evaluated_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    run_dir = tmp_path_factory.mktemp("evaluated")
+    train(run_dir, "trainer.eval_every=3", "metrics.num_samples=100")
+    return run_dir
+
+
+def test_run_logs_every_metric_on_its_interval_and_never_fid_on_cpu(evaluated_run: Path) -> None:
+    rows = [json.loads(line) for line in (evaluated_run / "metrics.jsonl").read_text().splitlines()]
+    evals = [r for r in rows if any(k.startswith("eval/") for k in r)]
+    assert [r["step"] for r in evals] == [3, 6]
+    for row in evals:
+        assert set(row) == IMAGE_KEYS | {"step"}
+        assert row["eval/fd_classifier"] > row["eval/fd_classifier_floor"] > 0
+        assert 0 <= row["eval/coverage_classifier"] <= 1
+        assert 1 <= row["eval/classes_covered"] <= 10
+    assert not any("eval/fid" in r for r in rows)
+
+
+def test_best_checkpoint_holds_the_best_headline_value(evaluated_run: Path) -> None:
+    rows = [json.loads(line) for line in (evaluated_run / "metrics.jsonl").read_text().splitlines()]
+    values = {r["step"]: r["eval/fd_classifier"] for r in rows if "eval/fd_classifier" in r}
+    best_step = min(values, key=values.get)
+    best = load_checkpoint(evaluated_run / "checkpoints" / "best.pt")
+    assert best["step"] == best_step
+    assert best["best"] == {
+        "key": "eval/fd_classifier",
+        "value": values[best_step],
+        "step": best_step,
+    }
+    assert best["eval_setup"]["features"] == "classifier"
+    assert len(best["eval_setup"]["features_sha256"]) == 64
+    last = load_checkpoint(evaluated_run / "checkpoints" / "last.pt")
+    assert last["best"]["value"] == values[best_step]
+
+
+def test_ganexp_eval_prints_and_writes_all_metrics(evaluated_run: Path) -> None:
+    checkpoint = evaluated_run / "checkpoints" / "last.pt"
+    result = subprocess.run(
+        [str(BIN / "ganexp-eval"), f"checkpoint={evaluated_run}", "metrics.num_samples=100"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert set(report["metrics"]) == IMAGE_KEYS
+    assert report["step"] == 6
+    assert json.loads(checkpoint.with_suffix(".metrics.json").read_text()) == report
+    rows = [json.loads(line) for line in (evaluated_run / "metrics.jsonl").read_text().splitlines()]
+    final = next(r for r in reversed(rows) if "eval/fd_classifier" in r)
+    # same generator, same fixed evaluation noise, same cached reference: the same number
+    assert report["metrics"]["eval/fd_classifier"] == pytest.approx(final["eval/fd_classifier"])
+
+
+def test_ganexp_eval_refuses_bad_input_in_one_line(tmp_path: Path) -> None:
+    for args, expected in [
+        ([], "ganexp-eval: error: checkpoint=None: required"),
+        ([f"checkpoint={tmp_path}/none.pt"], "no such checkpoint file"),
+    ]:
+        result = subprocess.run(
+            [str(BIN / "ganexp-eval"), *args], capture_output=True, text=True, timeout=120
+        )
+        assert result.returncode == 2
+        assert expected in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_ganexp_sample_grid_images_and_interpolation(evaluated_run: Path, tmp_path: Path) -> None:
+    sample = str(BIN / "ganexp-sample")
+    common = [f"checkpoint={evaluated_run}", f"out={tmp_path}"]
+    subprocess.run([sample, *common, "n=16"], check=True, capture_output=True, timeout=120)
+    grid = Image.open(tmp_path / "grid_seed0.png")
+    assert grid.size == (4 * 34 + 2, 4 * 34 + 2)
+    subprocess.run([sample, *common, "mode=images", "n=3"], check=True, capture_output=True)
+    singles = sorted(tmp_path.glob("seed0_*.png"))
+    assert [Image.open(p).size for p in singles] == [(32, 32)] * 3
+    subprocess.run([sample, *common, "mode=interpolate", "n=5"], check=True, capture_output=True)
+    strip = Image.open(tmp_path / "interpolate_0_1.png")
+    assert strip.size == (5 * 34 + 2, 34 + 2)
+    bad = subprocess.run([sample, *common, "label=2"], capture_output=True, text=True)
+    assert bad.returncode == 2 and "not conditional" in bad.stderr
+
+
+def test_toy_run_keeps_best_by_modes_covered(tmp_path: Path) -> None:
+    result = train(
+        tmp_path,
+        "data=ring8",
+        "generator=mlp",
+        "discriminator=mlp",
+        "trainer.eval_every=2",
+        "metrics.num_samples=500",
+    )
+    assert result.best["key"] == "eval/modes_covered"
+    assert result.best["value"] == max(
+        json.loads(line)["eval/modes_covered"]
+        for line in (tmp_path / "metrics.jsonl").read_text().splitlines()
+        if "eval/modes_covered" in line
+    )
