@@ -70,8 +70,19 @@ def check_buildable(cfg: RunConfig, spec: DataSpec) -> None:
         build_discriminator(cfg, spec)
 
 
+def _implementation(cfg: OptimConfig) -> dict[str, bool]:
+    """optim.implementation as optimizer flags; auto: fused Adam, foreach RMSprop."""
+    impl = cfg.implementation
+    if impl == "auto":
+        impl = "fused" if cfg.name == OptimName.adam else "foreach"
+    if impl == "fused" and cfg.name != OptimName.adam:
+        raise ConfigError("optim.implementation", impl, "fused is for adam; use foreach")
+    return {"foreach": impl == "foreach"} | ({"fused": impl == "fused"} if impl == "fused" else {})
+
+
 def build_optimizer(cfg: OptimConfig, params, lr: float) -> torch.optim.Optimizer:
+    flags = _implementation(cfg)
     if cfg.name == OptimName.adam:
         betas = (cfg.beta1, cfg.beta2)
-        return torch.optim.Adam(params, lr=lr, betas=betas, weight_decay=cfg.weight_decay)
-    return torch.optim.RMSprop(params, lr=lr, weight_decay=cfg.weight_decay)
+        return torch.optim.Adam(params, lr=lr, betas=betas, weight_decay=cfg.weight_decay, **flags)
+    return torch.optim.RMSprop(params, lr=lr, weight_decay=cfg.weight_decay, **flags)

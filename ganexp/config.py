@@ -116,6 +116,7 @@ class OptimConfig:
     beta1: float = 0.5  # adam only
     beta2: float = 0.999  # adam only
     weight_decay: float = 0.0
+    implementation: str = "auto"  # auto | foreach | fused | for_loop (auto: fused Adam)
 
 
 @dataclass
@@ -156,6 +157,9 @@ class MetricsConfig:
 class DeviceConfig:
     name: DeviceName = DeviceName.auto
     deterministic: bool = False  # CUDA: deterministic kernels, same results run to run (slower)
+    precision: str = "auto"  # auto | fp32 | bf16 | fp16 (auto: bf16 on CUDA GPUs that have it)
+    channels_last: bool | None = None  # null: on for conv networks on cpu and cuda
+    compile: bool = False  # torch.compile both networks (opt-in; falls back with a message)
 
 
 @dataclass
@@ -184,6 +188,8 @@ DATASETS = ("fashion_mnist", "mnist", "cifar10", "image_folder", "ring8", "grid2
 GENERATOR_LOSSES = ("non_saturating", "minimax")
 LOGGERS = ("wandb", "none")
 FEATURES = ("auto", "inception", "classifier")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+OPTIMIZER_IMPLEMENTATIONS = ("auto", "foreach", "fused", "for_loop")
 
 
 def _require(ok: bool, key: str, value: Any, allowed: str) -> None:
@@ -216,6 +222,11 @@ def validate(cfg: DictConfig) -> RunConfig:
     _require(n >= 6, "metrics.num_samples", n, "must be >= 6 (density/coverage use 5 neighbours)")
     features = cfg.metrics.features
     _require(features in FEATURES, "metrics.features", features, _one_of(FEATURES))
+    precision = cfg.device.precision
+    _require(precision in PRECISIONS, "device.precision", precision, _one_of(PRECISIONS))
+    impl = cfg.optim.implementation
+    allowed_impl = _one_of(OPTIMIZER_IMPLEMENTATIONS)
+    _require(impl in OPTIMIZER_IMPLEMENTATIONS, "optim.implementation", impl, allowed_impl)
     _non_negative(cfg, "trainer.eval_every", "generator.depth", "discriminator.depth")
     _non_negative(cfg, "data.num_workers", "optim.weight_decay")
     if cfg.data.limit is not None:

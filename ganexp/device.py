@@ -41,3 +41,22 @@ def resolve_device(name: DeviceName | str) -> torch.device:
             f"not available on this machine; available: {', '.join(available)}",
         )
     return torch.device(name.value)
+
+
+def resolve_precision(precision: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype for ``device.precision`` (None: plain fp32).
+
+    auto: bf16 on CUDA GPUs that support it, else fp32 (the CPU's bf16 is opt-in: faster on CPUs
+    with bf16 instructions, but it changes the numbers of a run). fp16 needs a CUDA GPU (and a
+    gradient scaler, which the loop adds).
+    """
+    if precision == "auto":
+        cuda_bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
+        return torch.bfloat16 if cuda_bf16 else None
+    if precision == "fp16" and device.type != "cuda":
+        raise ConfigError(
+            "device.precision",
+            precision,
+            f"fp16 needs a CUDA GPU; on {device.type} use bf16 or fp32",
+        )
+    return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]

@@ -32,8 +32,10 @@ class GANLoss:
         real: torch.Tensor,
         fake: torch.Tensor,
         labels: torch.Tensor | None,
+        grad_scale: torch.Tensor | float = 1.0,
     ) -> torch.Tensor | None:
-        """An extra term for the discriminator's loss, or None."""
+        """An extra term for the discriminator's loss, or None. ``grad_scale``: the fp16
+        gradient scaler's factor, for penalties that differentiate the critic themselves."""
         return None
 
     @torch.no_grad()
@@ -107,12 +109,15 @@ class GradientPenaltyLoss(WassersteinLoss):
         real: torch.Tensor,
         fake: torch.Tensor,
         labels: torch.Tensor | None,
+        grad_scale: torch.Tensor | float = 1.0,
     ) -> torch.Tensor:
+        """Under fp16 autocast the input gradient is taken of the scaled output and unscaled
+        (the AMP recipe for gradient penalties), so it cannot underflow; the norm is in fp32."""
         eps = torch.rand((real.shape[0],) + (1,) * (real.dim() - 1), device=real.device)
-        mixed = (eps * real + (1 - eps) * fake.detach()).requires_grad_(True)
-        out = critic(mixed, labels)
-        (grad,) = torch.autograd.grad(out.sum(), mixed, create_graph=True)
-        norms = grad.flatten(1).norm(2, dim=1)
+        mixed = (eps * real + (1 - eps) * fake.detach().to(real.dtype)).requires_grad_(True)
+        out = critic(mixed, labels).float()
+        (grad,) = torch.autograd.grad(out.sum() * grad_scale, mixed, create_graph=True)
+        norms = (grad.float() / grad_scale).flatten(1).norm(2, dim=1)
         return self.gp_weight * ((norms - 1) ** 2).mean()
 
 

@@ -82,11 +82,11 @@ def check_config(cfg: DictConfig) -> RunConfig:
     from ganexp.build import check_buildable
     from ganexp.checkpoint import load_resume, resume_source
     from ganexp.data import data_spec
-    from ganexp.device import resolve_device
+    from ganexp.device import resolve_device, resolve_precision
 
     if run_cfg.resume:
         load_resume(resume_source(run_cfg.resume, Path.cwd()))
-    resolve_device(run_cfg.device.name)
+    resolve_precision(run_cfg.device.precision, resolve_device(run_cfg.device.name))
     check_buildable(run_cfg, data_spec(run_cfg.data))
     return run_cfg
 

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import copy
 import os
 import random
 import signal
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,12 +16,13 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
 
 from ganexp.build import build_discriminator, build_generator, build_optimizer
 from ganexp.checkpoint import CheckpointStore, load_resume, resume_source, set_rng_state
 from ganexp.config import LossName, Norm, RunConfig
 from ganexp.data import DataSpec, build_data, data_spec, mode_centers
-from ganexp.device import describe, resolve_device
+from ganexp.device import describe, resolve_device, resolve_precision
 from ganexp.errors import Interrupted
 from ganexp.hooks import (
     CheckFinite,
@@ -34,7 +36,7 @@ from ganexp.hooks import (
 from ganexp.losses import build_loss
 from ganexp.metrics.evaluator import ImageEvaluator, ToyEvaluator
 from ganexp.tracking import Tracker
-from ganexp.train import ProgressBar, Trainer
+from ganexp.train import Precision, ProgressBar, Trainer
 
 BN_CRITIC_TAG = "bn-critic-gp"
 
@@ -99,12 +101,41 @@ class Session:
     resumed_from: Path | None
 
 
-def configure_determinism(cfg: RunConfig, device: torch.device) -> None:
-    """CPU runs are deterministic as they are; on CUDA, device.deterministic trades speed for it."""
-    if device.type == "cuda" and cfg.device.deterministic:
+def configure_backends(cfg: RunConfig, device: torch.device) -> None:
+    """CUDA: TF32 matmuls and cudnn autotuning, or with device.deterministic the same results
+    run to run instead (slower). CPU runs are deterministic as they are."""
+    if device.type != "cuda":
+        return
+    deterministic = cfg.device.deterministic
+    torch.backends.cuda.matmul.allow_tf32 = not deterministic
+    torch.backends.cudnn.allow_tf32 = not deterministic
+    torch.backends.cudnn.benchmark = not deterministic
+    if deterministic:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-        torch.backends.cudnn.benchmark = False
         torch.use_deterministic_algorithms(True)
+
+
+def use_channels_last(cfg: RunConfig, device: torch.device, spec: DataSpec) -> bool:
+    """device.channels_last, or (null) on for images on the CPU and CUDA."""
+    if cfg.device.channels_last is not None:
+        return cfg.device.channels_last
+    return spec.kind == "image" and device.type in ("cpu", "cuda")
+
+
+def compile_networks(networks: list[nn.Module], probe: Callable[[], None]) -> None:
+    """torch.compile each network in place (state_dict keys unchanged); if compiling fails on
+    ``probe`` (one training step), say so in one line and go on uncompiled."""
+    for net in networks:
+        net.compile()
+    try:
+        probe()
+    except Exception as ex:
+        first = str(ex).strip().splitlines()[0] if str(ex).strip() else type(ex).__name__
+        print(
+            f"ganexp: warning: torch.compile failed ({first}); running uncompiled", file=sys.stderr
+        )
+        for net in networks:
+            net._compiled_call_impl = None  # nn.Module.compile's own switch
 
 
 def setup(
@@ -122,14 +153,16 @@ def setup(
     warned = warnings_for(cfg)
     for message in warned.values():
         print(f"ganexp: warning: {message}", file=sys.stderr)
-    configure_determinism(cfg, device)
+    configure_backends(cfg, device)
 
     resumed = load_resume(resume_source(cfg.resume, run_dir))
     seed_everything(cfg.seed)
     spec = data_spec(cfg.data)
     data = build_data(cfg.data, cfg.trainer.batch_size, device, cfg.seed)
-    generator = build_generator(cfg, spec).to(device)
-    discriminator = build_discriminator(cfg, spec).to(device)
+    channels_last = use_channels_last(cfg, device, spec)
+    memory_format = torch.channels_last if channels_last else torch.preserve_format
+    generator = build_generator(cfg, spec).to(device, memory_format=memory_format)
+    discriminator = build_discriminator(cfg, spec).to(device, memory_format=memory_format)
     trainer = Trainer(
         generator=generator,
         discriminator=discriminator,
@@ -144,6 +177,8 @@ def setup(
         n_critic=cfg.trainer.n_critic,
         z_dim=cfg.trainer.z_dim,
         conditional=cfg.conditional,
+        precision=Precision(device, resolve_precision(cfg.device.precision, device)),
+        channels_last=channels_last,
         skip_nonfinite=cfg.trainer.skip_nonfinite,
     )
     plotted = cfg.trainer.num_samples if spec.kind == "image" else 16 * cfg.trainer.num_samples
@@ -190,9 +225,20 @@ def setup(
         *([evaluate] if evaluate else []),
         checkpoint,
     ]
+    if cfg.device.compile:
+        compile_networks([generator, discriminator], lambda: _probe_step(trainer))
     if state is not None:  # last: building the evaluator above draws from the global RNG
         set_rng_state(state["rng"])
     return Session(trainer, tracker, evaluate, resumed_from)
+
+
+def _probe_step(trainer: Trainer) -> None:
+    """One training step that leaves no trace: weights, optimizer and RNG are restored after."""
+    saved = copy.deepcopy(trainer.state_dict())
+    with torch.random.fork_rng(devices=[trainer.device] if trainer.device.type == "cuda" else []):
+        trainer.run_step()
+    trainer.load_state_dict(saved)
+    trainer.pop_stats()
 
 
 @contextmanager

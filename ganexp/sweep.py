@@ -24,7 +24,6 @@ import math
 import os
 import statistics
 import sys
-import warnings
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -364,7 +363,7 @@ def summarize(sweep_dir: Path, jobs: list[JobResult] | None = None) -> Summary:
 
 def log_summary_to_wandb(summary: Summary, logger: DictConfig, group: str | None) -> None:
     """The table and figures as one W&B run of the sweep's group, ``job_type=summary``.
-    W&B failing here never fails the sweep: a warning, and the files stay."""
+    W&B failing here never fails the sweep: one line on stderr, and the files stay."""
     from ganexp.tracking import resolve_mode
 
     if logger.get("name") == "none":
@@ -396,13 +395,13 @@ def log_summary_to_wandb(summary: Summary, logger: DictConfig, group: str | None
         run.log(data)
         run.summary.update({"jobs": len(summary.jobs), "failed": summary.failed})
     except Exception as ex:
-        warnings.warn(f"W&B: could not log the sweep summary ({ex})", stacklevel=1)
+        print(f"W&B: could not log the sweep summary ({ex}); the files have it", file=sys.stderr)
     finally:
         if run is not None:
             try:
                 run.finish()
             except Exception as ex:
-                warnings.warn(f"W&B: finishing the summary run failed ({ex})", stacklevel=1)
+                print(f"W&B: finishing the summary run failed ({ex})", file=sys.stderr)
 
 
 def sweep_group(config: DictConfig, jobs: list[JobResult]) -> str | None:
@@ -434,7 +433,7 @@ class SweepSummary(Callback):
         try:
             summary = summarize(sweep_dir, jobs)
         except Exception as ex:  # a summary must not hide the jobs' own results
-            warnings.warn(f"could not summarize the sweep in {sweep_dir} ({ex})", stacklevel=1)
+            print(f"ganexp: could not summarize {sweep_dir}: {ex!r}", file=sys.stderr)
             return
         log_summary_to_wandb(summary, config.logger, sweep_group(config, summary.jobs))
         failed = f", {summary.failed} failed" if summary.failed else ""

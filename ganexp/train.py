@@ -21,6 +21,38 @@ from ganexp.losses import GANLoss
 STAT_KEYS = ("loss/d", "loss/g", "d/real", "d/fake", "loss/gp")
 
 
+class Precision:
+    """Autocast to ``dtype`` (None: plain fp32) and, for fp16, one gradient scaler per network."""
+
+    def __init__(self, device: torch.device, dtype: torch.dtype | None) -> None:
+        self.device = device
+        self.dtype = dtype
+        scaled = dtype == torch.float16
+        self.scaler_d = torch.amp.GradScaler(device.type, enabled=scaled)
+        self.scaler_g = torch.amp.GradScaler(device.type, enabled=scaled)
+
+    def autocast(self) -> torch.autocast:
+        return torch.autocast(self.device.type, dtype=self.dtype, enabled=self.dtype is not None)
+
+    def grad_scale(self, scaler: torch.amp.GradScaler) -> torch.Tensor | float:
+        """The scaler's factor as a device tensor (no host-device sync), or 1 when unscaled."""
+        if not scaler.is_enabled():
+            return 1.0
+        return scaler.scale(torch.ones((), device=self.device))
+
+    @staticmethod
+    def step(scaler: torch.amp.GradScaler, optimizer: torch.optim.Optimizer) -> None:
+        scaler.step(optimizer)
+        scaler.update()
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"scaler_d": self.scaler_d.state_dict(), "scaler_g": self.scaler_g.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.scaler_d.load_state_dict(state["scaler_d"])
+        self.scaler_g.load_state_dict(state["scaler_g"])
+
+
 @dataclass
 class Trainer:
     generator: nn.Module
@@ -36,6 +68,8 @@ class Trainer:
     n_critic: int
     z_dim: int
     conditional: bool
+    precision: Precision = field(default_factory=lambda: Precision(torch.device("cpu"), None))
+    channels_last: bool = False
     skip_nonfinite: bool = False
     hooks: list[Hook] = field(default_factory=list)
     step: int = 0
@@ -66,30 +100,34 @@ class Trainer:
         The last critic step's fakes keep their graph and are reused by the generator step (as
         the PyTorch DCGAN example does), which saves one generator forward per step.
         """
-        G, D, loss = self.generator, self.discriminator, self.loss
+        G, D, loss, amp = self.generator, self.discriminator, self.loss, self.precision
         for i in range(self.n_critic):
             real, labels = self.data.next_batch()
+            if self.channels_last and real.dim() == 4:
+                real = real.contiguous(memory_format=torch.channels_last)
             fake_labels = labels if self.conditional else None
             last = i == self.n_critic - 1
-            with torch.set_grad_enabled(last):
-                fake = G(self.noise(real.shape[0]), fake_labels)
-            real_out = D(real, labels)
-            fake_out = D(fake.detach(), fake_labels)
-            d_loss = loss.d_loss(real_out, fake_out)
-            penalty = loss.regularizer(D, real, fake, labels)
+            with amp.autocast():
+                with torch.set_grad_enabled(last):
+                    fake = G(self.noise(real.shape[0]), fake_labels)
+                real_out = D(real, labels).float()
+                fake_out = D(fake.detach(), fake_labels).float()
+                d_loss = loss.d_loss(real_out, fake_out)
+                penalty = loss.regularizer(D, real, fake, labels, amp.grad_scale(amp.scaler_d))
             total = d_loss if penalty is None else d_loss + penalty
             self.opt_d.zero_grad(set_to_none=True)
-            total.backward()
+            amp.scaler_d.scale(total).backward()
             if self._may_step(total):
-                self.opt_d.step()
+                amp.step(amp.scaler_d, self.opt_d)
                 loss.after_d_step(D)
 
         D.requires_grad_(False)  # the generator step needs no discriminator gradients
-        g_loss = loss.g_loss(D(fake, fake_labels))
+        with amp.autocast():
+            g_loss = loss.g_loss(D(fake, fake_labels).float())
         self.opt_g.zero_grad(set_to_none=True)
-        g_loss.backward()
+        amp.scaler_g.scale(g_loss).backward()
         if self._may_step(g_loss):
-            self.opt_g.step()
+            amp.step(amp.scaler_g, self.opt_g)
         D.requires_grad_(True)
 
         with torch.no_grad():
@@ -168,6 +206,7 @@ class Trainer:
             "step": self.step,
             "images_seen": self.images_seen,
             "skipped_steps": self.skipped_steps,
+            "precision": self.precision.state_dict(),
             "data": self.data.state_dict(),
         }
 
@@ -179,6 +218,7 @@ class Trainer:
         self.step = state["step"]
         self.images_seen = state["images_seen"]
         self.skipped_steps = state["skipped_steps"]
+        self.precision.load_state_dict(state["precision"])
         self.data.load_state_dict(state["data"])
 
 

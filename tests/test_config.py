@@ -112,6 +112,11 @@ BAD_INPUTS = [
     (["-m", "norm=batch,nope"], "norm='nope': allowed:"),
     (["data.channels=2"], "data.channels=2: allowed: 1, 3"),
     (["device=cuda"], "device='cuda': not available on this machine; available: cpu"),
+    (["device.precision=fp16"], "device.precision='fp16': fp16 needs a CUDA GPU; on cpu use bf16"),
+    (["device.precision=fp8"], "device.precision='fp8': allowed: auto, fp32, bf16, fp16"),
+    (["metrics.features=vgg"], "metrics.features='vgg': allowed: auto, inception, classifier"),
+    (["metrics.num_samples=3"], "metrics.num_samples=3: must be >= 6"),
+    (["resume=/nonexistent/run"], "resume='/nonexistent/run': must be a run folder holding"),
 ]
 
 

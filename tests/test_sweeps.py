@@ -1,0 +1,454 @@
+"""Sweeps end to end: presets, the sweep summary, launchers (basic, joblib, submitit), requeue,
+Optuna and the SLURM preset, all on the CPU with W&B offline."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from itertools import product
+from pathlib import Path
+
+import pytest
+import yaml
+from hydra import compose, initialize_config_module
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+from PIL import Image
+from wandb_runfile import image_keys, load_run
+
+import ganexp
+from ganexp.config import validate
+from ganexp.preflight import job_overrides
+from ganexp.sweep import MISSING_RECORD, SweepSummary, summarize
+
+GANEXP = str(Path(sys.executable).with_name("ganexp"))
+EXPERIMENTS = Path(ganexp.__file__).parent / "conf" / "experiment"
+SWEEP_PRESETS = {"norm_study": 18, "mode_collapse": 18}
+TINY = ("debug=smoke", "trainer.max_steps=2", "trainer.log_every=1")
+TOY = ("data=ring8", "generator=mlp", "discriminator=mlp", "norm=none")
+
+
+def ganexp_cmd(*args: str, cwd: Path, timeout: int = 240) -> subprocess.CompletedProcess[str]:
+    """`ganexp ARGS` in a subprocess; one torch thread per process (the machine is shared)."""
+    env = dict(os.environ, PYTHONWARNINGS="ignore", OMP_NUM_THREADS="1")
+    return subprocess.run(
+        [GANEXP, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
+    )
+
+
+def read_csv(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def markdown_rows(path: Path) -> list[dict[str, str]]:
+    """The table of summary.md as dicts, in file order."""
+    lines = [line for line in path.read_text().splitlines() if line.startswith("|")]
+    header = [c.strip() for c in lines[0].strip("|").split("|")]
+    return [
+        dict(zip(header, (c.strip() for c in line.strip("|").split("|")), strict=True))
+        for line in lines[2:]
+    ]
+
+
+def job(sweep: Path, num: int) -> dict:
+    return json.loads((sweep / str(num) / "job.json").read_text())
+
+
+def assert_png(path: Path) -> None:
+    with Image.open(path) as image:
+        assert image.format == "PNG" and image.size[0] > 100
+
+
+def test_norm_by_loss_sweep_gives_twelve_runs_one_group_and_a_summary(tmp_path: Path) -> None:
+    sweep = tmp_path / "sweep"
+    result = ganexp_cmd(
+        "-m",
+        "norm=batch,layer,instance,group",
+        "loss=bce,wgan_clip,wgan_gp",
+        *TINY,
+        "logger.mode=offline",
+        f"hydra.sweep.dir={sweep}",
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stderr.splitlines()[-1] == f"ganexp: sweep summary: {sweep}/summary.md (12 jobs)"
+
+    runs = [load_run(sweep / str(i)) for i in range(12)]
+    assert {r.run.run_group for r in runs} == {f"sweep-{sweep.name}"}
+    assert {r.run.job_type for r in runs} == {"train"}
+    assert len({r.run.run_id for r in runs}) == 12
+    assert len({r.run.display_name for r in runs}) == 12
+
+    summary_run = load_run(sweep)  # sweep/wandb/offline-run-*: the summary's own run
+    assert summary_run.run.job_type == "summary"
+    assert summary_run.run.run_group == f"sweep-{sweep.name}"
+    logged = summary_run.history[0]
+    assert logged["summary"]["_type"] == "table-file" and logged["summary"]["nrows"] == 12
+    assert {"curves", "heatmap"} <= image_keys(summary_run.history)
+
+    key = job(sweep, 0)["best"]["key"]
+    rows = read_csv(sweep / "summary.csv")
+    assert [r["job"] for r in rows] == [str(i) for i in range(12)]
+    assert {r["status"] for r in rows} == {"completed"}
+    assert [(r["norm"], r["loss"]) for r in rows] == list(
+        product(["batch", "layer", "instance", "group"], ["bce", "wgan_clip", "wgan_gp"])
+    )
+    for i, row in enumerate(rows):
+        record = job(sweep, i)
+        assert row["metric"] == key
+        assert float(row["best"]) == pytest.approx(record["best"]["value"])
+        assert float(row["final"]) == pytest.approx(record["final"][key])
+        assert row["steps"] == "2"
+        assert set(record["final"]) - {key} <= set(row)  # the other eval metrics are columns
+
+    table = markdown_rows(sweep / "summary.md")
+    assert len(table) == 12
+    best = [float(r["best"]) for r in table]
+    assert best == sorted(best, reverse=key.startswith(("eval/modes", "eval/high_quality")))
+    assert_png(sweep / "curves.png")
+    assert_png(sweep / "heatmap.png")
+
+
+def preset_names() -> list[str]:
+    return sorted(p.stem for p in EXPERIMENTS.glob("*.yaml"))
+
+
+def test_every_preset_composes_and_says_what_it_shows() -> None:
+    names = preset_names()
+    assert {"dcgan_fashion_mnist", "smoke", "wgan_gp_fashion_mnist", "cgan_fashion_mnist"} <= set(
+        names
+    )
+    assert set(SWEEP_PRESETS) <= set(names)
+    with initialize_config_module("ganexp.conf", version_base="1.3"):
+        for name in names:
+            lines = (EXPERIMENTS / f"{name}.yaml").read_text().splitlines()
+            assert lines[0] == "# @package _global_", name
+            assert lines[1].startswith("# ") and len(lines[1]) > 20, name
+            cfg = compose("config", overrides=[f"experiment={name}"], return_hydra_config=True)
+            params = cfg.hydra.sweeper.get("params") or {}
+            jobs = job_overrides(
+                [f"experiment={name}"], True, {k: str(v) for k, v in params.items()}
+            )
+            assert len(jobs) == SWEEP_PRESETS.get(name, 1), name
+            for overrides in jobs:
+                validate(compose("config", overrides=overrides))
+
+
+def test_presets_run_in_smoke_mode(tmp_path: Path) -> None:
+    """The single-run presets in one sweep; each sweep preset with one axis cut down on the
+    command line (the other axis comes from the preset); mode_collapse runs under joblib."""
+    singles = [n for n in preset_names() if n not in SWEEP_PRESETS]
+    result = ganexp_cmd(
+        "-m",
+        f"experiment={','.join(singles)}",
+        *TINY,
+        "logger=none",
+        f"hydra.sweep.dir={tmp_path / 'singles'}",
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = read_csv(tmp_path / "singles" / "summary.csv")
+    assert [r["experiment"] for r in rows] == singles
+    assert {r["status"] for r in rows} == {"completed"}
+
+    norm_study = tmp_path / "norm_study"
+    result = ganexp_cmd(
+        "-m",
+        "experiment=norm_study",
+        "norm=spectral",
+        *TINY,
+        "logger=none",
+        f"hydra.sweep.dir={norm_study}",
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = read_csv(norm_study / "summary.csv")
+    assert [r["loss"] for r in rows] == ["bce", "wgan_clip", "wgan_gp"]
+    assert {r["status"] for r in rows} == {"completed"}
+    assert (norm_study / "heatmap.png").exists() is False  # one axis varies: no heatmap
+
+
+def test_mode_collapse_runs_under_joblib_with_one_wandb_run_per_job(tmp_path: Path) -> None:
+    """Three jobs on two loky workers (one worker runs two jobs): each job's folder complete
+    and its own offline W&B run, all in one group, then the summary run."""
+    sweep = tmp_path / "mc"
+    result = ganexp_cmd(
+        "-m",
+        "experiment=mode_collapse",
+        "data=grid25",
+        "seed=0",
+        "hydra.launcher.n_jobs=2",
+        *TINY,
+        "logger.mode=offline",
+        f"hydra.sweep.dir={sweep}",
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Joblib.Parallel(n_jobs=2,backend=loky" in result.stdout
+    runs = []
+    for i, loss in enumerate(["bce", "wgan_clip", "wgan_gp"]):
+        folder = sweep / str(i)
+        record = job(sweep, i)
+        assert record["status"] == "completed" and record["steps"] == 2
+        assert f"loss={loss}" in record["overrides"]
+        assert record["best"]["key"] == "eval/modes_covered"
+        for made in (".hydra/config.yaml", "metrics.jsonl", "checkpoints/last.pt"):
+            assert (folder / made).is_file(), made
+        assert (folder / "samples" / "step_000002.png").is_file()
+        runs.append(load_run(folder))
+    assert len({r.run.run_id for r in runs}) == 3
+    assert {r.run.run_group for r in runs} == {f"mode_collapse-{sweep.name}"}
+    assert all(r.exit_code == 0 and r.history for r in runs)
+    assert [r.config["loss"]["name"] for r in runs] == ["bce", "wgan_clip", "wgan_gp"]
+    assert load_run(sweep).run.job_type == "summary"
+
+
+def write_image_folders(root: Path) -> tuple[Path, Path]:
+    """Two class folders of small PNGs; a copy of them where one PNG is corrupt."""
+    good, bad = root / "good", root / "bad"
+    for folder in (good, bad):
+        for cls in ("a", "b"):
+            (folder / cls).mkdir(parents=True)
+            for i in range(4):
+                Image.new("L", (8, 8), 40 * i).save(folder / cls / f"{i}.png")
+    (bad / "b" / "2.png").write_bytes(b"\x89PNG\r\n\x1a\n this is not a picture")
+    return good, bad
+
+
+def test_a_failing_job_is_summarized_last_and_the_sweep_exits_non_zero(tmp_path: Path) -> None:
+    """The corrupt image is found only when it is decoded (after preflight): that job fails,
+    the other completes, summary.md ends with the failure's one-line error, exit code 1."""
+    good, bad = write_image_folders(tmp_path)
+    sweep = tmp_path / "sweep"
+    result = ganexp_cmd(
+        "-m",
+        "data=image_folder",
+        f"data.root={good},{bad}",
+        "data.loader=dataloader",
+        "data.channels=1",
+        "data.image_size=32",
+        *TINY,
+        "trainer.batch_size=4",
+        "metrics.enabled=false",
+        "logger=none",
+        f"hydra.sweep.dir={sweep}",
+        cwd=tmp_path,
+    )
+    assert result.returncode == 1, result.stderr[-3000:]
+    assert result.stderr.splitlines()[-1].startswith(
+        f"ganexp: sweep summary: {sweep}/summary.md (2 jobs, 1 failed)"
+    )
+    rows = read_csv(sweep / "summary.csv")
+    assert [r["status"] for r in rows] == ["completed", "failed"]
+    assert "cannot read as an image" in rows[1]["error"] and "2.png" in rows[1]["error"]
+    assert "\n" not in rows[1]["error"]
+    assert rows[0]["error"] == "" and rows[0]["steps"] == "2"
+    table = markdown_rows(sweep / "summary.md")
+    assert [r["status"] for r in table] == ["completed", "failed"]
+    assert table[-1]["error"] == rows[1]["error"]
+    assert_png(sweep / "curves.png")  # no eval metric: loss/g is plotted
+
+
+def descendants(pid: int) -> list[int]:
+    """The processes started (directly or not) by process ``pid``."""
+    found = []
+    try:
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except OSError:
+        return found
+    for child in map(int, children):
+        found += [child, *descendants(child)]
+    return found
+
+
+def process_writing(path: Path, among: list[int]) -> int | None:
+    """The process (of ``among``) that holds ``path`` open."""
+    for pid in among:
+        try:
+            fds = list(Path(f"/proc/{pid}/fd").iterdir())
+        except OSError:
+            continue
+        for fd in fds:
+            try:
+                if Path(os.readlink(fd)) == path:
+                    return pid
+            except OSError:
+                continue
+    return None
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="finds the job process in /proc")
+def test_submitit_local_requeues_a_signalled_job_into_its_folder_and_it_resumes(
+    tmp_path: Path,
+) -> None:
+    """Two jobs under submitit's local executor. Job 0 gets USR2 (what Slurm sends before the
+    time limit) after its first checkpoint: submitit's handler asks the launcher to checkpoint,
+    which resubmits the same job; it reruns in the same folder (the sweep dir, made with
+    ${now:...} down to microseconds, is not recomputed) and continues from checkpoints/last.pt."""
+    env = dict(os.environ, PYTHONWARNINGS="ignore", OMP_NUM_THREADS="1")
+    args = [
+        GANEXP,
+        "-m",
+        "hydra/launcher=submitit_local",
+        *TOY,
+        "generator.width=64",
+        "discriminator.width=64",
+        "seed=0,1",
+        "trainer.max_steps=1500",
+        "trainer.checkpoint_every=25",
+        "trainer.log_every=25",
+        "trainer.sample_every=5000",
+        "trainer.progress_bar=false",
+        "logger.mode=offline",
+        f"hydra.sweep.dir={tmp_path}/sweep-${{now:%H%M%S%f}}",
+    ]
+    with subprocess.Popen(
+        args, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    ) as proc:
+        try:
+            deadline = time.monotonic() + 120
+            target = None
+            while target is None and time.monotonic() < deadline and proc.poll() is None:
+                time.sleep(0.2)
+                ckpts = list(tmp_path.glob("sweep-*/0/checkpoints/last.pt"))
+                if ckpts:
+                    jsonl = ckpts[0].parent.parent / "metrics.jsonl"
+                    target = process_writing(jsonl.resolve(), descendants(proc.pid))
+            assert target is not None, "job 0 never checkpointed while running"
+            os.kill(target, signal.SIGUSR2)
+            output, _ = proc.communicate(timeout=150)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+    assert proc.returncode == 0, output[-3000:]
+    sweeps = list(tmp_path.glob("sweep-*"))
+    assert len(sweeps) == 1, sweeps
+    sweep = sweeps[0]
+    assert sorted(p.name for p in sweep.iterdir() if p.name.isdigit()) == ["0", "1"]
+    for i in (0, 1):
+        assert job(sweep, i)["status"] == "completed" and job(sweep, i)["steps"] == 1500
+    logs = "".join(p.read_text() for p in (sweep / ".submitit").rglob("*_log.*"))
+    assert "Caught signal SIGUSR2" in logs
+    assert f"resuming from {sweep}/0/checkpoints/last.pt at step" in logs
+    assert f"resuming from {sweep}/1/" not in logs
+    # the rerun continues job 0's W&B run (same id, a second offline segment); job 1 is apart
+    segments = sorted((sweep / "0" / "wandb").glob("offline-run-*"))
+    assert len(segments) == 2 and len({s.name.rsplit("-", 1)[1] for s in segments}) == 1
+    other = load_run(sweep / "1")
+    assert other.run.run_id != segments[0].name.rsplit("-", 1)[1]
+    assert [r["status"] for r in read_csv(sweep / "summary.csv")] == ["completed", "completed"]
+
+
+def test_optuna_search_runs_trials_on_the_real_headline_metric(tmp_path: Path) -> None:
+    sweep = tmp_path / "search"
+    result = ganexp_cmd(
+        "-m",
+        "hparams_search=optuna_lr",
+        "hydra.sweeper.n_trials=2",
+        "hydra.sweeper.direction=maximize",
+        *TOY,
+        *TINY,
+        "metrics.num_samples=256",
+        "logger=none",
+        f"hydra.sweep.dir={sweep}",
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    found = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
+    assert set(found["best_params"]) == {"optim.lr_g", "optim.lr_d", "trainer.n_critic"}
+    values = [job(sweep, i)["best"]["value"] for i in (0, 1)]
+    assert found["best_value"] == max(values)
+    rows = read_csv(sweep / "summary.csv")
+    assert len(rows) == 2 and {r["metric"] for r in rows} == {"eval/modes_covered"}
+    for row in rows:
+        chosen = dict(o.split("=", 1) for o in row["overrides"].split())
+        assert 1e-5 <= float(chosen["optim.lr_g"]) <= 1e-3
+        assert 1e-5 <= float(chosen["optim.lr_d"]) <= 1e-3
+        assert chosen["trainer.n_critic"] in {"1", "2", "5"}
+
+
+def test_slurm_preset_becomes_a_valid_sbatch_script(tmp_path: Path, monkeypatch) -> None:
+    """No cluster here: a stand-in `srun` lets submitit build its Slurm executor, and the
+    array submission is caught to read the sbatch script the preset produces."""
+    import submitit
+
+    fake_bin = tmp_path / "bin"
+    fake_bin.mkdir()
+    (fake_bin / "srun").write_text("#!/bin/sh\nexit 0\n")
+    (fake_bin / "srun").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{fake_bin}{os.pathsep}{os.environ['PATH']}")
+    scripts = []
+
+    def capture(self, fn, *iterables):
+        scripts.append(self._executor._make_submission_file_text("python -m job", "uid"))
+        scripts.append(self._executor.max_num_timeout)
+        return []
+
+    monkeypatch.setattr(submitit.AutoExecutor, "map_array", capture)
+    with initialize_config_module("ganexp.conf", version_base="1.3"):
+        cfg = compose(
+            "config",
+            overrides=["hydra/launcher=slurm", f"hydra.sweep.dir={tmp_path}/sweep"],
+            return_hydra_config=True,
+        )
+    launcher = instantiate(cfg.hydra.launcher)
+    launcher.setup(hydra_context=None, task_function=lambda c: None, config=cfg)
+    assert launcher.launch([["seed=0"], ["seed=1"]], initial_job_idx=0) == []
+    script, max_num_timeout = scripts
+    for line in ("--time=120", "--gpus-per-node=1", "--cpus-per-task=8", "--mem=32GB"):
+        assert f"#SBATCH {line}" in script, line
+    assert "#SBATCH --signal=USR2@120" in script
+    assert max_num_timeout == 3
+
+
+def test_summary_of_hand_made_jobs_ranks_by_direction_and_counts_killed_jobs(
+    tmp_path: Path,
+) -> None:
+    def make(num: int, record: dict | None, overrides: list[str]) -> None:
+        folder = tmp_path / str(num)
+        (folder / ".hydra").mkdir(parents=True)
+        (folder / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(overrides))
+        if record is not None:
+            (folder / "job.json").write_text(json.dumps({"overrides": overrides, **record}))
+
+    def done(value: float) -> dict:
+        best = {"key": "eval/fd_classifier", "value": value, "step": 4}
+        return {"status": "completed", "steps": 4, "final": {best["key"]: value}, "best": best}
+
+    make(0, done(30.0), ["loss=bce", "norm=batch"])
+    make(1, done(10.0), ["loss=bce", "norm=layer"])
+    make(2, None, ["loss=wgan_gp", "norm=batch"])  # killed before writing job.json
+    make(3, {"status": "failed", "error": "boom", "steps": 1}, ["loss=wgan_gp", "norm=layer"])
+    cfg = OmegaConf.create(
+        {
+            "hydra": {"sweep": {"dir": str(tmp_path)}, "runtime": {"choices": {}}},
+            "logger": {"name": "none", "mode": "disabled", "group": None},
+        }
+    )
+    SweepSummary().on_multirun_end(cfg)
+    assert SweepSummary.last_failed == 2
+    table = markdown_rows(tmp_path / "summary.md")
+    assert [r["job"] for r in table] == ["1", "0", "2", "3"]  # lower FD first, failures last
+    assert table[2]["error"] == MISSING_RECORD and table[2]["loss"] == "wgan_gp"
+    assert table[3]["error"] == "boom" and table[3]["best"] == ""
+    assert (tmp_path / "heatmap.png").is_file()  # loss x norm, the failed cells marked
+    assert not (tmp_path / "wandb").exists()
+    # a maximized headline ranks the other way
+    for num, value in ((0, 3.0), (1, 1.0)):
+        record = json.loads((tmp_path / str(num) / "job.json").read_text())
+        record["best"] = {"key": "eval/modes_covered", "value": value, "step": 4}
+        (tmp_path / str(num) / "job.json").write_text(json.dumps(record))
+    assert [job.name for job in summarize(tmp_path).jobs] == ["0", "1", "2", "3"]
+    assert [r["job"] for r in markdown_rows(tmp_path / "summary.md")][:2] == ["0", "1"]
+
+
+def test_config_registers_the_sweep_summary_callback() -> None:
+    with initialize_config_module("ganexp.conf", version_base="1.3"):
+        hydra_cfg = compose("config", return_hydra_config=True).hydra
+    assert hydra_cfg.callbacks.sweep_summary._target_ == "ganexp.sweep.SweepSummary"
