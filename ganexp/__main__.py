@@ -108,6 +108,10 @@ def main() -> None:
         _fail(error)
         sys.exit(2)
     _job()
+    from ganexp.sweep import SweepSummary
+
+    if SweepSummary.last_failed:  # a sweep whose jobs did not all complete fails as a command
+        sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -2,11 +2,46 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import torch
 from hydra import compose, initialize_config_module
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
+from torch import nn
+
+from ganexp.config import RunConfig, validate
+from ganexp.run import RunResult, Session, execute, setup
 
 
 def compose_config(*overrides: str) -> DictConfig:
     """The config a command line `ganexp OVERRIDES` would run."""
     with initialize_config_module("ganexp.conf", version_base="1.3"):
         return compose("config", overrides=list(overrides))
+
+
+def smoke_config(*overrides: str) -> tuple[RunConfig, dict]:
+    """The validated config of `ganexp experiment=smoke logger=none OVERRIDES`, and its dict."""
+    cfg = compose_config("experiment=smoke", "logger=none", *overrides)
+    return validate(cfg), OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
+
+
+def smoke_session(run_dir: Path, *overrides: str) -> Session:
+    """A smoke run set up in-process in run_dir, ready to execute."""
+    cfg, resolved = smoke_config(*overrides)
+    return setup(cfg, resolved, run_dir, name="test", group=None)
+
+
+def smoke_run(run_dir: Path, *overrides: str) -> RunResult:
+    """A smoke run trained in-process in run_dir."""
+    return execute(smoke_session(run_dir, *overrides))
+
+
+class LinearCritic(nn.Module):
+    """D(x) = w . x: its input gradient is w everywhere, so its gradient penalty is known."""
+
+    def __init__(self, weight: torch.Tensor) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(weight)
+
+    def forward(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        return x.flatten(1) @ self.weight

@@ -8,13 +8,10 @@ import sys
 from pathlib import Path
 
 import pytest
-from helpers import compose_config
-from omegaconf import OmegaConf
+from helpers import smoke_run
 from PIL import Image
 
 from ganexp.checkpoint import load_checkpoint
-from ganexp.config import validate
-from ganexp.run import run
 
 BIN = Path(sys.executable).parent
 IMAGE_KEYS = {
@@ -32,16 +29,10 @@ IMAGE_KEYS = {
 }
 
 
-def train(run_dir: Path, *overrides: str):
-    cfg = compose_config("experiment=smoke", "logger=none", *overrides)
-    resolved = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
-    return run(validate(cfg), resolved, run_dir, name="test", group=None)
-
-
 @pytest.fixture(scope="module")
 def evaluated_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     run_dir = tmp_path_factory.mktemp("evaluated")
-    train(run_dir, "trainer.eval_every=3", "metrics.num_samples=100")
+    smoke_run(run_dir, "trainer.eval_every=3", "metrics.num_samples=100")
     return run_dir
 
 
@@ -122,7 +113,7 @@ def test_ganexp_sample_grid_images_and_interpolation(evaluated_run: Path, tmp_pa
 
 
 def test_toy_run_keeps_best_by_modes_covered(tmp_path: Path) -> None:
-    result = train(
+    result = smoke_run(
         tmp_path,
         "data=ring8",
         "generator=mlp",

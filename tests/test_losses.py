@@ -6,6 +6,7 @@ import math
 
 import pytest
 import torch
+from helpers import LinearCritic
 from torch import nn
 
 from ganexp.config import LossConfig, LossName
@@ -60,15 +61,6 @@ def test_wasserstein_losses_by_hand() -> None:
     real, fake = torch.tensor([1.0, 3.0]), torch.tensor([-1.0, 0.0])
     assert WassersteinLoss().d_loss(real, fake).item() == pytest.approx(-0.5 - 2.0)
     assert WassersteinLoss().g_loss(fake).item() == pytest.approx(0.5)
-
-
-class LinearCritic(nn.Module):
-    def __init__(self, weight: torch.Tensor) -> None:
-        super().__init__()
-        self.weight = nn.Parameter(weight)
-
-    def forward(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
-        return x.flatten(1) @ self.weight
 
 
 @pytest.mark.parametrize("w_norm", [0.5, 1.0, 3.0])

@@ -12,13 +12,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import compose_config
-from omegaconf import OmegaConf
+from helpers import smoke_session
 
 from ganexp.checkpoint import CheckpointStore, load_checkpoint, save_checkpoint
-from ganexp.config import validate
 from ganexp.errors import ConfigError, RunFailed
-from ganexp.run import execute, setup
+from ganexp.run import execute
 from ganexp.train import Hook, Trainer
 
 GANEXP = str(Path(sys.executable).with_name("ganexp"))
@@ -32,12 +30,6 @@ KILLABLE = (
     "trainer.sample_every=100",
     "trainer.keep_checkpoints=2",
 )
-
-
-def session(run_dir: Path, *overrides: str):
-    cfg = compose_config("experiment=smoke", "logger=none", *overrides)
-    resolved = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
-    return setup(validate(cfg), resolved, run_dir, name="test", group=None)
 
 
 def weights(path: Path) -> dict[str, torch.Tensor]:
@@ -182,7 +174,7 @@ class InjectNaN(Hook):
 
 
 def test_injected_nan_stops_at_that_step_keeping_the_last_good_checkpoint(tmp_path: Path) -> None:
-    s = session(tmp_path, "trainer.checkpoint_every=2", "trainer.log_every=100")
+    s = smoke_session(tmp_path, "trainer.checkpoint_every=2", "trainer.log_every=100")
     s.trainer.hooks.insert(0, InjectNaN(at_step=5))
     with pytest.raises(RunFailed) as error:
         execute(s)
@@ -197,7 +189,7 @@ def test_injected_nan_stops_at_that_step_keeping_the_last_good_checkpoint(tmp_pa
 
 
 def test_skip_nonfinite_goes_on(tmp_path: Path) -> None:
-    s = session(tmp_path, "trainer.skip_nonfinite=true")
+    s = smoke_session(tmp_path, "trainer.skip_nonfinite=true")
     s.trainer.hooks.insert(0, InjectNaN(at_step=5))
     execute(s)
     assert s.trainer.step == 6
@@ -228,7 +220,7 @@ def _is_wandb_core(proc: Path) -> bool:
 
 
 def test_wandb_failing_mid_run_does_not_stop_training(tmp_path: Path) -> None:
-    s = session(tmp_path, "logger=wandb", "logger.mode=offline", "trainer.max_steps=8")
+    s = smoke_session(tmp_path, "logger=wandb", "logger.mode=offline", "trainer.max_steps=8")
     s.trainer.hooks.insert(0, BreakWandb(at_step=3))
     execute(s)
     rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
@@ -265,8 +257,8 @@ def test_disk_refusing_a_checkpoint_is_a_clear_error_leaving_the_old_one(tmp_pat
 
 def test_same_seed_gives_identical_losses_and_weights(tmp_path: Path) -> None:
     for name in ("a", "b"):
-        execute(session(tmp_path / name, "seed=7", "loss=wgan_gp", "norm=layer"))
+        execute(smoke_session(tmp_path / name, "seed=7", "loss=wgan_gp", "norm=layer"))
     assert losses(tmp_path / "a") == losses(tmp_path / "b")
     assert_same_weights(tmp_path / "a/checkpoints/last.pt", tmp_path / "b/checkpoints/last.pt")
-    execute(session(tmp_path / "c", "seed=8", "loss=wgan_gp", "norm=layer"))
+    execute(smoke_session(tmp_path / "c", "seed=8", "loss=wgan_gp", "norm=layer"))
     assert losses(tmp_path / "c") != losses(tmp_path / "a")

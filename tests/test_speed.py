@@ -7,24 +7,14 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import compose_config
-from omegaconf import OmegaConf
+from helpers import LinearCritic, smoke_run, smoke_session
 from torch import nn
 
 from ganexp.build import build_optimizer
-from ganexp.config import OptimConfig, OptimName, validate
+from ganexp.config import OptimConfig, OptimName
 from ganexp.errors import ConfigError
 from ganexp.losses import GradientPenaltyLoss
-from ganexp.run import compile_networks, run, setup
-
-
-class LinearCritic(nn.Module):
-    def __init__(self, weight: torch.Tensor) -> None:
-        super().__init__()
-        self.weight = nn.Parameter(weight)
-
-    def forward(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
-        return x.flatten(1) @ self.weight
+from ganexp.run import compile_networks
 
 
 def _critic(norm: float) -> LinearCritic:
@@ -55,9 +45,7 @@ def test_gradient_penalty_unscales_the_fp16_scaler_factor() -> None:
 
 
 def _session(tmp_path: Path, *overrides: str):
-    cfg = compose_config("experiment=smoke", "logger=none", "metrics.enabled=false", *overrides)
-    resolved = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
-    return setup(validate(cfg), resolved, tmp_path, name="t", group=None)
+    return smoke_session(tmp_path, "metrics.enabled=false", *overrides)
 
 
 def test_channels_last_is_on_by_default_for_images_on_cpu(tmp_path: Path) -> None:
@@ -78,21 +66,12 @@ def test_channels_last_is_on_by_default_for_images_on_cpu(tmp_path: Path) -> Non
 @pytest.mark.parametrize("loss", ["bce", "wgan_gp"])
 def test_bf16_training_runs_and_stays_close_to_fp32(tmp_path: Path, loss: str) -> None:
     for precision in ("fp32", "bf16"):
-        run(
-            validate(
-                compose_config(
-                    "experiment=smoke",
-                    "logger=none",
-                    "metrics.enabled=false",
-                    f"loss={loss}",
-                    "norm=layer",
-                    f"device.precision={precision}",
-                )
-            ),
-            {},
+        smoke_run(
             tmp_path / precision,
-            name="t",
-            group=None,
+            "metrics.enabled=false",
+            f"loss={loss}",
+            "norm=layer",
+            f"device.precision={precision}",
         )
     first = {
         p: json.loads((tmp_path / p / "metrics.jsonl").read_text().splitlines()[0])

@@ -11,12 +11,13 @@ probes a custom feature module with a uint8 ``(1, 3, 299, 299)`` image.
 
 from __future__ import annotations
 
-import hashlib
 import os
 
 import torch
 from torch import nn
 from torchvision.transforms.v2 import functional as F
+
+from ganexp.checkpoint import sha256_file  # noqa: F401 - re-exported for the extractors
 
 ARCH = "cnn4-32-64-64-128-v1"  # recorded with each checkpoint; change it when the layers change
 INPUT_SIZE = 32
@@ -30,14 +31,6 @@ def check_uint8(images: torch.Tensor) -> None:
         raise TypeError(f"expected uint8 images in [0, 255], got {images.dtype}")
     if images.dim() != 4 or images.shape[1] not in (1, 3):
         raise ValueError(f"expected images shaped (N, 1 or 3, H, W), got {tuple(images.shape)}")
-
-
-def sha256_file(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def record_path(checkpoint: str) -> str:
