@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import shutil
+import signal
 import sys
 import time
 from pathlib import Path
@@ -78,6 +79,9 @@ def _job(cfg: DictConfig) -> float | None:
     except Interrupted as stop:
         record |= {"status": "interrupted", "error": str(stop)}
         _fail(stop)
+        requeue = signal.getsignal(signal.SIGUSR2)
+        if stop.exit_code == 128 + signal.SIGUSR2 and callable(requeue):
+            requeue(signal.SIGUSR2, None)  # submitit: checkpointed, now requeue the job
         sys.exit(stop.exit_code)
     except GanexpError as error:
         record["error"] = str(error)

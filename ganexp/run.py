@@ -244,7 +244,8 @@ def _probe_step(trainer: Trainer) -> None:
 @contextmanager
 def stop_on_signals(trainer: Trainer) -> Iterator[None]:
     """SIGTERM and SIGINT finish the current step, save a checkpoint and stop; a second SIGINT
-    interrupts at once."""
+    interrupts at once. Under submitit, its SIGUSR2 (time limit near) does the same, and the
+    entrypoint then hands the signal back to submitit, which requeues the job."""
 
     def request_stop(signum: int, frame: object) -> None:
         trainer.stop_signal = signum
@@ -253,7 +254,10 @@ def stop_on_signals(trainer: Trainer) -> Iterator[None]:
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+    stops = [signal.SIGTERM, signal.SIGINT]
+    if callable(signal.getsignal(signal.SIGUSR2)):  # submitit's time-limit requeue (SLURM)
+        stops.append(signal.SIGUSR2)
+    previous = {sig: signal.signal(sig, request_stop) for sig in stops}
     try:
         yield
     finally:

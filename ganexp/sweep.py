@@ -31,7 +31,7 @@ from typing import Any
 
 import yaml
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from ganexp.job import JOB_FILE, read_job_record
 
@@ -136,6 +136,10 @@ def best_value(job: JobResult, key: str | None) -> float | None:
     return job.best.get("value") if key and job.best.get("key") == key else None
 
 
+def _by_status(item: tuple[str, int]) -> int:
+    return _STATUS_ORDER.get(item[0], len(_STATUS_ORDER))
+
+
 def ranked(jobs: list[JobResult], key: str | None) -> list[JobResult]:
     """Best first (by the headline's direction); jobs without a value, then failures, last."""
     sign = -1.0 if key and maximize(key) else 1.0
@@ -144,7 +148,7 @@ def ranked(jobs: list[JobResult], key: str | None) -> list[JobResult]:
         value = best_value(job, key)
         missing = value is None or math.isnan(value)
         score = 0.0 if missing else sign * value
-        return (_STATUS_ORDER.get(job.status, 3), missing, score, job.order)
+        return (_STATUS_ORDER.get(job.status, len(_STATUS_ORDER)), missing, score, job.order)
 
     return sorted(jobs, key=rank)
 
@@ -205,21 +209,21 @@ def write_markdown(
 
 
 def read_curve(job: JobResult, key: str) -> tuple[list[int], list[float]]:
-    """(steps, values) of ``key`` from the job's metrics.jsonl (a cut last line is skipped)."""
-    steps: list[int] = []
-    values: list[float] = []
+    """(steps, values) of ``key`` from the job's metrics.jsonl. A step logged twice (a job
+    killed after its last checkpoint logs those steps again when it resumes) keeps its last
+    value; a cut last line is skipped."""
+    points: dict[int, float] = {}
     path = job.path / "metrics.jsonl"
-    if not path.is_file():
-        return steps, values
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if key in row and "step" in row:
-            steps.append(row["step"])
-            values.append(row[key])
-    return steps, values
+    if path.is_file():
+        for line in path.read_text(encoding="utf-8").splitlines():
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if key in row and "step" in row:
+                points[row["step"]] = row[key]
+    steps = sorted(points)
+    return steps, [points[step] for step in steps]
 
 
 def _label(job: JobResult, axes: list[str]) -> str:
@@ -247,11 +251,13 @@ def plot_curves(jobs: list[JobResult], key: str | None, axes: list[str], path: P
         return False
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(9, 5), dpi=100)
-    for job in jobs:
+    colors = plt.get_cmap("tab10" if len(jobs) <= 10 else "tab20").colors
+    for i, job in enumerate(jobs):
         steps, values = curves[job.name]
         if steps:
             style = "-" if job.status == "completed" else ":"
-            ax.plot(steps, values, style, marker=".", label=_label(job, axes))
+            color = colors[i % len(colors)]
+            ax.plot(steps, values, style, color=color, marker=".", label=_label(job, axes))
     title = key if key == FALLBACK_KEY else f"{key} ({_better(key)} is better)"
     ax.set(xlabel="generator step", ylabel=key, title=title)
     ax.grid(alpha=0.3)
@@ -350,8 +356,9 @@ def summarize(sweep_dir: Path, jobs: list[JobResult] | None = None) -> Summary:
     if key and pair:
         plot_heatmap(jobs, key, pair, sweep_dir / "heatmap.png")
         figures["heatmap"] = sweep_dir / "heatmap.png"
-    failed = sum(job.status != "completed" for job in jobs)
-    notes = [f"{len(jobs)} jobs: {len(jobs) - failed} completed, {failed} not."]
+    statuses = Counter(job.status for job in jobs)
+    counts = ", ".join(f"{n} {status}" for status, n in sorted(statuses.items(), key=_by_status))
+    notes = [f"{len(jobs)} jobs: {counts}."]
     if key:
         notes.append(f"Headline metric: `{key}` ({_better(key)} is better); best job first.")
     else:
@@ -387,8 +394,9 @@ def log_summary_to_wandb(summary: Summary, logger: DictConfig, group: str | None
             reinit="create_new",
             settings=wandb.Settings(console="off", silent=True),
         )
-        rows = [["" if v is None else v for v in row] for row in summary.table.rows]
-        data: dict[str, Any] = {"summary": wandb.Table(columns=summary.table.columns, data=rows)}
+        # None stays None: W&B types each column, and "" would clash with numbers
+        table = wandb.Table(columns=summary.table.columns, data=summary.table.rows)
+        data: dict[str, Any] = {"summary": table}
         for name in ("curves", "heatmap"):
             if name in summary.files:
                 data[name] = wandb.Image(str(summary.files[name]))
@@ -409,9 +417,9 @@ def sweep_group(config: DictConfig, jobs: list[JobResult]) -> str | None:
     for job in jobs:
         if job.group:
             return job.group
-    if config.logger.get("group"):
+    if OmegaConf.select(config, "logger.group"):
         return config.logger.group
-    experiment = config.hydra.runtime.choices.get("experiment")
+    experiment = OmegaConf.select(config, "hydra.runtime.choices.experiment", default=None)
     return f"{experiment or 'sweep'}-{Path(config.hydra.sweep.dir).name}"
 
 

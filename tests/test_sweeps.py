@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from helpers import compose_config
 from hydra import compose, initialize_config_module
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
@@ -24,7 +25,7 @@ from wandb_runfile import image_keys, load_run
 import ganexp
 from ganexp.config import validate
 from ganexp.preflight import job_overrides
-from ganexp.sweep import MISSING_RECORD, SweepSummary, summarize
+from ganexp.sweep import MISSING_RECORD, SweepSummary, read_curve, summarize
 
 GANEXP = str(Path(sys.executable).with_name("ganexp"))
 EXPERIMENTS = Path(ganexp.__file__).parent / "conf" / "experiment"
@@ -140,38 +141,34 @@ def test_every_preset_composes_and_says_what_it_shows() -> None:
                 validate(compose("config", overrides=overrides))
 
 
-def test_presets_run_in_smoke_mode(tmp_path: Path) -> None:
-    """The single-run presets in one sweep; each sweep preset with one axis cut down on the
-    command line (the other axis comes from the preset); mode_collapse runs under joblib."""
-    singles = [n for n in preset_names() if n not in SWEEP_PRESETS]
+def test_every_preset_runs_a_job_in_smoke_mode(tmp_path: Path) -> None:
+    """All presets as one sweep over `experiment` (a sweep preset runs as one job this way;
+    its own sweep runs in the joblib test below, and is expanded in the test above)."""
+    names = preset_names()
+    sweep = tmp_path / "presets"
     result = ganexp_cmd(
         "-m",
-        f"experiment={','.join(singles)}",
+        f"experiment={','.join(names)}",
         *TINY,
         "logger=none",
-        f"hydra.sweep.dir={tmp_path / 'singles'}",
+        f"hydra.sweep.dir={sweep}",
         cwd=tmp_path,
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    rows = read_csv(tmp_path / "singles" / "summary.csv")
-    assert [r["experiment"] for r in rows] == singles
+    rows = read_csv(sweep / "summary.csv")
+    assert [r["experiment"] for r in rows] == names
     assert {r["status"] for r in rows} == {"completed"}
+    assert {r["steps"] for r in rows} == {"2"}
 
-    norm_study = tmp_path / "norm_study"
-    result = ganexp_cmd(
-        "-m",
-        "experiment=norm_study",
-        "norm=spectral",
-        *TINY,
-        "logger=none",
-        f"hydra.sweep.dir={norm_study}",
-        cwd=tmp_path,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    rows = read_csv(norm_study / "summary.csv")
-    assert [r["loss"] for r in rows] == ["bce", "wgan_clip", "wgan_gp"]
-    assert {r["status"] for r in rows} == {"completed"}
-    assert (norm_study / "heatmap.png").exists() is False  # one axis varies: no heatmap
+
+def test_command_line_axes_replace_a_preset_s_sweep_axes() -> None:
+    with initialize_config_module("ganexp.conf", version_base="1.3"):
+        cfg = compose("config", overrides=["experiment=norm_study"], return_hydra_config=True)
+    params = {k: str(v) for k, v in cfg.hydra.sweeper.params.items()}
+    jobs = job_overrides(["experiment=norm_study", "norm=spectral"], True, params)
+    assert [[o for o in j if o.startswith(("norm=", "loss="))] for j in jobs] == [
+        ["norm=spectral", f"loss={loss}"] for loss in ("bce", "wgan_clip", "wgan_gp")
+    ]
 
 
 def test_mode_collapse_runs_under_joblib_with_one_wandb_run_per_job(tmp_path: Path) -> None:
@@ -297,12 +294,12 @@ def test_submitit_local_requeues_a_signalled_job_into_its_folder_and_it_resumes(
         "-m",
         "hydra/launcher=submitit_local",
         *TOY,
-        "generator.width=64",
-        "discriminator.width=64",
+        "generator.width=32",
+        "discriminator.width=32",
         "seed=0,1",
-        "trainer.max_steps=1500",
-        "trainer.checkpoint_every=25",
-        "trainer.log_every=25",
+        "trainer.max_steps=600",
+        "trainer.checkpoint_every=10",
+        "trainer.log_every=10",
         "trainer.sample_every=5000",
         "trainer.progress_bar=false",
         "logger.mode=offline",
@@ -315,7 +312,7 @@ def test_submitit_local_requeues_a_signalled_job_into_its_folder_and_it_resumes(
             deadline = time.monotonic() + 120
             target = None
             while target is None and time.monotonic() < deadline and proc.poll() is None:
-                time.sleep(0.2)
+                time.sleep(0.05)
                 ckpts = list(tmp_path.glob("sweep-*/0/checkpoints/last.pt"))
                 if ckpts:
                     jsonl = ckpts[0].parent.parent / "metrics.jsonl"
@@ -332,7 +329,7 @@ def test_submitit_local_requeues_a_signalled_job_into_its_folder_and_it_resumes(
     sweep = sweeps[0]
     assert sorted(p.name for p in sweep.iterdir() if p.name.isdigit()) == ["0", "1"]
     for i in (0, 1):
-        assert job(sweep, i)["status"] == "completed" and job(sweep, i)["steps"] == 1500
+        assert job(sweep, i)["status"] == "completed" and job(sweep, i)["steps"] == 600
     logs = "".join(p.read_text() for p in (sweep / ".submitit").rglob("*_log.*"))
     assert "Caught signal SIGUSR2" in logs
     assert f"resuming from {sweep}/0/checkpoints/last.pt at step" in logs
@@ -428,17 +425,19 @@ def test_summary_of_hand_made_jobs_ranks_by_direction_and_counts_killed_jobs(
     cfg = OmegaConf.create(
         {
             "hydra": {"sweep": {"dir": str(tmp_path)}, "runtime": {"choices": {}}},
-            "logger": {"name": "none", "mode": "disabled", "group": None},
+            "logger": {"name": "wandb", "mode": "offline", "project": "t", "group": "g"},
         }
     )
     SweepSummary().on_multirun_end(cfg)
     assert SweepSummary.last_failed == 2
+    logged = load_run(tmp_path)  # empty cells (None) next to numbers are fine for W&B
+    assert logged.run.job_type == "summary" and logged.run.run_group == "g"
+    assert logged.history[0]["summary"]["nrows"] == 4
     table = markdown_rows(tmp_path / "summary.md")
     assert [r["job"] for r in table] == ["1", "0", "2", "3"]  # lower FD first, failures last
     assert table[2]["error"] == MISSING_RECORD and table[2]["loss"] == "wgan_gp"
     assert table[3]["error"] == "boom" and table[3]["best"] == ""
     assert (tmp_path / "heatmap.png").is_file()  # loss x norm, the failed cells marked
-    assert not (tmp_path / "wandb").exists()
     # a maximized headline ranks the other way
     for num, value in ((0, 3.0), (1, 1.0)):
         record = json.loads((tmp_path / str(num) / "job.json").read_text())
@@ -446,9 +445,35 @@ def test_summary_of_hand_made_jobs_ranks_by_direction_and_counts_killed_jobs(
         (tmp_path / str(num) / "job.json").write_text(json.dumps(record))
     assert [job.name for job in summarize(tmp_path).jobs] == ["0", "1", "2", "3"]
     assert [r["job"] for r in markdown_rows(tmp_path / "summary.md")][:2] == ["0", "1"]
+    # a resumed job logs the steps after its last checkpoint again: the curve keeps the last
+    rows = [(2, 0.5), (4, 0.7), (4, 0.6), (6, 0.9)]
+    lines = [json.dumps({"step": s, "eval/modes_covered": v}) for s, v in rows]
+    (tmp_path / "0" / "metrics.jsonl").write_text("\n".join(lines) + '\n{"step": 8, "eval')
+    assert read_curve(summarize(tmp_path).jobs[0], "eval/modes_covered") == (
+        [2, 4, 6],
+        [0.5, 0.6, 0.9],
+    )
 
 
 def test_config_registers_the_sweep_summary_callback() -> None:
     with initialize_config_module("ganexp.conf", version_base="1.3"):
         hydra_cfg = compose("config", return_hydra_config=True).hydra
     assert hydra_cfg.callbacks.sweep_summary._target_ == "ganexp.sweep.SweepSummary"
+
+
+def test_wandb_sweep_spec_drives_ganexp_with_real_keys() -> None:
+    """The agent's command line is ganexp with Hydra overrides; every swept key, at each end
+    of its range, and every fixed override is a config the preflight accepts."""
+    spec = yaml.safe_load(
+        (Path(ganexp.__file__).parent.parent / "sweeps" / "wandb_sweep.yaml").read_text()
+    )
+    command = spec["command"]
+    assert command[:2] == ["${env}", "ganexp"] and command[-1] == "${args_no_hyphens}"
+    fixed = [arg for arg in command[2:-1] if arg != "logger.mode=online"]
+    assert spec["metric"]["name"].startswith("eval/")
+    for end in (0, -1):
+        chosen = []
+        for key, param in spec["parameters"].items():
+            values = param.get("values") or [param["min"], param["max"]]
+            chosen.append(f"{key}={values[end]}")
+        validate(compose_config(*fixed, *chosen))
