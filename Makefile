@@ -30,3 +30,6 @@ lint: install  ## ruff check + format check
 format: install  ## ruff fix + format
 	.venv/bin/ruff check --fix .
 	.venv/bin/ruff format .
+
+bench: install  ## performance figures vs the PyTorch DCGAN tutorial (ARGS=--quick: 1-2 min)
+	.venv/bin/python bench/bench.py $(ARGS)

@@ -11,6 +11,7 @@ import resource
 import statistics
 import subprocess
 import sys
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -97,26 +98,18 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def run_measured(
-    cmd: Sequence[str], env: dict[str, str] | None = None, cwd: Path = REPO
-) -> tuple[int, float, str]:
+def run_measured(cmd: Sequence[str], cwd: Path = REPO) -> tuple[int, float, str]:
     """Run ``cmd`` to its end: (exit code, peak RSS of that process in MB, its stderr).
 
-    ``os.wait4`` gives the rusage of this one child (RUSAGE_CHILDREN would be the largest child
-    so far).
+    The command runs under ``peak_rss.py``, a small process whose only child it is (see there).
     """
-    with subprocess.Popen(
-        list(cmd),
-        cwd=cwd,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    ) as proc:
-        stderr = proc.stderr.read()
-        _, status, usage = os.wait4(proc.pid, 0)
-        proc.returncode = os.waitstatus_to_exitcode(status)
-    return proc.returncode, usage.ru_maxrss / 1024, stderr
+    wrapper = Path(__file__).with_name("peak_rss.py")
+    proc = subprocess.run(
+        [sys.executable, str(wrapper), *cmd], cwd=cwd, capture_output=True, text=True
+    )
+    lines = proc.stdout.split()
+    peak_mb = int(lines[-1]) / 1024 if lines else float("nan")
+    return proc.returncode, peak_mb, proc.stderr
 
 
 def last_error_line(stderr: str) -> str:
@@ -129,6 +122,32 @@ def last_error_line(stderr: str) -> str:
 
 
 # -- the machine ---------------------------------------------------------------------------------
+class OtherLoad:
+    """How many cores other processes kept busy since this was made: the machine's busy time
+    (/proc/stat, steal included) minus this process's and its finished children's CPU time.
+
+    On a shared machine this says how far a section's wall-clock figures were slowed: torch's
+    threads wait for each other, so a core taken by another process can slow a step several times.
+    """
+
+    def __init__(self) -> None:
+        self.start = self._read()
+
+    @staticmethod
+    def _read() -> tuple[float, float, float]:
+        ticks = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+        busy = (sum(ticks) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")  # less idle, iowait
+        own = 0.0
+        for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN):
+            usage = resource.getrusage(who)
+            own += usage.ru_utime + usage.ru_stime
+        return time.perf_counter(), busy, own
+
+    def cores(self) -> float:
+        (t0, busy0, own0), (t1, busy1, own1) = self.start, self._read()
+        return max(0.0, (busy1 - busy0) - (own1 - own0)) / max(t1 - t0, 1e-9)
+
+
 BF16_FLAGS = ("avx512_bf16", "amx_bf16")
 
 
@@ -153,7 +172,7 @@ def machine() -> dict[str, Any]:
     model = fields.get("model name") or platform.processor() or "unknown"
     flags = set(fields.get("flags", "").split())
     commit = _git("rev-parse", "--short", "HEAD")
-    dirty = bool(_git("status", "--porcelain", "--untracked-files=no"))
+    dirty = bool(_git("status", "--porcelain", "--untracked-files=no", "--", "ganexp"))
     return {
         "cpu": model,
         "cores": os.cpu_count(),
@@ -174,7 +193,7 @@ def machine() -> dict[str, Any]:
 class Table:
     """Rows of cells printed as aligned columns; numbers (and "x" ratios) right-aligned."""
 
-    header: Sequence[str]
+    header: Sequence[str] | None = None  # None: no header line
 
     def __post_init__(self) -> None:
         self.rows: list[list[str]] = []
@@ -183,7 +202,7 @@ class Table:
         self.rows.append([str(c) for c in cells])
 
     def lines(self, indent: str = "  ") -> Iterator[str]:
-        rows = [list(self.header), *self.rows]
+        rows = [list(self.header), *self.rows] if self.header else list(self.rows)
         columns = max(len(r) for r in rows)
         rows = [r + [""] * (columns - len(r)) for r in rows]
         # the last column is free text (notes, errors): it is not padded
