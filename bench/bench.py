@@ -10,8 +10,11 @@ All on DCGAN-32, Fashion-MNIST, batch 128 (the default experiment):
    (``evaluation.py``);
 4. peak memory of a short training run, fp32 and bf16 (``memory.py``).
 
-It prints figures and ratios and asserts nothing. Ratios compare figures measured in the same run
-(on a shared machine, absolute figures move with the load; the load average is printed). The
+It prints figures and ratios and asserts nothing. Ratios compare figures measured in the same run.
+On a shared machine absolute figures move with the load, and a lot: torch's threads wait for each
+other at every operation, so one core taken by another process can slow a step several times.
+Each section therefore says how many cores other processes kept busy meanwhile (and the load
+average is printed at the start and the end). The
 same results go to ``bench/results/latest.json``. A variant whose config key does not exist (yet)
 is reported as skipped with ganexp's one-line error.
 """
@@ -78,7 +81,7 @@ FULL = Settings(
     eval_calls=3,
     leak_samples=1000,
     leak_calls=10,
-    memory_steps=20,
+    memory_steps=10,
     memory_floor=True,
 )
 QUICK = replace(
@@ -147,33 +150,34 @@ def _n(value: float, digits: int = 0) -> str:
 
 
 def print_throughput(rows: list[dict[str, Any]], s: Settings) -> None:
-    header = ["loop", "img/s", "(min-max)", "vs tutorial", "CPU s/step", "(CPU)", "setup s"]
-    table = Table([*header, "in effect"])
+    table = Table(["loop", "img/s", "(min-max)", "vs tutorial", "s/step", "setup s", "in effect"])
+    default_setup = next((r["setup_s"] for r in rows if r["label"] == "ganexp (default)"), 0.0)
     for row in rows:
         if row["status"] != "ok":
-            table.add(row["label"], "-", "", "", "", "", "", row["status"])
+            table.add(row["label"], "-", "", "", "", "", row["status"])
             continue
         rounds = row["img_per_s_rounds"]
         note = row["in_effect"]
-        if row["warmup_overhead_s"] > 2:
-            note += f"; {s.warmup} warm-up steps: {row['warmup_overhead_s']:+.1f} s over steady"
+        warm = f"{s.warmup} warm-up step(s) {row['warmup_overhead_s']:+.1f} s over steady"
+        if row["label"].endswith("compile=true"):
+            extra = row["setup_s"] - default_setup
+            note += f"; compile: setup {extra:+.1f} s over the default's, {warm}"
+        elif row["warmup_overhead_s"] > 2:
+            note += f"; {warm}"
         table.add(
             row["label"],
             _n(row["img_per_s_median"]),
             f"({_n(min(rounds))}-{_n(max(rounds))})",
             f"{row['ratio_to_tutorial_median']:.2f}x",
-            f"{row['cpu_s_per_step_median']:.3f}",
-            f"{row['cpu_ratio_to_tutorial_median']:.2f}x",
+            f"{row['step_s_median']:.3f}",
             f"{row['setup_s']:.1f}",
             note,
         )
     table.print()
     print(
-        "  CPU s/step: CPU time of the process (all threads) and the tutorial's DataLoader workers"
-        " per step,\n  less sensitive to other users' load than img/s; (CPU): the tutorial's CPU"
-        " s/step over the loop's.\n  setup s: building the loop (ganexp.run.setup loads the data"
-        " and, with device.compile=true, compiles\n  on a probe step). in effect: read off the"
-        " objects (a D conv's output dtype and layout, optimizer flags)."
+        "  setup s: building the loop (ganexp.run.setup loads the data and, with"
+        " device.compile=true,\n  compiles on a probe step). in effect: read off the objects"
+        " (a D conv's output dtype and layout, optimizer flags)."
     )
 
 
@@ -200,8 +204,7 @@ def print_hooks(h: dict[str, Any]) -> None:
         f"{h['in_hooks_s']:.2f} s",
         f"{h['in_hooks_fraction_of_train']:.1%} of train() time (timed inside the hooks)",
     )
-    for line in table.lines():
-        print(line)
+    table.print()
     hooks = Table(["  hook", "interval", "ms/step", "firings", "ms/firing", "total s"])
     for r in h["hooks"]:
         hooks.add(

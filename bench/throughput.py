@@ -16,9 +16,7 @@ Every loop first runs a few warm-up steps (their time is kept: for ``device.comp
 the compile time). Then the loops take turns: each round runs every loop for the same number of
 steps, in an order rotated from round to round, so that a change in the machine's load hits
 every loop alike. A loop's figure is the median over rounds; its ratio to the tutorial is the
-median of the ratios within each round. Next to wall-clock img/s, the CPU time per step (of this
-process's threads, plus the tutorial's DataLoader workers) is reported: on a machine shared with
-other work it moves less than wall time, though CPU-bound threads still slow each other down.
+median of the ratios within each round.
 
 The hook overhead is measured on a separate default session running ``trainer.train()`` with all
 its hooks at the default intervals (only ``max_steps`` is shortened): each hook's methods are
@@ -34,7 +32,6 @@ import contextlib
 import gc
 import io
 import json
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -151,10 +148,6 @@ class TutorialLoop:
         self.stats.append((errG.item(), errD.item(), D_x, D_G_z1, D_G_z2))
         return b_size
 
-    def helper_pids(self) -> list[int]:
-        """The DataLoader's worker processes: their CPU time is part of this loop's."""
-        return [w.pid for w in getattr(self.batches, "_workers", [])]
-
     def close(self) -> None:
         del self.batches  # stops the worker processes
 
@@ -168,9 +161,6 @@ class GanexpLoop:
         self.trainer = self.session.trainer
         self.device = self.trainer.device
         self.in_effect = ""
-
-    def helper_pids(self) -> list[int]:
-        return []
 
     def step(self) -> int:
         self.trainer.run_step()
@@ -220,19 +210,6 @@ def _compiled(module: nn.Module) -> bool:
 
 
 # -- interleaved timing --------------------------------------------------------------------------
-_TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def cpu_seconds(pids: list[int]) -> float:
-    """CPU time (user + system, all threads) of this process and of ``pids`` so far."""
-    total = time.process_time()
-    for pid in pids:
-        with contextlib.suppress(OSError, IndexError, ValueError):
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-            total += (int(fields[11]) + int(fields[12])) / _TICKS  # utime, stime
-    return total
-
-
 @dataclass
 class Timing:
     """One loop's figures: img/s per round, and its warm-up."""
@@ -243,8 +220,6 @@ class Timing:
     warmup_s: list[float] = field(default_factory=list)
     img_per_s: list[float] = field(default_factory=list)
     ratios: list[float] = field(default_factory=list)  # to the tutorial, within each round
-    cpu_s_per_step: list[float] = field(default_factory=list)
-    cpu_ratios: list[float] = field(default_factory=list)  # tutorial's CPU s/step over this
     status: str = "ok"  # ok | skipped (...) | failed (...)
 
     def summary(self, batch: int) -> dict[str, Any]:
@@ -258,23 +233,19 @@ class Timing:
             "ratio_to_tutorial_median": median(self.ratios),
             "ratio_to_tutorial_rounds": self.ratios,
             "step_s_median": steady,
-            "cpu_s_per_step_median": median(self.cpu_s_per_step),
-            "cpu_ratio_to_tutorial_median": median(self.cpu_ratios),
             "setup_s": self.setup_s,
             "warmup_steps_s": self.warmup_s,
             "warmup_overhead_s": sum(self.warmup_s) - len(self.warmup_s) * steady,
         }
 
 
-def _timed_steps(loop: Any, steps: int) -> tuple[float, float]:
-    """(img/s, CPU seconds per step) of ``steps`` consecutive steps."""
+def _timed_steps(loop: Any, steps: int) -> float:
+    """img/s of ``steps`` consecutive steps."""
     gc.collect()
-    pids = loop.helper_pids()
-    cpu, start = cpu_seconds(pids), time.perf_counter()
+    start = time.perf_counter()
     images = sum(loop.step() for _ in range(steps))
     sync(loop.device)
-    elapsed = time.perf_counter() - start
-    return images / elapsed, (cpu_seconds(pids) - cpu) / steps
+    return images / (time.perf_counter() - start)
 
 
 def interleaved(
@@ -306,7 +277,7 @@ def interleaved(
 
     for r in range(rounds):
         shift = r % len(loops)
-        per_round: dict[str, tuple[float, float]] = {}
+        per_round: dict[str, float] = {}
         for loop in loops[shift:] + loops[:shift]:
             timing = timings[loop.label]
             if timing.status != "ok":
@@ -315,15 +286,11 @@ def interleaved(
                 per_round[loop.label] = _timed_steps(loop, steps)
             except Exception as error:
                 timing.status = f"failed ({short_error(error)})"
-        for label, (img_per_s, cpu) in per_round.items():
-            timing = timings[label]
-            timing.img_per_s.append(img_per_s)
-            timing.cpu_s_per_step.append(cpu)
+        for label, img_per_s in per_round.items():
+            timings[label].img_per_s.append(img_per_s)
             if TUTORIAL in per_round:
-                tutorial_img_per_s, tutorial_cpu = per_round[TUTORIAL]
-                timing.ratios.append(img_per_s / tutorial_img_per_s)
-                timing.cpu_ratios.append(tutorial_cpu / cpu)
-        shown = ", ".join(f"{v:.0f}" for v, _ in per_round.values())
+                timings[label].ratios.append(img_per_s / per_round[TUTORIAL])
+        shown = ", ".join(f"{v:.0f}" for v in per_round.values())
         print(f"  round {r + 1}/{rounds}: img/s {shown}", flush=True)
 
     for loop in loops:
