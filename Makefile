@@ -9,7 +9,7 @@ help:  ## this list
 
 .venv/.installed: pyproject.toml uv.lock
 	@command -v uv >/dev/null 2>&1 || python3 -m pip install --quiet uv
-	uv sync --frozen
+	uv sync --frozen --compile-bytecode
 	@touch $@
 
 install: .venv/.installed  ## create .venv with the locked dependencies (uv)

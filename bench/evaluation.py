@@ -12,10 +12,10 @@ real-vs-real floor) and caches it: that call is reported on its own. The cost of
 a run is the median of the next calls. Of that, generating the N images alone is timed once, the
 same way the evaluator does it.
 
-Memory: VmRSS after every call. The long-run check then calls an evaluator (the same one, or a
-second with a smaller N to stay within the time budget) many more times and reports how much the
-resident memory grew; whether every call returned the same numbers (same generator, same noise)
-is reported too, since state carried from one call to the next would show there first.
+Memory: VmRSS after every call. The long-run check then calls the same evaluator many more times
+(``--leak-samples`` makes it a second evaluator with another N) and reports how much the resident
+memory grew; whether every call returned the same numbers (same generator, same noise) is
+reported too, since state carried from one call to the next would show there first.
 """
 
 from __future__ import annotations
