@@ -179,10 +179,13 @@ class CheckFinite(Hook):
         self.store = store
 
     def after_step(self, trainer: Trainer) -> None:
-        due = self.every_step or trainer.stop_signal or trainer.step == trainer.max_steps
-        if not (due or any(trainer.step % every == 0 for every in self.intervals)):
+        # weights are scanned before anything is saved (log/checkpoint/last/stopping steps);
+        # on the CPU the cheap loss flag is also read on every other step
+        scan = bool(trainer.stop_signal) or trainer.step == trainer.max_steps
+        scan = scan or any(trainer.step % every == 0 for every in self.intervals)
+        if not (scan or self.every_step):
             return
-        found = trainer.nonfinite()
+        found = trainer.nonfinite(weights=scan)
         if found is not None:
             step, names = found
             last = self.store.last if self.store.last.exists() else None

@@ -156,12 +156,15 @@ class Trainer:
         self._bad_step = torch.where(first, self.step + 1, self._bad_step)
         self._bad_which = torch.where(first, bad, self._bad_which)
 
-    def nonfinite(self) -> tuple[int, list[str]] | None:
-        """(step, names) of the first non-finite loss or weight seen so far, or None."""
+    def nonfinite(self, weights: bool = True) -> tuple[int, list[str]] | None:
+        """(step, names) of the first non-finite statistic seen so far, or (if ``weights``)
+        the first non-finite weight, or None."""
         step = int(self._bad_step)
         if step >= 0:
             flags = self._bad_which.tolist()
             return step, [k for k, bad in zip(STAT_KEYS, flags, strict=True) if bad]
+        if not weights:
+            return None
         for net_name, net in (("generator", self.generator), ("discriminator", self.discriminator)):
             for name, param in net.named_parameters():
                 if not bool(torch.isfinite(param).all()):
