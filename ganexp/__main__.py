@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import signal
 import sys
@@ -17,7 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 from ganexp.config import register_schema
 from ganexp.errors import ConfigError, GanexpError, Interrupted
 from ganexp.job import write_job_record
-from ganexp.preflight import check_config, preflight
+from ganexp.preflight import check_config, preflight, run_settings
 
 
 def _fail(error: Exception) -> None:
@@ -62,9 +63,15 @@ def _job(cfg: DictConfig) -> float | None:
     record: dict = {"status": "failed", "error": None, "overrides": list(hydra_cfg.overrides.task)}
     record |= {"group": group, "steps": 0, "wall_time_s": 0.0, "final": {}, "best": {}}
     start = time.monotonic()
+    main_process = True
     try:
         run_cfg = check_config(cfg)
-        from ganexp.run import run  # after the checks: it imports torch
+        from ganexp import distributed  # after the checks: torch takes seconds to import
+        from ganexp.device import resolve_device
+        from ganexp.run import run
+
+        # joins the other tasks of a multi-task submitit job (torchrun's joined in main())
+        main_process = distributed.start(resolve_device(run_cfg.device.name).type).is_main
 
         result = run(
             run_cfg,
@@ -86,7 +93,7 @@ def _job(cfg: DictConfig) -> float | None:
     except GanexpError as error:
         record["error"] = str(error)
         _fail(error)
-        if isinstance(error, ConfigError) and _remove_if_untouched(run_dir):
+        if isinstance(error, ConfigError) and main_process and _remove_if_untouched(run_dir):
             record = None
         if not multirun:
             sys.exit(error.exit_code)
@@ -99,15 +106,33 @@ def _job(cfg: DictConfig) -> float | None:
         _fail(error)
         return None
     finally:
-        if record is not None:
+        if record is not None and main_process:
             record["wall_time_s"] = round(time.monotonic() - start, 3)
             write_job_record(run_dir, record)
+
+
+def _join_processes(argv: list[str]) -> list[str]:
+    """Under torchrun: join the other processes, and the overrides that make every one of them
+    use rank 0's run folder (its time-stamped name could differ by a second elsewhere). Only rank
+    0 keeps Hydra's files there."""
+    from ganexp import distributed
+    from ganexp.device import resolve_device
+
+    run_dir, device_name = run_settings(argv)
+    world = distributed.start(resolve_device(device_name).type)
+    quoted = world.broadcast(run_dir).replace("\\", "\\\\").replace("'", "\\'")
+    overrides = [f"hydra.run.dir='{quoted}'"]
+    if not world.is_main:
+        overrides += ["hydra.output_subdir=null", "hydra/job_logging=stdout"]
+    return overrides
 
 
 def main() -> None:
     register_schema()
     try:
         preflight(sys.argv[1:])
+        if "WORLD_SIZE" in os.environ and int(os.environ["WORLD_SIZE"]) > 1:
+            sys.argv += _join_processes(sys.argv[1:])
     except ConfigError as error:
         _fail(error)
         sys.exit(2)

@@ -97,6 +97,7 @@ class NormConfig:
     discriminator: Norm = Norm.batch
     num_groups: int = 8
     eps: float = 1e-5
+    sync_batchnorm: bool = False  # several processes: batch norm over the whole batch (CUDA)
 
 
 @dataclass

@@ -171,7 +171,8 @@ class Evaluate(Hook):
 class CheckFinite(Hook):
     """Stops the run at a non-finite loss or weight, naming the step and the tensor, before a
     checkpoint could save it. Runs on every logging and checkpoint step, and on every step on
-    the CPU, where reading a value back costs nothing."""
+    the CPU, where reading a value back costs nothing. With several processes all of them stop
+    together, with the first report in rank order."""
 
     def __init__(self, intervals: tuple[int, ...], every_step: bool, store: CheckpointStore):
         self.intervals = intervals
@@ -186,7 +187,9 @@ class CheckFinite(Hook):
         if not (scan or self.every_step):
             return
         found = trainer.nonfinite(weights=scan)
-        if found is not None:
+        world = trainer.world
+        if world.max(int(found is not None)):
+            found = next(report for report in world.gather(found) if report is not None)
             step, names = found
             last = self.store.last if self.store.last.exists() else None
             kept = f"last good checkpoint: {last}" if last else "no checkpoint was written yet"
@@ -198,7 +201,10 @@ class CheckFinite(Hook):
 
 class Checkpoint(Hook):
     """Every ``every`` steps, at the end and when stopped by a signal: what a run needs to go
-    on, as checkpoints/step_NNNNNN.pt and checkpoints/last.pt."""
+    on, as checkpoints/step_NNNNNN.pt and checkpoints/last.pt.
+
+    With several processes only rank 0 writes; the random and data states of every process go
+    into the checkpoint as ``ranks``, so that each continues its own streams exactly."""
 
     def __init__(
         self,
@@ -216,10 +222,17 @@ class Checkpoint(Hook):
         self.extra: dict[str, Any] = {}  # state other hooks add (e.g. the best metric)
 
     def after_step(self, trainer: Trainer) -> None:
-        if self.due_or_stopping(trainer):
-            self.store.save(self.state(trainer), trainer.step)
+        if not self.due_or_stopping(trainer):
+            return
+        state = self.state(trainer)
+        if trainer.world.distributed:
+            own = {"rng": state["rng"], "data": state["data"]}
+            state["ranks"] = trainer.world.gather(own)
+        if trainer.world.is_main:
+            self.store.save(state, trainer.step)
 
     def state(self, trainer: Trainer) -> dict[str, Any]:
+        """This process's view of the run (rank 0's is the whole of it with one process)."""
         return (
             trainer.state_dict()
             | self.extra

@@ -86,9 +86,33 @@ def check_config(cfg: DictConfig) -> RunConfig:
 
     if run_cfg.resume:
         load_resume(resume_source(run_cfg.resume, Path.cwd()))
-    resolve_precision(run_cfg.device.precision, resolve_device(run_cfg.device.name))
+    device = resolve_device(run_cfg.device.name)
+    resolve_precision(run_cfg.device.precision, device)
+    check_processes(run_cfg, device.type)
     check_buildable(run_cfg, data_spec(run_cfg.data))
     return run_cfg
+
+
+def check_processes(cfg: RunConfig, device_type: str) -> None:
+    """What a run of several processes (torchrun) needs: a batch that splits evenly, and
+    batch norm synchronized only where PyTorch can (CUDA)."""
+    from ganexp.distributed import launched_world_size
+
+    processes = launched_world_size()
+    if processes == 1:
+        return
+    if cfg.trainer.batch_size % processes:
+        raise ConfigError(
+            "trainer.batch_size",
+            cfg.trainer.batch_size,
+            f"is the whole batch and must split evenly across the {processes} processes",
+        )
+    if cfg.norm.sync_batchnorm and device_type != "cuda":
+        raise ConfigError(
+            "norm.sync_batchnorm",
+            True,
+            f"PyTorch synchronizes batch norm on CUDA only, this run is on {device_type}",
+        )
 
 
 def preflight(argv: list[str]) -> None:
@@ -104,6 +128,21 @@ def preflight(argv: list[str]) -> None:
             except (HydraException, OmegaConfBaseException) as ex:
                 raise composition_error(ex) from ex
             check_config(cfg)
+
+
+def run_settings(argv: list[str]) -> tuple[str, str]:
+    """The run folder and ``device.name`` a single-run command resolves to."""
+    flags, overrides = split_argv(argv)
+    if {"-m", "--multirun"} & set(flags):
+        raise ConfigError(
+            "-m",
+            True,
+            "a sweep cannot run under torchrun; run each job with torchrun, or sweep "
+            "with hydra/launcher=slurm and hydra.launcher.tasks_per_node",
+        )
+    with initialize_config_module(CONFIG_MODULE, version_base="1.3"):
+        cfg = compose("config", overrides=overrides, return_hydra_config=True)
+    return str(cfg.hydra.run.dir), str(cfg.device.name)
 
 
 def _expand(overrides: list[str], multirun: bool) -> list[list[str]]:

@@ -23,6 +23,7 @@ from ganexp.checkpoint import CheckpointStore, load_resume, resume_source, set_r
 from ganexp.config import LossName, Norm, RunConfig
 from ganexp.data import DataSpec, build_data, data_spec, mode_centers
 from ganexp.device import describe, resolve_device, resolve_precision
+from ganexp.distributed import World, current
 from ganexp.errors import Interrupted
 from ganexp.hooks import (
     CheckFinite,
@@ -35,7 +36,7 @@ from ganexp.hooks import (
 )
 from ganexp.losses import build_loss
 from ganexp.metrics.evaluator import ImageEvaluator, ToyEvaluator
-from ganexp.tracking import Tracker
+from ganexp.tracking import NullTracker, Tracker
 from ganexp.train import Precision, ProgressBar, Trainer
 
 BN_CRITIC_TAG = "bn-critic-gp"
@@ -96,7 +97,7 @@ class Session:
     """A run ready to train: the trainer with its hooks, and where its results go."""
 
     trainer: Trainer
-    tracker: Tracker
+    tracker: Tracker | NullTracker
     evaluate: Evaluate | None
     resumed_from: Path | None
 
@@ -138,6 +139,29 @@ def compile_networks(networks: list[nn.Module], probe: Callable[[], None]) -> No
             net._compiled_call_impl = None  # nn.Module.compile's own switch
 
 
+def _say(world: World, message: str) -> None:
+    """A line on stderr, from rank 0 only when there are several processes."""
+    if world.is_main:
+        print(message, file=sys.stderr)
+
+
+def _own_state(state: dict[str, Any], world: World) -> dict[str, Any]:
+    """This process's random and data states in a checkpoint. One written by another number of
+    processes continues the shared data order, but not the other processes' random streams."""
+    ranks = state.get("ranks") or []
+    if len(ranks) == world.size:
+        return ranks[world.rank]
+    if world.distributed or ranks:
+        _say(
+            world,
+            f"ganexp: note: the checkpoint comes from {max(len(ranks), 1)} process(es), this run "
+            f"has {world.size}; random draws do not continue exactly",
+        )
+    if world.is_main or not ranks:
+        return {"rng": state["rng"], "data": state["data"]}
+    return {"rng": None, "data": state["data"]}
+
+
 def setup(
     cfg: RunConfig,
     resolved: dict[str, Any],
@@ -147,22 +171,33 @@ def setup(
     group: str | None,
     job_type: str = "train",
 ) -> Session:
-    """Build everything a run needs in ``run_dir``, continuing from a checkpoint if there is one."""
-    device = resolve_device(cfg.device.name)
-    print(f"ganexp: device={cfg.device.name.value} -> {describe(device)}", file=sys.stderr)
+    """Build everything a run needs in ``run_dir``, continuing from a checkpoint if there is one.
+
+    With several processes (torchrun) each builds the same networks, trains through DDP on its
+    part of every batch, and only rank 0 writes files, samples, evaluations and the W&B run.
+    """
+    world = current()
+    device = world.device(resolve_device(cfg.device.name))
+    where = f" x {world.size} processes" if world.distributed else ""
+    _say(world, f"ganexp: device={cfg.device.name.value} -> {describe(device)}{where}")
     warned = warnings_for(cfg)
     for message in warned.values():
-        print(f"ganexp: warning: {message}", file=sys.stderr)
+        _say(world, f"ganexp: warning: {message}")
     configure_backends(cfg, device)
 
     resumed = load_resume(resume_source(cfg.resume, run_dir))
     seed_everything(cfg.seed)
     spec = data_spec(cfg.data)
-    data = build_data(cfg.data, cfg.trainer.batch_size, device, cfg.seed)
+    data = build_data(cfg.data, cfg.trainer.batch_size, device, cfg.seed, world)
     channels_last = use_channels_last(cfg, device, spec)
     memory_format = torch.channels_last if channels_last else torch.preserve_format
-    generator = build_generator(cfg, spec).to(device, memory_format=memory_format)
-    discriminator = build_discriminator(cfg, spec).to(device, memory_format=memory_format)
+    sync_bn = world.distributed and cfg.norm.sync_batchnorm
+    generator = world.prepare(build_generator(cfg, spec), sync_bn)
+    generator = generator.to(device, memory_format=memory_format)
+    discriminator = world.prepare(build_discriminator(cfg, spec), sync_bn)
+    discriminator = discriminator.to(device, memory_format=memory_format)
+    if world.distributed:  # same initial weights everywhere, then each its own noise
+        seed_everything(cfg.seed + world.rank)
     trainer = Trainer(
         generator=generator,
         discriminator=discriminator,
@@ -180,30 +215,38 @@ def setup(
         precision=Precision(device, resolve_precision(cfg.device.precision, device)),
         channels_last=channels_last,
         skip_nonfinite=cfg.trainer.skip_nonfinite,
+        world=world,
     )
+    if world.distributed:
+        trainer.distribute(world.parallel)
     plotted = cfg.trainer.num_samples if spec.kind == "image" else 16 * cfg.trainer.num_samples
     fixed = FixedInputs(trainer, plotted)
     state, resumed_from = resumed if resumed else (None, None)
+    own = None
     if state is not None:
         trainer.load_state_dict(state)
+        own = _own_state(state, world)
+        trainer.data.load_state_dict(own["data"])
         fixed.load_state_dict(state["fixed"], device)
-        print(f"ganexp: resuming from {resumed_from} at step {trainer.step}", file=sys.stderr)
+        _say(world, f"ganexp: resuming from {resumed_from} at step {trainer.step}")
 
-    tracker = Tracker(
-        run_dir,
-        cfg.logger,
-        resolved,
-        name=name,
-        group=group,
-        tags=run_tags(cfg) + list(warned),
-        job_type=job_type,
-        resume_id=state.get("wandb_id") if state else None,
-    )
+    tracker = NullTracker()
+    if world.is_main:
+        tracker = Tracker(
+            run_dir,
+            cfg.logger,
+            resolved,
+            name=name,
+            group=group,
+            tags=run_tags(cfg) + list(warned),
+            job_type=job_type,
+            resume_id=state.get("wandb_id") if state else None,
+        )
     store = CheckpointStore(run_dir / "checkpoints", keep=cfg.trainer.keep_checkpoints)
-    bar = ProgressBar(cfg.trainer.progress_bar)
+    bar = ProgressBar(cfg.trainer.progress_bar and world.is_main)
     centers = mode_centers(cfg.data) if spec.kind == "points" else None
     checkpoint = Checkpoint(cfg.trainer.checkpoint_every, store, fixed, tracker, resolved)
-    evaluator = build_evaluator(cfg, spec, device)
+    evaluator = build_evaluator(cfg, spec, device) if world.is_main else None
     evaluate = None
     if evaluator is not None:
         setup_record = evaluator.setup()
@@ -217,18 +260,20 @@ def setup(
         if state is not None and state.get("best"):
             evaluate.load_state_dict(state["best"])
     intervals = (cfg.trainer.log_every, cfg.trainer.checkpoint_every)
+    # rank 0 alone draws samples and evaluates; the other hooks run in every process
+    grids = [SampleGrid(cfg.trainer.sample_every, tracker, fixed, centers)] if world.is_main else []
     trainer.hooks = [
         bar,
         LogScalars(cfg.trainer.log_every, tracker, bar),
-        SampleGrid(cfg.trainer.sample_every, tracker, fixed, centers),
+        *grids,
         CheckFinite(intervals, every_step=device.type == "cpu", store=store),
         *([evaluate] if evaluate else []),
         checkpoint,
     ]
     if cfg.device.compile:
         compile_networks([generator, discriminator], lambda: _probe_step(trainer))
-    if state is not None:  # last: building the evaluator above draws from the global RNG
-        set_rng_state(state["rng"])
+    if own is not None and own["rng"] is not None:  # last: the evaluator draws from the RNG
+        set_rng_state(own["rng"])
     return Session(trainer, tracker, evaluate, resumed_from)
 
 

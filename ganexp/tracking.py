@@ -226,3 +226,21 @@ class Tracker:
             print(
                 f"W&B: offline run saved; upload it with: wandb sync {offline_dir}", file=sys.stderr
             )
+
+
+class NullTracker:
+    """The tracker of every process but rank 0 in a multi-process run: it records nothing."""
+
+    run_id = None
+
+    def log(self, step: int, scalars: Mapping[str, float]) -> None:
+        """Rank 0 logs the values, which are averaged over the processes."""
+
+    def update_config(self, values: dict[str, Any]) -> None:
+        """Rank 0 keeps the run's config."""
+
+    def mark_preempting(self) -> None:
+        """Rank 0 marks the W&B run."""
+
+    def finish(self, exit_code: int = 0) -> None:
+        """Rank 0 finishes the W&B run."""

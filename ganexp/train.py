@@ -7,6 +7,7 @@ a device tensor, and nothing is read back to the host except by a hook on a step
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,6 +16,7 @@ from torch import nn
 from tqdm import tqdm
 
 from ganexp.data import BatchSource, DataSpec
+from ganexp.distributed import World
 from ganexp.errors import Interrupted
 from ganexp.losses import GANLoss
 
@@ -72,17 +74,27 @@ class Trainer:
     channels_last: bool = False
     skip_nonfinite: bool = False
     hooks: list[Hook] = field(default_factory=list)
+    world: World = field(default_factory=World)
     step: int = 0
     images_seen: int = 0
     skipped_steps: int = 0
     stop_signal: int = 0  # set by a signal handler; the loop stops after the current step
 
     def __post_init__(self) -> None:
+        # what the step calls to train each network: the network itself, or its DDP wrapper
+        self._train_g: nn.Module = self.generator
+        self._train_d: nn.Module = self.discriminator
         self._sums = torch.zeros(len(STAT_KEYS), device=self.device)
         self._count = 0
         # the first step with a non-finite statistic, and which ones, kept on the device
         self._bad_step = torch.full((), -1, dtype=torch.long, device=self.device)
         self._bad_which = torch.zeros(len(STAT_KEYS), dtype=torch.bool, device=self.device)
+
+    def distribute(self, wrap: Callable[[nn.Module], nn.Module]) -> None:
+        """Train both networks through ``wrap`` (DistributedDataParallel); hooks, checkpoints and
+        the generator step's pass through D keep using the networks themselves."""
+        self._train_g = wrap(self.generator)
+        self._train_d = wrap(self.discriminator)
 
     # -- sampling -------------------------------------------------------------------------------
     def noise(self, n: int) -> torch.Tensor:
@@ -99,8 +111,13 @@ class Trainer:
 
         The last critic step's fakes keep their graph and are reused by the generator step (as
         the PyTorch DCGAN example does), which saves one generator forward per step.
+
+        Under DDP the gradients of D's loss and of G's loss are averaged across processes during
+        their backward passes. The penalty and the generator step call D itself: the first needs
+        no second DDP pass (its gradients join D's backward), and in the second D has no
+        gradients to average.
         """
-        G, D, loss, amp = self.generator, self.discriminator, self.loss, self.precision
+        G, D, loss, amp = self._train_g, self._train_d, self.loss, self.precision
         for i in range(self.n_critic):
             real, labels = self.data.next_batch()
             if self.channels_last and real.dim() == 4:
@@ -113,7 +130,9 @@ class Trainer:
                 real_out = D(real, labels).float()
                 fake_out = D(fake.detach(), fake_labels).float()
                 d_loss = loss.d_loss(real_out, fake_out)
-                penalty = loss.regularizer(D, real, fake, labels, amp.grad_scale(amp.scaler_d))
+                penalty = loss.regularizer(
+                    self.discriminator, real, fake, labels, amp.grad_scale(amp.scaler_d)
+                )
             total = d_loss if penalty is None else d_loss + penalty
             self.opt_d.zero_grad(set_to_none=True)
             amp.scaler_d.scale(total).backward()
@@ -121,6 +140,7 @@ class Trainer:
                 amp.step(amp.scaler_d, self.opt_d)
                 loss.after_d_step(D)
 
+        D = self.discriminator
         D.requires_grad_(False)  # the generator step needs no discriminator gradients
         with amp.autocast():
             g_loss = loss.g_loss(D(fake, fake_labels).float())
@@ -172,8 +192,9 @@ class Trainer:
         return None
 
     def pop_stats(self) -> dict[str, float]:
-        """Means of the step statistics since the last call (one host-device sync)."""
-        values = (self._sums / max(self._count, 1)).tolist()
+        """Means of the step statistics since the last call, over every process (one
+        host-device sync)."""
+        values = self.world.mean_(self._sums / max(self._count, 1)).tolist()
         self._sums.zero_()
         self._count = 0
         stats = dict(zip(STAT_KEYS, values, strict=True))
@@ -193,6 +214,8 @@ class Trainer:
         while self.step < self.max_steps:
             self.run_step()
             self.step += 1
+            # every process stops at the same step, whichever of them got the signal
+            self.stop_signal = self.world.max(self.stop_signal)
             for hook in self.hooks:
                 hook.after_step(self)
             if self.stop_signal:

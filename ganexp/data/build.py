@@ -13,6 +13,7 @@ from ganexp.data.sources import LoaderSource, TensorSource
 from ganexp.data.spec import DataSpec, Found
 from ganexp.data.subset import limit_indices
 from ganexp.data.toy import TOY_MODES, TOY_SPEC, ToyMixture, mode_centers
+from ganexp.distributed import World
 from ganexp.errors import ConfigError
 
 _LOCATE = {
@@ -35,11 +36,14 @@ def data_spec(cfg: DataConfig) -> DataSpec:
     return _image_spec(cfg, _locate(cfg))
 
 
-def build_data(cfg: DataConfig, batch_size: int, device: torch.device, seed: int) -> BatchSource:
-    """The batch source for ``cfg``; ``seed`` seeds its sampler (not the data.limit subset)."""
+def build_data(
+    cfg: DataConfig, batch_size: int, device: torch.device, seed: int, world: World | None = None
+) -> BatchSource:
+    """The batch source for ``cfg``; ``seed`` seeds its sampler (not the data.limit subset).
+    ``batch_size`` is the whole batch; with several processes (``world``) each gets its part."""
     if cfg.name in TOY_MODES:
         _toy_spec(cfg)
-        return ToyMixture(cfg, batch_size, device, seed)
+        return ToyMixture(cfg, batch_size, device, seed, world)
     found = _locate(cfg)
     spec = _image_spec(cfg, found)
     dataset = found.load()
@@ -51,9 +55,9 @@ def build_data(cfg: DataConfig, batch_size: int, device: torch.device, seed: int
         images, labels = _tensors(cfg, found, dataset, keep)
         images = fit_all(images.to(device), cfg.image_size)
         labels = labels.to(device) if spec.num_classes else None
-        return TensorSource(spec, images, labels, batch_size, seed)
+        return TensorSource(spec, images, labels, batch_size, seed, world)
     dataset = _fitted(cfg, dataset, keep)
-    return LoaderSource(spec, dataset, batch_size, device, seed, cfg.num_workers)
+    return LoaderSource(spec, dataset, batch_size, device, seed, cfg.num_workers, world)
 
 
 def _locate(cfg: DataConfig) -> Found:

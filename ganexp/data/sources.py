@@ -12,10 +12,15 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from ganexp.data.images import to_signed_unit
 from ganexp.data.sampling import IndexStream
 from ganexp.data.spec import DataSpec
+from ganexp.distributed import World
 
 
 class TensorSource:
-    """The whole (resized) set as uint8 on the device; batches are gathered by index there."""
+    """The whole (resized) set as uint8 on the device; batches are gathered by index there.
+
+    With several processes every one draws the same batches of ``batch_size`` indices and keeps
+    its own slice of each (``world.shard``), so together they see each example once an epoch.
+    """
 
     def __init__(
         self,
@@ -24,15 +29,17 @@ class TensorSource:
         labels: torch.Tensor | None,
         batch_size: int,
         seed: int,
+        world: World | None = None,
     ) -> None:
         self.spec = spec
         self._images = images
         self._labels = labels
+        self._world = world or World()
         generator = torch.Generator(device=images.device).manual_seed(seed)
         self._stream = IndexStream(len(images), batch_size, generator)
 
     def next_batch(self) -> tuple[torch.Tensor, torch.Tensor | None]:
-        index = self._stream.next_indices()
+        index = self._world.shard(self._stream.next_indices())
         labels = None if self._labels is None else self._labels[index]
         return to_signed_unit(self._images[index]), labels
 
@@ -50,13 +57,14 @@ class _StreamSampler(Sampler[list[int]]):
     stream's own state runs ahead; the noted states let the source report the trainer's position.
     """
 
-    def __init__(self, stream: IndexStream) -> None:
+    def __init__(self, stream: IndexStream, world: World) -> None:
         self.stream = stream
+        self.world = world
         self.states: deque[dict[str, Any]] = deque()
 
     def __iter__(self) -> Iterator[list[int]]:
         while True:
-            index = self.stream.next_indices().tolist()
+            index = self.world.shard(self.stream.next_indices()).tolist()
             self.states.append(self.stream.state_dict())
             yield index
 
@@ -66,6 +74,7 @@ class LoaderSource:
 
     The sampler is endless, so the loader never runs out and its workers are never restarted;
     it shuffles like ``shuffle=True, drop_last=True`` but keeps every batch full across epochs.
+    With several processes each loads only its slice of every batch, as in :class:`TensorSource`.
     """
 
     def __init__(
@@ -76,11 +85,13 @@ class LoaderSource:
         device: torch.device,
         seed: int,
         num_workers: int,
+        world: World | None = None,
     ) -> None:
         self.spec = spec
         self._device = device
         generator = torch.Generator().manual_seed(seed)
-        self._sampler = _StreamSampler(IndexStream(len(dataset), batch_size, generator))
+        stream = IndexStream(len(dataset), batch_size, generator)
+        self._sampler = _StreamSampler(stream, world or World())
         self._state = self._sampler.stream.state_dict()
         self._loader = DataLoader(
             dataset,

@@ -15,6 +15,7 @@ import torch
 
 from ganexp.config import DataConfig
 from ganexp.data.spec import DataSpec
+from ganexp.distributed import World
 from ganexp.errors import ConfigError
 
 TOY_MODES = {"ring8": 8, "grid25": 25}
@@ -38,15 +39,24 @@ def mode_centers(cfg: DataConfig) -> torch.Tensor:
 
 
 class ToyMixture:
-    """Unlabelled points: a uniformly chosen mode's centre plus Gaussian noise."""
+    """Unlabelled points: a uniformly chosen mode's centre plus Gaussian noise. Each of
+    ``world.size`` processes draws its own ``batch_size / world.size`` points (seeded by rank)."""
 
     spec = TOY_SPEC
 
-    def __init__(self, cfg: DataConfig, batch_size: int, device: torch.device, seed: int) -> None:
+    def __init__(
+        self,
+        cfg: DataConfig,
+        batch_size: int,
+        device: torch.device,
+        seed: int,
+        world: World | None = None,
+    ) -> None:
+        world = world or World()
         self._centers = mode_centers(cfg).to(device)
         self._std = cfg.std
-        self._batch_size = batch_size
-        self._generator = torch.Generator(device=device).manual_seed(seed)
+        self._batch_size = batch_size // world.size
+        self._generator = torch.Generator(device=device).manual_seed(seed + world.rank)
 
     def next_batch(self) -> tuple[torch.Tensor, None]:
         g, n = self._generator, self._batch_size

@@ -29,12 +29,16 @@ def _device(module: nn.Module) -> torch.device:
     return torch.device("cpu") if tensor is None else tensor.device
 
 
+# Rank 0 evaluates alone in a multi-process run: torchmetrics must not wait for the others.
+_LOCAL = {"sync_on_compute": False}
+
+
 def _buffered(metric: type[Any], **kwargs: Any) -> Any:
     """A list-state torchmetrics metric, built without its warning that it keeps every feature:
     that is the point here, and the warning would come back at every evaluation."""
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*will save all extracted features")
-        return metric(**kwargs)
+        return metric(**kwargs, **_LOCAL)
 
 
 class _FeatureTap(nn.Module):
@@ -77,7 +81,7 @@ class FrechetDistance:
     def __init__(self, extractor: nn.Module) -> None:
         self._tap = _FeatureTap(extractor)
         metric = fid.FrechetInceptionDistance(
-            feature=self._tap, reset_real_features=False, normalize=False
+            feature=self._tap, reset_real_features=False, normalize=False, **_LOCAL
         )
         self.metric = metric.to(_device(extractor))
 

@@ -1,0 +1,152 @@
+"""Several processes, one run: torchrun with gloo on the CPU, two processes.
+
+Every process must hold the same weights after training, only rank 0 may write (one W&B run, one
+metrics line per logged step), the processes split each batch between them, and a run stopped
+and continued must end with the weights of an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from helpers import smoke_config
+from wandb_runfile import load_run
+
+from ganexp.checkpoint import load_checkpoint
+from ganexp.data import build_data
+from ganexp.distributed import World
+from ganexp.errors import ConfigError
+from ganexp.preflight import check_processes
+
+TESTS = Path(__file__).parent
+TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+SMOKE = ("experiment=smoke", "trainer.max_steps=6", "metrics.enabled=false")
+
+
+def torchrun(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    env = os.environ | {"PYTHONPATH": str(TESTS)}
+    result = subprocess.run(
+        [*TORCHRUN, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=400
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result
+
+
+def ganexp_run(*overrides: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    return torchrun("-m", "ganexp", *SMOKE, *overrides, cwd=cwd)
+
+
+def params(state: dict) -> dict[str, torch.Tensor]:
+    nets = ("generator", "discriminator")
+    return {f"{net}.{key}": value for net in nets for key, value in state[net].items()}
+
+
+def test_two_processes_hold_identical_weights_after_training(tmp_path: Path) -> None:
+    # spectral norm in D: its power-iteration vectors are buffers updated in place every forward
+    overrides = ("experiment=smoke", "norm.discriminator=spectral", "metrics.enabled=false")
+    torchrun(str(TESTS / "ddp_worker.py"), str(tmp_path / "run"), str(tmp_path), *overrides)
+    rank0 = torch.load(tmp_path / "rank0.pt", weights_only=True)
+    rank1 = torch.load(tmp_path / "rank1.pt", weights_only=True)
+    saved = load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")
+    w0, w1 = params(rank0), params(rank1)
+    assert w0.keys() == w1.keys()
+    inputs_differed = False
+    for key, value in w0.items():
+        if "running_" in key or "num_batches" in key:
+            # batch norm statistics are each process's own (rank 0's are saved): they show that
+            # the processes computed on different inputs, so equal weights come from DDP
+            inputs_differed |= not torch.equal(value, w1[key])
+        else:
+            assert torch.equal(value, w1[key]), key
+        assert torch.equal(value, params(saved)[key]), key
+    assert inputs_differed
+    initial = load_checkpoint(next((tmp_path / "run" / "checkpoints").glob("step_000003.pt")))
+    assert not torch.equal(params(initial)["generator.net.0.weight"], w0["generator.net.0.weight"])
+
+
+def test_torchrun_writes_one_run_folder_one_wandb_run_and_each_log_line_once(
+    tmp_path: Path,
+) -> None:
+    result = ganexp_run("logger.mode=offline", cwd=tmp_path)
+    folders = list((tmp_path / "outputs").glob("*/*"))
+    assert len(folders) == 1, folders  # rank 1 used rank 0's time-stamped folder
+    run_dir = folders[0]
+    assert result.stderr.count("device=auto") == 1  # one process speaks
+    runs = list(tmp_path.rglob("run-*.wandb"))
+    assert len(runs) == 1, runs
+    wandb_run = load_run(runs[0])
+    assert wandb_run.exit_code == 0
+    logged = [row["_step"] for row in wandb_run.history if "loss/d" in row]
+    lines = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [line["step"] for line in lines] == logged == [2, 4, 6]
+    assert json.loads((run_dir / "job.json").read_text())["status"] == "completed"
+    state = load_checkpoint(run_dir / "checkpoints" / "last.pt")
+    assert len(state["ranks"]) == 2
+    rank0, rank1 = (own["rng"]["torch"] for own in state["ranks"])
+    assert not torch.equal(rank0, rank1)  # each process draws its own noise
+
+
+def test_stopped_and_continued_run_ends_with_the_uninterrupted_weights(tmp_path: Path) -> None:
+    whole, halves = tmp_path / "whole", tmp_path / "halves"
+    ganexp_run("logger=none", f"hydra.run.dir={whole}")
+    ganexp_run("logger=none", f"hydra.run.dir={halves}", "trainer.max_steps=3")
+    result = ganexp_run("logger=none", f"hydra.run.dir={halves}")
+    assert "resuming from" in result.stderr
+    a = load_checkpoint(whole / "checkpoints" / "last.pt")
+    b = load_checkpoint(halves / "checkpoints" / "last.pt")
+    assert a["step"] == b["step"] == 6
+    for key, value in params(a).items():
+        assert torch.equal(value, params(b)[key]), key
+
+
+def test_processes_split_every_batch_between_them() -> None:
+    cfg, _ = smoke_config()
+    device = torch.device("cpu")
+    whole = build_data(cfg.data, 32, device, seed=3)
+    parts = [build_data(cfg.data, 32, device, seed=3, world=World(rank, 2)) for rank in (0, 1)]
+    for _ in range(10):  # more than one epoch of the 256 examples
+        images, labels = whole.next_batch()
+        split = [part.next_batch() for part in parts]
+        assert all(len(x) == 16 for x, _ in split)
+        assert torch.equal(torch.cat([x for x, _ in split]), images)
+        assert torch.equal(torch.cat([y for _, y in split]), labels)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "key"),
+    [
+        (("trainer.batch_size=30",), "trainer.batch_size"),
+        (("norm.sync_batchnorm=true",), "norm.sync_batchnorm"),
+    ],
+)
+def test_what_several_processes_need_is_checked_first(
+    overrides: tuple[str, ...], key: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    cfg, _ = smoke_config(*overrides)
+    with pytest.raises(ConfigError) as error:
+        check_processes(cfg, "cpu")
+    assert error.value.key == key
+
+
+def test_a_sweep_under_torchrun_is_refused_in_one_line(tmp_path: Path) -> None:
+    env = os.environ | {"WORLD_SIZE": "2", "RANK": "0", "LOCAL_RANK": "0"}
+    ganexp = str(Path(sys.executable).with_name("ganexp"))
+    result = subprocess.run(
+        [ganexp, "-m", "experiment=smoke", "seed=0,1"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [result.stderr.strip()]
+    assert "torchrun" in result.stderr
+    assert not (tmp_path / "multirun").exists()
