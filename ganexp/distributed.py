@@ -142,6 +142,9 @@ def start(device_type: str) -> World:
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     if device_type == "cuda":
         torch.cuda.set_device(local_rank)
+    elif "OMP_NUM_THREADS" not in os.environ:  # torchrun sets 1; share the cores otherwise
+        per_node = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // per_node))
     dist.init_process_group("nccl" if device_type == "cuda" else "gloo")
     control = dist.new_group(backend="gloo") if device_type == "cuda" else None
     _world = World(dist.get_rank(), dist.get_world_size(), local_rank, control)

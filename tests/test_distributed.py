@@ -105,6 +105,22 @@ def test_stopped_and_continued_run_ends_with_the_uninterrupted_weights(tmp_path:
         assert torch.equal(value, params(b)[key]), key
 
 
+def test_submitit_tasks_of_one_job_train_as_one_run(tmp_path: Path) -> None:
+    """hydra.launcher.tasks_per_node=2: submitit starts two processes per job; they join one
+    process group from submitit's environment, as the tasks of a multi-node Slurm job do."""
+    ganexp = str(Path(sys.executable).with_name("ganexp"))
+    sweep = tmp_path / "sweep"
+    launcher = ("hydra/launcher=submitit_local", "hydra.launcher.tasks_per_node=2")
+    cmd = [ganexp, "-m", *launcher, f"hydra.sweep.dir={sweep}", *SMOKE, "logger.mode=offline"]
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=400)
+    assert result.returncode == 0, result.stderr[-3000:]
+    logs = "".join(p.read_text() for p in (sweep / ".submitit").rglob("*_log.err"))
+    assert "x 2 processes" in logs
+    assert len(list((sweep / "0" / "wandb").glob("offline-run-*"))) == 1
+    assert len(load_checkpoint(sweep / "0" / "checkpoints" / "last.pt")["ranks"]) == 2
+    assert json.loads((sweep / "0" / "job.json").read_text())["status"] == "completed"
+
+
 def test_processes_split_every_batch_between_them() -> None:
     cfg, _ = smoke_config()
     device = torch.device("cpu")
