@@ -13,6 +13,7 @@ from ganexp.build import build_discriminator, build_generator, check_buildable
 from ganexp.config import Norm, RunConfig, validate
 from ganexp.data import DataSpec
 from ganexp.errors import ConfigError
+from ganexp.models.dcgan import Project
 from ganexp.models.norms import make_norm
 
 IMAGE_SIZES = (28, 32, 64)
@@ -152,3 +153,32 @@ def test_impossible_combinations_name_key_value_and_allowed(
     assert error.value.key.startswith(key)
     assert fragment in message
     assert "\n" not in message
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+@pytest.mark.parametrize("bias", [False, True])
+def test_project_is_the_transposed_convolution_of_a_1x1_map(channels_last: bool, bias: bool):
+    torch.manual_seed(0)
+    conv = nn.ConvTranspose2d(12, 8, 4, 1, 0, bias=bias)
+    project = Project(12, 8, 4, 1, 0, bias=bias)
+    project.load_state_dict(conv.state_dict())
+    if bias:
+        nn.init.normal_(conv.bias)
+        project.bias.data.copy_(conv.bias)
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    conv, project = conv.to(memory_format=fmt), project.to(memory_format=fmt)
+    z = torch.randn(5, 12, requires_grad=True)
+    expected, out = conv(z[:, :, None, None]), project(z)
+    torch.testing.assert_close(out, expected)
+    assert out.is_contiguous(memory_format=fmt)
+    upstream = torch.randn_like(out)
+    grads = torch.autograd.grad(out, [z, project.weight], upstream)
+    expected_grads = torch.autograd.grad(expected, [z, conv.weight], upstream)
+    for got, want in zip(grads, expected_grads, strict=True):
+        torch.testing.assert_close(got, want)
+
+
+def test_generator_starts_with_project_under_every_norm() -> None:
+    for norm in NORMS:
+        generator = build_generator(_cfg(f"norm={norm}"), _image_spec(32))
+        assert isinstance(generator.net[0], Project), norm
