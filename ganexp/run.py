@@ -35,7 +35,6 @@ from ganexp.hooks import (
     SampleGrid,
 )
 from ganexp.losses import build_loss
-from ganexp.metrics.evaluator import ImageEvaluator, ToyEvaluator
 from ganexp.tracking import NullTracker, Tracker
 from ganexp.train import Precision, ProgressBar, Trainer
 
@@ -78,6 +77,8 @@ def build_evaluator(cfg: RunConfig, spec: DataSpec, device: torch.device) -> Eva
     """The metrics of the eval hook for this data, or None when evaluation is off."""
     if not cfg.metrics.enabled:
         return None
+    from ganexp.metrics.evaluator import ImageEvaluator, ToyEvaluator  # torch-only until used
+
     if spec.kind == "points":
         return ToyEvaluator(cfg, device)
     return ImageEvaluator(cfg, spec, device)

@@ -13,7 +13,7 @@ from ganexp.build import build_discriminator, build_generator, check_buildable
 from ganexp.config import Norm, RunConfig, validate
 from ganexp.data import DataSpec
 from ganexp.errors import ConfigError
-from ganexp.models.dcgan import Project
+from ganexp.models.dcgan import Project, Score
 from ganexp.models.norms import make_norm
 
 IMAGE_SIZES = (28, 32, 64)
@@ -157,28 +157,42 @@ def test_impossible_combinations_name_key_value_and_allowed(
 
 @pytest.mark.parametrize("channels_last", [False, True])
 @pytest.mark.parametrize("bias", [False, True])
-def test_project_is_the_transposed_convolution_of_a_1x1_map(channels_last: bool, bias: bool):
+@pytest.mark.parametrize(
+    ("fast", "conv", "shape", "as_conv_input"),
+    [
+        # G's first layer: z (N, 12) as a 1x1 map into 8 maps of 4x4
+        (Project, nn.ConvTranspose2d(12, 8, 4, 1, 0), (5, 12), lambda z: z[:, :, None, None]),
+        # D's last layer: 8 maps of 4x4 into one score
+        (Score, nn.Conv2d(8, 1, 4, 1, 0), (5, 8, 4, 4), lambda x: x),
+    ],
+)
+def test_matrix_product_layers_are_their_convolutions(
+    fast, conv: nn.Module, shape, as_conv_input, channels_last: bool, bias: bool
+) -> None:
     torch.manual_seed(0)
-    conv = nn.ConvTranspose2d(12, 8, 4, 1, 0, bias=bias)
-    project = Project(12, 8, 4, 1, 0, bias=bias)
-    project.load_state_dict(conv.state_dict())
+    conv = type(conv)(conv.in_channels, conv.out_channels, conv.kernel_size, bias=bias)
+    layer = fast(conv.in_channels, conv.out_channels, conv.kernel_size, bias=bias)
     if bias:
         nn.init.normal_(conv.bias)
-        project.bias.data.copy_(conv.bias)
+    layer.load_state_dict(conv.state_dict())
     fmt = torch.channels_last if channels_last else torch.contiguous_format
-    conv, project = conv.to(memory_format=fmt), project.to(memory_format=fmt)
-    z = torch.randn(5, 12, requires_grad=True)
-    expected, out = conv(z[:, :, None, None]), project(z)
+    conv, layer = conv.to(memory_format=fmt), layer.to(memory_format=fmt)
+    x = torch.randn(shape)
+    x = (x.to(memory_format=fmt) if x.dim() == 4 else x).requires_grad_(True)
+    expected = conv(as_conv_input(x))
+    out = layer(x).view_as(expected)
     torch.testing.assert_close(out, expected)
-    assert out.is_contiguous(memory_format=fmt)
+    if fast is Project:
+        assert out.is_contiguous(memory_format=fmt)
     upstream = torch.randn_like(out)
-    grads = torch.autograd.grad(out, [z, project.weight], upstream)
-    expected_grads = torch.autograd.grad(expected, [z, conv.weight], upstream)
+    grads = torch.autograd.grad(out, [x, layer.weight], upstream)
+    expected_grads = torch.autograd.grad(expected, [x, conv.weight], upstream)
     for got, want in zip(grads, expected_grads, strict=True):
         torch.testing.assert_close(got, want)
 
 
-def test_generator_starts_with_project_under_every_norm() -> None:
+def test_networks_use_the_matrix_product_layers_under_every_norm() -> None:
     for norm in NORMS:
-        generator = build_generator(_cfg(f"norm={norm}"), _image_spec(32))
-        assert isinstance(generator.net[0], Project), norm
+        cfg = _cfg(f"norm={norm}")
+        assert isinstance(build_generator(cfg, _image_spec(32)).net[0], Project), norm
+        assert isinstance(build_discriminator(cfg, _image_spec(32)).net[-1], Score), norm

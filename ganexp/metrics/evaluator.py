@@ -1,26 +1,31 @@
-"""What the eval hook computes: mode statistics for toy mixtures, distances for images."""
+"""What the eval hook computes: mode statistics for toy mixtures, distances for images.
+
+torchmetrics (with scipy) takes seconds to import, so the distances are imported at the first
+evaluation rather than before the first training step.
+"""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Iterator
+from importlib.metadata import version
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
-import torchmetrics
-import torchvision
 from torch import nn
 
 from ganexp.config import RunConfig
 from ganexp.data import DataSpec, build_data, mode_centers
 from ganexp.hooks import generate
 from ganexp.metrics.coverage import class_histogram, class_kl
-from ganexp.metrics.distances import FrechetDistance, InceptionScore, kernel_distance
 from ganexp.metrics.extractors import build_extractor, to_uint8
 from ganexp.metrics.manifold import ManifoldMetrics
-from ganexp.metrics.reference import Reference, load_reference
 from ganexp.metrics.toy import mode_stats
+
+if TYPE_CHECKING:
+    from ganexp.metrics.distances import FrechetDistance
+    from ganexp.metrics.reference import Reference
 
 
 class ToyEvaluator:
@@ -94,11 +99,7 @@ class ImageEvaluator:
             "num_fake": self.n,
             "reference_split": "train",
             "headline": f"eval/{self.headline}",
-            "versions": {
-                "torch": str(torch.__version__),
-                "torchmetrics": str(torchmetrics.__version__),
-                "torchvision": str(torchvision.__version__),
-            },
+            "versions": {name: version(name) for name in ("torch", "torchmetrics", "torchvision")},
         }
 
     def _real_batches(self) -> Iterator[torch.Tensor]:
@@ -108,6 +109,9 @@ class ImageEvaluator:
             yield to_uint8(source.next_batch()[0])
 
     def _prepare(self) -> tuple[Reference, FrechetDistance, ManifoldMetrics]:
+        from ganexp.metrics.distances import FrechetDistance
+        from ganexp.metrics.reference import load_reference
+
         if self._reference is None:
             self._reference = load_reference(
                 self.extractor,
@@ -130,6 +134,8 @@ class ImageEvaluator:
         return name if data.limit is None else f"{name}-limit{data.limit}"
 
     def __call__(self, generator: nn.Module) -> dict[str, float]:
+        from ganexp.metrics.distances import InceptionScore, kernel_distance
+
         reference, fd, manifold = self._prepare()
         inception_score = InceptionScore(self.extractor)
         features, predictions = [], []

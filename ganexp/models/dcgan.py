@@ -56,6 +56,19 @@ class Project(nn.ConvTranspose2d):
         return maps if self.bias is None else maps + self.bias[:, None, None]
 
 
+class Score(nn.Conv2d):
+    """D's last layer: a convolution as large as its input map, which is one dot product per
+    sample, computed as one (several times faster on the CPU than the convolution kernel).
+    Weights, state_dict, norms and results are those of the Conv2d."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        weight = self.weight  # (out, in, k, k), k = the map's side
+        if x.is_contiguous(memory_format=torch.channels_last):
+            x, weight = x.permute(0, 2, 3, 1), weight.permute(0, 2, 3, 1)  # free views
+        scores = x.flatten(1) @ weight.flatten(1).T
+        return scores if self.bias is None else scores + self.bias
+
+
 class DCGANGenerator(nn.Module):
     def __init__(
         self,
@@ -131,7 +144,7 @@ class DCGANDiscriminator(nn.Module):
                 nn.LeakyReLU(0.2, inplace=True),
             ]
             ch, side = ch * 2, side // 2
-        layers.append(nn.Conv2d(ch, 1, start, 1, 0))
+        layers.append(Score(ch, 1, start, 1, 0))
         self.net = nn.Sequential(*layers)
         init_weights(self)
 
