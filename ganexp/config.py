@@ -8,6 +8,7 @@ exists (and can be overridden without ``+``) and has a type that Hydra enforces 
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -210,8 +211,23 @@ def _non_negative(cfg: DictConfig, *keys: str) -> None:
         _require(value >= 0, key, value, "must be >= 0")
 
 
+def _unknown_keys(cfg: DictConfig, schema: type, prefix: str = "") -> None:
+    """Refuse keys the schema does not have (Hydra lets ``+key=value`` add them)."""
+    fields = {f.name: f for f in dataclasses.fields(schema)}
+    for key in cfg:
+        value = OmegaConf.select(cfg, str(key), throw_on_resolution_failure=False)
+        if key not in fields:
+            where = prefix.rstrip(".") or "the top level"
+            allowed = f"no such key; keys of {where}: {', '.join(fields)}"
+            raise ConfigError(f"{prefix}{key}", value, allowed)
+        nested = fields[key].default_factory
+        if isinstance(value, DictConfig) and dataclasses.is_dataclass(nested):
+            _unknown_keys(value, nested, f"{prefix}{key}.")
+
+
 def validate(cfg: DictConfig) -> RunConfig:
     """Check every value that a type cannot; return the config as typed dataclasses."""
+    _unknown_keys(cfg, RunConfig)
     _require(
         cfg.data.name in DATASETS, "data.name", cfg.data.name, f"allowed: {', '.join(DATASETS)}"
     )

@@ -126,7 +126,7 @@ def preflight(argv: list[str]) -> None:
             try:
                 cfg = compose("config", overrides=job)
             except (HydraException, OmegaConfBaseException) as ex:
-                raise composition_error(ex) from ex
+                raise composition_error(ex, job) from ex
             check_config(cfg)
 
 
@@ -160,8 +160,9 @@ _TYPE_WORDS = {
 }
 
 
-def composition_error(ex: Exception) -> ConfigError:
-    """Hydra's and OmegaConf's multi-line composition errors, as one ConfigError."""
+def composition_error(ex: Exception, overrides: list[str] = ()) -> ConfigError:
+    """Hydra's and OmegaConf's multi-line composition errors, as one ConfigError; the value of
+    an unknown key is looked up in ``overrides`` (OmegaConf's error does not carry it)."""
     if isinstance(ex, MissingConfigException) and ex.missing_cfg_file:
         group, _, option = ex.missing_cfg_file.rpartition("/")
         if ex.options:
@@ -172,6 +173,8 @@ def composition_error(ex: Exception) -> ConfigError:
     first_line = str(cause).splitlines()[0] if str(cause) else type(cause).__name__
     if full_key:
         value = getattr(cause, "value", None)
+        typed = {o.split("=", 1)[0].lstrip("+~"): o.split("=", 1)[1] for o in overrides if "=" in o}
+        value = typed.get(full_key, value) if value is None else value
         if isinstance(cause, ConfigAttributeError | ConfigKeyError):
             return ConfigError(full_key, value, "no such key; " + _known_keys(full_key))
         choices = re.search(r"expected one of \[(.*)\]", first_line)
