@@ -22,6 +22,7 @@ from ganexp.data.images import to_signed_unit
 from ganexp.errors import ConfigError
 from ganexp.metrics import extractors
 from ganexp.metrics.classifier import record_path, sha256_file
+from ganexp.metrics.distances import Logits
 from ganexp.metrics.extractors import (
     ASSETS,
     INCEPTION_URL,
@@ -129,7 +130,7 @@ def test_classifier_works_in_torchmetrics(
     assert kid(other) < kid(noise) / 10
 
     def inception_score(fake: torch.Tensor) -> float:
-        metric = InceptionScore(feature=classifier.logits_module(), splits=1)
+        metric = InceptionScore(feature=Logits(classifier), splits=1)
         metric.update(fake)
         return float(metric.compute()[0])
 

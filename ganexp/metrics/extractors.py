@@ -2,7 +2,7 @@
 
 Two kinds, behind one interface (:class:`FeatureExtractor`: uint8 images in, float32 features or
 logits out), usable as the ``feature=`` module of torchmetrics' FrechetInceptionDistance,
-KernelInceptionDistance and (through :meth:`FeatureExtractor.logits_module`) InceptionScore:
+KernelInceptionDistance and (through :class:`ganexp.metrics.distances.Logits`) InceptionScore:
 
 - ``inception``: the FID Inception v3 of torchmetrics / torch-fidelity (2048 pool features, 1008
   logits), the standard for comparing with published numbers. Its weights come from
@@ -96,20 +96,6 @@ class FeatureExtractor(nn.Module):
     @torch.no_grad()
     def logits(self, images: torch.Tensor) -> torch.Tensor:
         return self.net.logits(images).float()
-
-    def logits_module(self) -> nn.Module:
-        """A module whose forward gives :meth:`logits`: ``InceptionScore(feature=...)``."""
-        return _Logits(self)
-
-
-class _Logits(nn.Module):
-    def __init__(self, extractor: FeatureExtractor) -> None:
-        super().__init__()
-        self.extractor = extractor
-        self.num_features = extractor.num_classes
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.extractor.logits(images)
 
 
 class _Inception(nn.Module):
