@@ -15,8 +15,10 @@ DCGAN-32 on Fashion-MNIST at batch 128, for:
 Every loop first runs a few warm-up steps (their time is kept: for ``device.compile=true`` it is
 the compile time). Then the loops take turns: each round runs every loop for the same number of
 steps, in an order rotated from round to round, so that a change in the machine's load hits
-every loop alike. A loop's figure is the median over rounds; its ratio to the tutorial is the
-median of the ratios within each round.
+every loop alike. The tutorial's DataLoader workers load batches ahead between its rounds; that
+work is kept out of every timed round (see ``TutorialLoop.before_round``), else it would land in
+the next loop's round and make the tutorial's next round look free. A loop's figure is the
+median over rounds; its ratio to the tutorial is the median of the ratios within each round.
 
 The hook overhead is measured on a separate default session running ``trainer.train()`` with all
 its hooks at the default intervals (only ``max_steps`` is shortened): each hook's methods are
@@ -48,8 +50,10 @@ from ganexp.build import build_discriminator, build_generator
 from ganexp.data import data_spec
 from ganexp.data.mnist import locate
 from ganexp.errors import ConfigError
+from ganexp.models.dcgan import Project, Score
 
 TUTORIAL = "PyTorch DCGAN tutorial loop"
+REFILL_S = 1.0  # after its round, the tutorial's DataLoader workers load ahead (4 batches)
 
 
 @dataclass(frozen=True)
@@ -75,12 +79,14 @@ class TutorialLoop:
     """The PyTorch DCGAN tutorial's training loop, step for step.
 
     Differences from the tutorial, none of which changes the work done: Fashion-MNIST (1 channel,
-    so Normalize takes one mean and std) instead of CelebA; ganexp's G and D (the same DCGAN
-    layers and initialization, but D returns logits, so the loss is ``BCEWithLogitsLoss``
-    instead of a Sigmoid layer plus ``BCELoss``, and G takes z as (N, nz) instead of
-    (N, nz, 1, 1)). The tutorial's per-iteration ``.item()`` reads of the losses and D outputs
-    are kept. One DataLoader iterator lives across rounds and is renewed at the end of an epoch,
-    as in the tutorial's ``for epoch ...: for data in dataloader``.
+    so Normalize takes one mean and std) instead of CelebA; ganexp's G and D layers with their
+    initialization, as plain PyTorch modules (G's first layer an ``nn.ConvTranspose2d`` of z as
+    a 1x1 map and D's last an ``nn.Conv2d``, as the tutorial writes them, where ganexp computes
+    both as the matrix products they are), but D returns logits, so the loss is
+    ``BCEWithLogitsLoss`` instead of a Sigmoid layer plus ``BCELoss``. The tutorial's
+    per-iteration ``.item()`` reads of the losses and D outputs are kept. One DataLoader iterator
+    lives across rounds and is renewed at the end of an epoch, as in the tutorial's
+    ``for epoch ...: for data in dataloader``.
     """
 
     label = TUTORIAL
@@ -89,8 +95,8 @@ class TutorialLoop:
         _, cfg = compose_config(QUIET)
         spec = data_spec(cfg.data)
         self.device = torch.device("cpu")
-        self.netG = build_generator(cfg, spec)
-        self.netD = build_discriminator(cfg, spec)
+        self.netG = _plain_layers(build_generator(cfg, spec).net)
+        self.netD = _plain_layers(build_discriminator(cfg, spec).net)
         self.nz = cfg.trainer.z_dim
         dataset = locate(cfg.data).load()  # a torchvision FashionMNIST (ganexp finds the files)
         dataset.transform = transforms.Compose(
@@ -128,7 +134,7 @@ class TutorialLoop:
         errD_real = criterion(output, label)
         errD_real.backward()
         D_x = output.sigmoid().mean().item()
-        noise = torch.randn(b_size, self.nz, device=self.device)
+        noise = torch.randn(b_size, self.nz, 1, 1, device=self.device)
         fake = netG(noise)
         label.fill_(0.0)
         output = netD(fake.detach()).view(-1)
@@ -148,8 +154,39 @@ class TutorialLoop:
         self.stats.append((errG.item(), errD.item(), D_x, D_G_z1, D_G_z2))
         return b_size
 
+    def before_round(self) -> None:
+        """Drop the batches the workers loaded ahead since the last round, so that the timed
+        steps pay for their data as the tutorial's steady state does."""
+        for _ in range(self.loader.num_workers * (self.loader.prefetch_factor or 0)):
+            self._next_batch()
+
+    def after_round(self) -> None:
+        """Let the workers load ahead now, untimed, rather than during another loop's round."""
+        time.sleep(REFILL_S)
+
     def close(self) -> None:
         del self.batches  # stops the worker processes
+
+
+def _plain_layers(net: nn.Sequential) -> nn.Sequential:
+    """``net`` with ganexp's matrix-product layers (Project, Score) as the plain convolutions
+    they compute, with the same weights."""
+    layers = []
+    for layer in net:
+        if isinstance(layer, Project | Score):
+            base = type(layer).__mro__[1]  # nn.ConvTranspose2d or nn.Conv2d
+            plain = base(
+                layer.in_channels,
+                layer.out_channels,
+                layer.kernel_size,
+                layer.stride,
+                layer.padding,
+                bias=layer.bias is not None,
+            )
+            plain.load_state_dict(layer.state_dict())
+            layer = plain
+        layers.append(layer)
+    return nn.Sequential(*layers)
 
 
 class GanexpLoop:
@@ -242,10 +279,13 @@ class Timing:
 def _timed_steps(loop: Any, steps: int) -> float:
     """img/s of ``steps`` consecutive steps."""
     gc.collect()
+    getattr(loop, "before_round", lambda: None)()
     start = time.perf_counter()
     images = sum(loop.step() for _ in range(steps))
     sync(loop.device)
-    return images / (time.perf_counter() - start)
+    img_per_s = images / (time.perf_counter() - start)
+    getattr(loop, "after_round", lambda: None)()
+    return img_per_s
 
 
 def interleaved(
