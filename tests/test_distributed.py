@@ -47,9 +47,20 @@ def params(state: dict) -> dict[str, torch.Tensor]:
     return {f"{net}.{key}": value for net in nets for key, value in state[net].items()}
 
 
-def test_two_processes_hold_identical_weights_after_training(tmp_path: Path) -> None:
-    # spectral norm in D: its power-iteration vectors are buffers updated in place every forward
-    overrides = ("experiment=smoke", "norm.discriminator=spectral", "metrics.enabled=false")
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        # spectral norm in D: its power-iteration vectors are buffers updated in place
+        ("norm.discriminator=spectral",),
+        # several critic steps, and the penalty's double backward through D
+        ("loss=wgan_gp", "norm.discriminator=layer", "trainer.n_critic=2"),
+    ],
+    ids=["bce-spectral", "wgan_gp"],
+)
+def test_two_processes_hold_identical_weights_after_training(
+    tmp_path: Path, overrides: tuple[str, ...]
+) -> None:
+    overrides = ("experiment=smoke", "metrics.enabled=false", *overrides)
     torchrun(str(TESTS / "ddp_worker.py"), str(tmp_path / "run"), str(tmp_path), *overrides)
     rank0 = torch.load(tmp_path / "rank0.pt", weights_only=True)
     rank1 = torch.load(tmp_path / "rank1.pt", weights_only=True)
