@@ -99,7 +99,11 @@ class ImageEvaluator:
             "num_fake": self.n,
             "reference_split": "train",
             "headline": f"eval/{self.headline}",
-            "versions": {name: version(name) for name in ("torch", "torchmetrics", "torchvision")},
+            "versions": {
+                "torch": str(torch.__version__),  # with the build's local label (e.g. +cu132)
+                "torchmetrics": version("torchmetrics"),
+                "torchvision": version("torchvision"),
+            },
         }
 
     def _real_batches(self) -> Iterator[torch.Tensor]:
