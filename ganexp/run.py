@@ -294,7 +294,7 @@ def stop_on_signals(trainer: Trainer) -> Iterator[None]:
     entrypoint then hands the signal back to submitit, which requeues the job."""
 
     def request_stop(signum: int, frame: object) -> None:
-        trainer.stop_signal = signum
+        trainer.signal_received = signum
         signal.signal(signal.SIGINT, signal.default_int_handler)
 
     if threading.current_thread() is not threading.main_thread():

@@ -78,7 +78,8 @@ class Trainer:
     step: int = 0
     images_seen: int = 0
     skipped_steps: int = 0
-    stop_signal: int = 0  # set by a signal handler; the loop stops after the current step
+    signal_received: int = 0  # set by a signal handler, at any moment
+    stop_signal: int = 0  # the signal the loop stops for, after the current step's hooks
 
     def __post_init__(self) -> None:
         # what the step calls to train each network: the network itself, or its DDP wrapper
@@ -214,8 +215,9 @@ class Trainer:
         while self.step < self.max_steps:
             self.run_step()
             self.step += 1
-            # every process stops at the same step, whichever of them got the signal
-            self.stop_signal = self.world.max(self.stop_signal)
+            # read once per step, after it: every process stops at the same step, whichever of
+            # them got the signal, and however late in the step it came
+            self.stop_signal = self.world.max(self.signal_received)
             for hook in self.hooks:
                 hook.after_step(self)
             if self.stop_signal:

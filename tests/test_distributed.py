@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -130,6 +132,52 @@ def test_submitit_tasks_of_one_job_train_as_one_run(tmp_path: Path) -> None:
     assert len(list((sweep / "0" / "wandb").glob("offline-run-*"))) == 1
     assert len(load_checkpoint(sweep / "0" / "checkpoints" / "last.pt")["ranks"]) == 2
     assert json.loads((sweep / "0" / "job.json").read_text())["status"] == "completed"
+
+
+def _rank_pid(marker: str, rank: int) -> int | None:
+    """The pid of the worker process with ``rank`` among those started with ``marker``."""
+    wanted = {f"GANEXP_TEST={marker}".encode(), f"RANK={rank}".encode()}
+    for proc in Path("/proc").iterdir():
+        try:
+            environ = set((proc / "environ").read_bytes().split(b"\0"))
+        except OSError:
+            continue
+        if proc.name.isdigit() and wanted <= environ:
+            return int(proc.name)
+    return None
+
+
+def test_sigterm_to_one_process_stops_both_at_one_step_and_the_run_continues(
+    tmp_path: Path,
+) -> None:
+    run_dir = tmp_path / "run"
+    args = [*TORCHRUN, "-m", "ganexp", *SMOKE, "logger=none", f"hydra.run.dir={run_dir}"]
+    long_run = ["trainer.max_steps=400", "trainer.log_every=1", "trainer.checkpoint_every=1000"]
+    env = os.environ | {"GANEXP_TEST": str(tmp_path)}  # unique to this test run
+    proc = subprocess.Popen(
+        [*args, *long_run], env=env, stderr=subprocess.PIPE, text=True, start_new_session=True
+    )
+    try:
+        metrics = run_dir / "metrics.jsonl"
+        deadline = time.monotonic() + 300
+        while not (metrics.exists() and metrics.read_text().count("\n") >= 3):
+            assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read()[-3000:]
+            time.sleep(0.2)
+        os.kill(_rank_pid(str(tmp_path), 1), signal.SIGTERM)  # rank 1 only
+        stderr = proc.communicate(timeout=120)[1]
+    finally:
+        if proc.poll() is None:  # a hang: leave no processes behind
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode != 0  # torchrun reports its workers' exit 143
+    assert stderr.count("stopped by SIGTERM") == 2, stderr[-3000:]  # both ranks, one step
+    state = load_checkpoint(run_dir / "checkpoints" / "last.pt")
+    assert 3 <= state["step"] < 400 and len(state["ranks"]) == 2
+    result = subprocess.run([*args, *long_run[:1]], env=env, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert f"resuming from {run_dir / 'checkpoints' / 'last.pt'} at step {state['step']}" in (
+        result.stderr
+    )
+    assert load_checkpoint(run_dir / "checkpoints" / "last.pt")["step"] == 400
 
 
 def test_processes_split_every_batch_between_them() -> None:
