@@ -1,11 +1,13 @@
 """Run by tests/test_distributed.py under torchrun: a smoke run through ganexp.run in every
 process, after which each process saves its own weights as OUT/rank<r>.pt for the test to compare.
+With GANEXP_NAN_AT=RANK:STEP in the environment, that rank's D outputs NaN from that step on.
 
 usage: python -m torch.distributed.run --nproc_per_node=N ddp_worker.py RUN_DIR OUT OVERRIDE...
 """
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -14,7 +16,9 @@ from helpers import smoke_config
 
 from ganexp import distributed
 from ganexp.config import register_schema
+from ganexp.errors import RunFailed
 from ganexp.run import execute, setup
+from ganexp.train import Trainer
 
 
 def main() -> None:
@@ -23,13 +27,28 @@ def main() -> None:
     world = distributed.start("cpu")
     cfg, resolved = smoke_config(*overrides)
     session = setup(cfg, resolved, Path(run_dir), name="ddp", group=None)
-    execute(session)
     trainer = session.trainer
+    if "GANEXP_NAN_AT" in os.environ:
+        rank, step = map(int, os.environ["GANEXP_NAN_AT"].split(":"))
+        if rank == world.rank:
+            poison_from(trainer, step)
+    try:
+        execute(session)
+    except RunFailed as error:
+        print(f"rank {world.rank}: {error}", file=sys.stderr)
+        sys.exit(1)
     state = {
         "generator": trainer.generator.state_dict(),
         "discriminator": trainer.discriminator.state_dict(),
     }
     torch.save(state, Path(out) / f"rank{world.rank}.pt")
+
+
+def poison_from(trainer: Trainer, step: int) -> None:
+    def poison(module, inputs, output):
+        return output * float("nan") if trainer.step + 1 >= step else output
+
+    trainer.discriminator.register_forward_hook(poison)
 
 
 if __name__ == "__main__":
