@@ -168,14 +168,16 @@ class TutorialLoop:
         del self.batches  # stops the worker processes
 
 
+PLAIN = {Project: nn.ConvTranspose2d, Score: nn.Conv2d}
+
+
 def _plain_layers(net: nn.Sequential) -> nn.Sequential:
     """``net`` with ganexp's matrix-product layers (Project, Score) as the plain convolutions
     they compute, with the same weights."""
     layers = []
     for layer in net:
         if isinstance(layer, Project | Score):
-            base = type(layer).__mro__[1]  # nn.ConvTranspose2d or nn.Conv2d
-            plain = base(
+            plain = PLAIN[type(layer)](
                 layer.in_channels,
                 layer.out_channels,
                 layer.kernel_size,

@@ -71,7 +71,8 @@ class World:
         every forward (``forward_sync_buffers=False``): D runs several times per backward, and
         spectral norm's vectors are updated in place there; they stay equal across processes
         anyway, because every process starts from the same ones and sees the same weights."""
-        ids = [module_device(module)] if module_device(module).type == "cuda" else None
+        device = next(module.parameters()).device
+        ids = [device] if device.type == "cuda" else None
         return DistributedDataParallel(module, device_ids=ids, forward_sync_buffers=False)
 
     def shard(self, batch: torch.Tensor) -> torch.Tensor:
@@ -112,10 +113,6 @@ class World:
         box = [value]
         dist.broadcast_object_list(box, src=0, group=self.control)
         return box[0]
-
-
-def module_device(module: nn.Module) -> torch.device:
-    return next(module.parameters()).device
 
 
 _world = World()

@@ -27,6 +27,7 @@ from ganexp.errors import ConfigError
 from ganexp.preflight import check_processes
 
 TESTS = Path(__file__).parent
+GANEXP = str(Path(sys.executable).with_name("ganexp"))
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
 SMOKE = ("experiment=smoke", "trainer.max_steps=6", "metrics.enabled=false")
 
@@ -123,10 +124,9 @@ def test_stopped_and_continued_run_ends_with_the_uninterrupted_weights(tmp_path:
 def test_submitit_tasks_of_one_job_train_as_one_run(tmp_path: Path) -> None:
     """hydra.launcher.tasks_per_node=2: submitit starts two processes per job; they join one
     process group from submitit's environment, as the tasks of a multi-node Slurm job do."""
-    ganexp = str(Path(sys.executable).with_name("ganexp"))
     sweep = tmp_path / "sweep"
     launcher = ("hydra/launcher=submitit_local", "hydra.launcher.tasks_per_node=2")
-    cmd = [ganexp, "-m", *launcher, f"hydra.sweep.dir={sweep}", *SMOKE, "logger.mode=offline"]
+    cmd = [GANEXP, "-m", *launcher, f"hydra.sweep.dir={sweep}", *SMOKE, "logger.mode=offline"]
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=400)
     assert result.returncode == 0, result.stderr[-3000:]
     logs = "".join(p.read_text() for p in (sweep / ".submitit").rglob("*_log.err"))
@@ -233,9 +233,8 @@ def test_what_several_processes_need_is_checked_first(
 
 def test_a_sweep_under_torchrun_is_refused_in_one_line(tmp_path: Path) -> None:
     env = os.environ | {"WORLD_SIZE": "2", "RANK": "0", "LOCAL_RANK": "0"}
-    ganexp = str(Path(sys.executable).with_name("ganexp"))
     result = subprocess.run(
-        [ganexp, "-m", "experiment=smoke", "seed=0,1"],
+        [GANEXP, "-m", "experiment=smoke", "seed=0,1"],
         cwd=tmp_path,
         env=env,
         capture_output=True,
