@@ -1,6 +1,8 @@
 """Run by tests/test_distributed.py under torchrun: a smoke run through ganexp.run in every
 process, after which each process saves its own weights as OUT/rank<r>.pt for the test to compare.
-With GANEXP_NAN_AT=RANK:STEP in the environment, that rank's D outputs NaN from that step on.
+With GANEXP_NAN_AT=RANK:STEP in the environment, that rank's D outputs NaN from that step on,
+and each process that stops on the fault writes its one-line report to OUT/rank<r>.error (a file
+of its own: two processes' lines on a shared stderr can interleave).
 
 usage: python -m torch.distributed.run --nproc_per_node=N ddp_worker.py RUN_DIR OUT OVERRIDE...
 """
@@ -35,7 +37,7 @@ def main() -> None:
     try:
         execute(session)
     except RunFailed as error:
-        print(f"rank {world.rank}: {error}", file=sys.stderr)
+        (Path(out) / f"rank{world.rank}.error").write_text(str(error))
         sys.exit(1)
     state = {
         "generator": trainer.generator.state_dict(),
