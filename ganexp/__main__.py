@@ -18,7 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 from ganexp.config import register_schema
 from ganexp.errors import ConfigError, GanexpError, Interrupted
 from ganexp.job import write_job_record
-from ganexp.preflight import check_config, preflight, run_settings
+from ganexp.preflight import check_config, flags_first, preflight, run_settings
 
 
 def _fail(error: Exception) -> None:
@@ -129,6 +129,7 @@ def _join_processes(argv: list[str]) -> list[str]:
 
 def main() -> None:
     register_schema()
+    sys.argv[1:] = flags_first(sys.argv[1:])
     try:
         preflight(sys.argv[1:])
         if "WORLD_SIZE" in os.environ and int(os.environ["WORLD_SIZE"]) > 1:

@@ -25,23 +25,35 @@ from ganexp.errors import ConfigError
 CONFIG_MODULE = "ganexp.conf"
 # Flags that take a value, and flags after which Hydra does not run a job.
 _FLAGS_WITH_VALUE = {"--config-path", "-cp", "--config-name", "-cn", "--config-dir", "-cd"}
+_FLAGS_WITH_VALUE |= {"--cfg", "-c", "--package", "-p", "--experimental-rerun"}
+_INFO_FLAGS = {"--info", "-i"}  # its value is optional: one of Hydra's topics
+_INFO_TOPICS = {"all", "config", "defaults", "defaults-tree", "plugins", "searchpath"}
 _NO_JOB_FLAGS = {"-h", "--help", "--hydra-help", "--info", "-i", "--cfg", "-c", "-sc"}
 _NO_JOB_FLAGS |= {"--shell-completion", "--version"}
 
 
 def split_argv(argv: list[str]) -> tuple[list[str], list[str]]:
-    """Separate Hydra's flags from the overrides."""
+    """Separate Hydra's flags (with their values) from the overrides, wherever each stands."""
     flags: list[str] = []
     overrides: list[str] = []
-    args = iter(argv)
-    for arg in args:
-        if arg.startswith("-"):
-            flags.append(arg)
-            if arg in _FLAGS_WITH_VALUE:
-                flags.append(next(args, ""))
-        else:
+    args = list(argv)
+    while args:
+        arg = args.pop(0)
+        if not arg.startswith("-"):
             overrides.append(arg)
+            continue
+        flags.append(arg)
+        info_topic = arg in _INFO_FLAGS and bool(args) and args[0] in _INFO_TOPICS
+        if (arg in _FLAGS_WITH_VALUE or info_topic) and args:
+            flags.append(args.pop(0))
     return flags, overrides
+
+
+def flags_first(argv: list[str]) -> list[str]:
+    """``argv`` with Hydra's flags before the overrides, so that ``ganexp experiment=X -m
+    norm=a,b`` works as typed (Hydra's argument parser wants flags before overrides)."""
+    flags, overrides = split_argv(argv)
+    return [*flags, *overrides]
 
 
 def _is_hydra_override(override: str) -> bool:

@@ -24,7 +24,7 @@ from wandb_runfile import image_keys, load_run
 
 import ganexp
 from ganexp.config import validate
-from ganexp.preflight import job_overrides
+from ganexp.preflight import flags_first, job_overrides
 from ganexp.sweep import MISSING_RECORD, SweepSummary, read_curve, summarize
 
 GANEXP = str(Path(sys.executable).with_name("ganexp"))
@@ -161,6 +161,26 @@ def test_every_preset_runs_a_job_in_smoke_mode(tmp_path: Path) -> None:
     assert {r["steps"] for r in rows} == {"2"}
 
 
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (
+            ["experiment=norm_study", "-m", "norm=batch"],
+            ["-m", "experiment=norm_study", "norm=batch"],
+        ),
+        (
+            ["norm=layer", "--cfg", "job", "-p", "norm"],
+            ["--cfg", "job", "-p", "norm", "norm=layer"],
+        ),
+        (["a=1", "--info", "defaults", "b=2"], ["--info", "defaults", "a=1", "b=2"]),
+        (["a=1", "--info", "b=2"], ["--info", "a=1", "b=2"]),
+        (["--multirun", "seed=0,1"], ["--multirun", "seed=0,1"]),
+    ],
+)
+def test_hydra_flags_go_first_wherever_they_are_typed(argv: list[str], expected: list[str]) -> None:
+    assert flags_first(argv) == expected
+
+
 def test_command_line_axes_replace_a_preset_s_sweep_axes() -> None:
     with initialize_config_module("ganexp.conf", version_base="1.3"):
         cfg = compose("config", overrides=["experiment=norm_study"], return_hydra_config=True)
@@ -176,8 +196,8 @@ def test_mode_collapse_runs_under_joblib_with_one_wandb_run_per_job(tmp_path: Pa
     and its own offline W&B run, all in one group, then the summary run."""
     sweep = tmp_path / "mc"
     result = ganexp_cmd(
-        "-m",
         "experiment=mode_collapse",
+        "-m",  # where users type it: after the preset
         "data=grid25",
         "seed=0",
         "hydra.launcher.n_jobs=2",
