@@ -1,6 +1,6 @@
-# ganexp: `make install` once, then `make train` / `make test`.
-PY := .venv/bin/python
-UV := $(shell command -v uv 2>/dev/null || echo "$(PY) -m uv")
+# ganexp: `make train` / `make test` on a machine with Python 3.11 and make. What they need from
+# the machine (uv; Debian's dataset-fashion-mnist) comes from scripts/setup.sh, which installs it
+# (as root, or with passwordless sudo) or says what to run and stops.
 
 .PHONY: help install train smoke test lint format bench
 
@@ -8,19 +8,22 @@ help:  ## this list
 	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
 
 .venv/.installed: pyproject.toml uv.lock
-	@command -v uv >/dev/null 2>&1 || python3 -m pip install --quiet uv
-	uv sync --frozen --compile-bytecode
+	@uv=$$(scripts/setup.sh uv) && echo "$$uv sync --frozen --compile-bytecode" && \
+	  "$$uv" sync --frozen --compile-bytecode
 	@touch $@
 
 install: .venv/.installed  ## create .venv with the locked dependencies (uv)
 
 train: install  ## the default experiment: DCGAN on Fashion-MNIST (ARGS="norm=layer loss=wgan_gp")
+	@scripts/setup.sh run $(ARGS)
 	.venv/bin/ganexp $(ARGS)
 
 smoke: install  ## a few steps of every hook, as CI runs it
+	@scripts/setup.sh run experiment=smoke $(ARGS)
 	.venv/bin/ganexp experiment=smoke $(ARGS)
 
-test: install  ## the test suite (CPU, offline)
+test: install  ## the test suite (CPU, offline; ARGS='-m "not slow"': the quick part)
+	@scripts/setup.sh tests
 	.venv/bin/pytest $(ARGS)
 
 lint: install  ## ruff check + format check
@@ -32,4 +35,5 @@ format: install  ## ruff fix + format
 	.venv/bin/ruff format .
 
 bench: install  ## performance figures vs the PyTorch DCGAN tutorial (ARGS=--quick: 1-2 min)
+	@scripts/setup.sh run
 	.venv/bin/python bench/bench.py $(ARGS)

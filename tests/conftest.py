@@ -26,3 +26,17 @@ def _isolated_env(tmp_path_factory: pytest.TempPathFactory) -> None:
         GANEXP_CACHE=str(tmp_path_factory.mktemp("cache")),
     )
     register_schema()
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests marked ``gpu`` are skipped, with the reason, where there is no CUDA GPU."""
+    gpu_tests = [item for item in items if item.get_closest_marker("gpu")]
+    if not gpu_tests:
+        return
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU (torch.cuda.is_available() is false)")
+    for item in gpu_tests:
+        item.add_marker(skip)

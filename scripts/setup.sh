@@ -1,0 +1,160 @@
+#!/usr/bin/env bash
+# What `make` needs from the machine beyond Python 3.11 and make itself, in one place:
+#
+#   scripts/setup.sh uv              prints the path of a uv to run, installing one if there is none
+#   scripts/setup.sh tests           installs Debian's dataset-fashion-mnist if it is not (the tests
+#                                    read /usr/share/datasets/fashion-mnist)
+#   scripts/setup.sh run [OVERRIDES] installs it when `ganexp OVERRIDES` trains on Fashion-MNIST
+#                                    and finds no copy: data.root set, or files already present
+#                                    (data.search, an earlier download), install nothing
+#
+# System packages are installed with apt-get as root, or through sudo when it needs no password.
+# When neither works, the command to run is printed in one or two lines and the exit code is 1.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+FASHION=/usr/share/datasets/fashion-mnist
+UV_DIR=.uv-bootstrap # uv's own wheel unpacked here when no uv is on PATH (self-ignored by git)
+
+say() { printf 'setup: %s\n' "$*" >&2; }
+
+# Run a command as root: directly, or through sudo when it asks for no password. 1 if neither.
+as_root() {
+  if [ "$(id -u)" -eq 0 ]; then
+    "$@"
+  elif command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then
+    sudo -n "$@"
+  else
+    return 1
+  fi
+}
+
+can_apt() {
+  command -v apt-get >/dev/null 2>&1 || return 1
+  [ "$(id -u)" -eq 0 ] || { command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; }
+}
+
+# apt-get install PACKAGES, updating the package lists first when the install alone fails (a
+# fresh machine or container starts with none).
+apt_install() {
+  export DEBIAN_FRONTEND=noninteractive
+  say "installing $* (apt-get install)"
+  as_root apt-get install -y -qq "$@" >/dev/null 2>&1 && return 0
+  as_root apt-get update -qq >/dev/null && as_root apt-get install -y -qq "$@" >/dev/null
+}
+
+# ---- uv -------------------------------------------------------------------------------------------
+
+pip_target_uv() {
+  # --target: a folder of its own, not the interpreter's packages, so PEP 668 (Debian's
+  # "externally managed" python3) does not refuse it
+  PIP_ROOT_USER_ACTION=ignore python3 -m pip install --quiet --disable-pip-version-check \
+    --target "$UV_DIR" uv >&2 &&
+    printf '*\n' >"$UV_DIR/.gitignore"
+}
+
+setup_uv() {
+  if command -v uv >/dev/null 2>&1; then
+    command -v uv
+    return
+  fi
+  if [ ! -x "$UV_DIR/bin/uv" ]; then
+    say "no uv on PATH: installing it into $UV_DIR with pip"
+    if ! python3 -m pip --version >/dev/null 2>&1; then
+      if can_apt; then
+        apt_install python3-pip
+      else
+        say "python3 has no pip. Run: sudo apt-get install python3-pip   (or install uv:"
+        say "https://docs.astral.sh/uv/getting-started/installation/), then run make again"
+        exit 1
+      fi
+    fi
+    rm -rf "$UV_DIR"
+    pip_target_uv || {
+      say "pip could not install uv; install it (https://docs.astral.sh/uv/getting-started/installation/) and run make again"
+      exit 1
+    }
+  fi
+  echo "$PWD/$UV_DIR/bin/uv"
+}
+
+# ---- Fashion-MNIST --------------------------------------------------------------------------------
+
+# Whether the ganexp command with overrides "$@" needs Debian's copy: some job trains on
+# fashion_mnist, sets no data.root, and no copy is found (data.search, an earlier download in the
+# cache). Prints yes or no. A command that does not compose says no: ganexp then reports the error.
+needs_fashion() {
+  .venv/bin/python - "$@" <<'EOF' 2>/dev/null || echo no
+import dataclasses
+import sys
+
+from hydra import compose, initialize_config_module
+
+from ganexp import preflight
+from ganexp.config import register_schema, validate
+from ganexp.errors import ConfigError
+
+
+def needs(argv: list[str]) -> bool:
+    flags, overrides = preflight.split_argv(argv)
+    if preflight._NO_JOB_FLAGS & set(flags):
+        return False
+    multirun = bool({"-m", "--multirun"} & set(flags))
+    register_schema()
+    with initialize_config_module(preflight.CONFIG_MODULE, version_base="1.3"):
+        params = preflight._sweeper_params(overrides) if multirun else {}
+        for job in preflight.job_overrides(overrides, multirun, params):
+            data = validate(compose("config", overrides=job)).data
+            if data.name != "fashion_mnist" or data.root:
+                continue
+            from ganexp.data.mnist import locate
+
+            try:
+                locate(dataclasses.replace(data, download=False))
+            except ConfigError:
+                return True
+    return False
+
+
+print("yes" if needs(sys.argv[1:]) else "no")
+EOF
+}
+
+# Install Debian's copy, or say what to run and exit 1. $1: the line printed after that.
+install_fashion() {
+  local line
+  if ! command -v apt-get >/dev/null 2>&1; then
+    line="there is no apt-get here: copy its four *-ubyte.gz files into $FASHION"
+  elif can_apt; then
+    apt_install dataset-fashion-mnist && return
+    line="apt-get install dataset-fashion-mnist failed (above)"
+  elif command -v sudo >/dev/null 2>&1; then
+    line="only root can install it. Run: sudo apt-get install dataset-fashion-mnist"
+  else
+    line="only root can install it. Run: su -c 'apt-get install dataset-fashion-mnist'"
+  fi
+  say "Fashion-MNIST is not installed and $line"
+  say "$1"
+  exit 1
+}
+
+have_fashion() {
+  [ -f "$FASHION/train-images-idx3-ubyte.gz" ] && [ -f "$FASHION/train-labels-idx1-ubyte.gz" ]
+}
+
+case "${1:-}" in
+  uv) setup_uv ;;
+  tests)
+    have_fashion || install_fashion "then run make test again (the tests read $FASHION)"
+    ;;
+  run)
+    shift
+    if ! have_fashion && [ "$(needs_fashion "$@")" = yes ]; then
+      install_fashion "then run make again, or use a copy of your own: ARGS=\"data.root=DIR\""
+    fi
+    ;;
+  *)
+    echo "usage: $0 uv | tests | run [GANEXP OVERRIDES]" >&2
+    exit 2
+    ;;
+esac
