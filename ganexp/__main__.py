@@ -9,6 +9,7 @@ import signal
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -20,6 +21,9 @@ from ganexp.errors import ConfigError, GanexpError, Interrupted
 from ganexp.job import write_job_record
 from ganexp.preflight import check_config, flags_first, preflight, run_settings
 
+if TYPE_CHECKING:
+    from ganexp.run import RunResult
+
 
 def _fail(error: Exception) -> None:
     print(f"ganexp: error: {error}", file=sys.stderr)
@@ -28,10 +32,31 @@ def _fail(error: Exception) -> None:
 def _remove_if_untouched(run_dir: Path) -> bool:
     """A job refused before it started leaves no run folder behind (only Hydra's files)."""
     made = {p.name for p in run_dir.iterdir()} if run_dir.is_dir() else set()
-    if made <= {".hydra", "main.log", "__main__.log"}:
+    if made <= {".hydra", "main.log", "__main__.log", "config.yaml"}:
         shutil.rmtree(run_dir, ignore_errors=True)
         return True
     return False
+
+
+def _save_config(resolved: dict, run_dir: Path, show: bool) -> None:
+    """The resolved config as RUN/config.yaml (Hydra's .hydra/config.yaml keeps the
+    interpolations), and on stdout for a single run."""
+    text = OmegaConf.to_yaml(resolved)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.yaml").write_text(text)
+    if show:
+        print(f"# ganexp: resolved config (saved as {run_dir / 'config.yaml'})\n{text}", flush=True)
+
+
+def _finished(result: RunResult, run_dir: Path, wall_time_s: float, multirun: bool) -> None:
+    """The run's own report on stderr; in a sweep one line per job (the sweep ends with its
+    summary's path)."""
+    from ganexp.run import report
+
+    block = report(result, run_dir, wall_time_s)
+    if multirun:
+        block = block.splitlines()[0] + f" ({run_dir})"
+    print(block, file=sys.stderr)
 
 
 def _run_name(hydra_cfg: DictConfig) -> str:
@@ -72,16 +97,21 @@ def _job(cfg: DictConfig) -> float | None:
 
         # joins the other tasks of a multi-task submitit job (torchrun's joined in main())
         main_process = distributed.start(resolve_device(run_cfg.device.name).type).is_main
+        resolved = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
+        if main_process:
+            _save_config(resolved, run_dir, show=not multirun)
 
         result = run(
             run_cfg,
-            OmegaConf.to_container(cfg, resolve=True, enum_to_str=True),
+            resolved,
             run_dir,
             name=_run_name(hydra_cfg),
             group=group,
         )
         record |= {"status": "completed", "steps": result.steps}
         record |= {"final": result.final, "best": result.best}
+        if main_process:
+            _finished(result, run_dir, time.monotonic() - start, multirun)
         return result.best.get("value")
     except Interrupted as stop:
         record |= {"status": "interrupted", "error": str(stop)}

@@ -51,6 +51,12 @@ class LoggerMode(StrEnum):
     disabled = "disabled"
 
 
+class CheckpointUpload(StrEnum):
+    auto = "auto"  # online runs only
+    always = "always"
+    never = "never"
+
+
 class DeviceName(StrEnum):
     auto = "auto"
     cpu = "cpu"
@@ -135,6 +141,7 @@ class TrainerConfig:
     skip_nonfinite: bool = False  # true: skip optimizer steps on NaN/Inf losses instead of stopping
     num_samples: int = 64  # images in the fixed-noise grid (rounded to one row per class for cGAN)
     progress_bar: bool = True
+    profile: bool = False  # a torch.profiler trace of a few steps in the run folder's profile/
 
 
 @dataclass
@@ -145,6 +152,8 @@ class LoggerConfig:
     entity: str | None = None
     group: str | None = None  # default: the experiment name, or the sweep dir for -m
     tags: list[str] = field(default_factory=list)
+    watch: bool = False  # W&B histograms of both networks' gradients (wandb.watch)
+    log_checkpoints: CheckpointUpload = CheckpointUpload.auto  # as W&B model artifacts
 
 
 @dataclass

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import time
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any, Protocol
 
 import torch
@@ -13,12 +16,16 @@ from torch import nn
 from ganexp.checkpoint import BEST, CheckpointStore, rng_state
 from ganexp.errors import RunFailed
 from ganexp.tracking import Tracker
-from ganexp.train import Hook, ProgressBar, Trainer, grad_norm
+from ganexp.train import Hook, ProgressBar, StopRequested, Trainer, grad_norm
+
+PENDING_EVAL = "pending_eval"  # checkpoint key: the step whose evaluation a signal cut short
 
 
 class LogScalars(Hook):
     """Every ``every`` steps: the step statistics (means over the interval), gradient norms,
-    learning rates and throughput, to metrics.jsonl, W&B and the progress bar."""
+    learning rates and throughput, to metrics.jsonl, W&B and the progress bar; and to W&B,
+    histograms of D's outputs on the last real and fake batches (``hist/d_real``,
+    ``hist/d_fake``), which separate when D overpowers G."""
 
     def __init__(self, every: int, tracker: Tracker, bar: ProgressBar) -> None:
         self.every = every
@@ -47,6 +54,9 @@ class LogScalars(Hook):
             "perf/img_per_s": (trainer.images_seen - self._images) / max(elapsed, 1e-9),
         }
         self.tracker.log(trainer.step, scalars)
+        if trainer.d_outputs is not None:
+            real, fake = trainer.d_outputs
+            self.tracker.log_histograms(trainer.step, {"hist/d_real": real, "hist/d_fake": fake})
         self.bar.show(scalars)
         self._mark(trainer)
 
@@ -123,41 +133,83 @@ class Evaluator(Protocol):
     def setup(self) -> dict[str, Any]:
         """What the run config should record about the evaluation."""
 
-    def __call__(self, generator: nn.Module) -> dict[str, float]: ...
+    def __call__(
+        self, generator: nn.Module, should_stop: Callable[[], bool] | None = None
+    ) -> dict[str, float]:
+        """The metrics; ``should_stop`` is asked between batches (StopRequested on a yes)."""
 
 
 class Evaluate(Hook):
     """Every ``every`` steps (0: only at the last step): the evaluator's metrics as ``eval/...``
-    keys. Keeps checkpoints/best.pt by the headline metric; place it before the Checkpoint hook
-    so the last checkpoint of a step knows the best value."""
+    keys, and a W&B table of the fixed-noise samples. Keeps checkpoints/best.pt by the headline
+    metric; place it before the Checkpoint hook so the last checkpoint of a step knows the best
+    value.
 
-    def __init__(self, every: int, tracker: Tracker, evaluate: Evaluator, checkpoint: Checkpoint):
+    A stop signal between evaluation batches abandons the evaluation; the checkpoint then
+    records the step (``pending_eval``) and the resumed run evaluates it first. With several
+    processes rank 0 evaluates alone, so it cannot stop the others there: it finishes."""
+
+    def __init__(
+        self,
+        every: int,
+        tracker: Tracker,
+        evaluate: Evaluator,
+        checkpoint: Checkpoint,
+        fixed: FixedInputs | None = None,
+        class_names: tuple[str, ...] = (),
+    ):
         self.every = every
         self.tracker = tracker
         self.evaluate = evaluate
         self.checkpoint = checkpoint
+        self.fixed = fixed
+        self.class_names = class_names
         self.latest: dict[str, float] = {}
         self.best: dict[str, Any] = {}
 
     def due(self, trainer: Trainer) -> bool:
         return super().due(trainer) or (self.every == 0 and trainer.step == trainer.max_steps)
 
-    def load_state_dict(self, best: dict[str, Any]) -> None:
-        self.best = dict(best)
-        self.checkpoint.extra["best"] = self.best
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """The best value so far and a pending evaluation, from a checkpoint."""
+        if state.get("best"):
+            self.best = dict(state["best"])
+            self.checkpoint.extra["best"] = self.best
+        if state.get(PENDING_EVAL) is not None:
+            self.checkpoint.extra[PENDING_EVAL] = state[PENDING_EVAL]
+
+    def before_train(self, trainer: Trainer) -> None:
+        if self.checkpoint.extra.get(PENDING_EVAL) == trainer.step:
+            self._evaluate(trainer)
 
     def after_step(self, trainer: Trainer) -> None:
-        if not self.due(trainer):
-            return
-        self.latest = {f"eval/{k}": v for k, v in self.evaluate(trainer.generator).items()}
+        if self.due(trainer):
+            self._evaluate(trainer)
+
+    def _evaluate(self, trainer: Trainer) -> None:
+        should_stop = None if trainer.world.distributed else trainer.stop_requested
+        try:
+            self.latest = {
+                f"eval/{k}": v for k, v in self.evaluate(trainer.generator, should_stop).items()
+            }
+        except StopRequested:
+            self.checkpoint.extra[PENDING_EVAL] = trainer.step
+            raise
+        self.checkpoint.extra.pop(PENDING_EVAL, None)
         if not self.latest:
             return
         self.tracker.log(trainer.step, self.latest)
+        if self.fixed is not None and trainer.spec.kind == "image":
+            fixed = self.fixed
+            samples = generate(trainer.generator, fixed.noise, fixed.labels)
+            self.tracker.log_sample_table(trainer.step, samples, fixed.labels, self.class_names)
         key = f"eval/{self.evaluate.headline}"
         value = self.latest.get(key)
         if value is not None and self._improves(value):
-            self.load_state_dict({"key": key, "value": value, "step": trainer.step})
-            self.checkpoint.store.save_as(self.checkpoint.state(trainer), BEST)
+            self.best = {"key": key, "value": value, "step": trainer.step}
+            self.checkpoint.extra["best"] = self.best
+            path = self.checkpoint.store.save_as(self.checkpoint.state(trainer), BEST)
+            self.tracker.log_checkpoint(path, trainer.step, ["best"])
 
     def _improves(self, value: float) -> bool:
         if not self.best:
@@ -222,14 +274,20 @@ class Checkpoint(Hook):
         self.extra: dict[str, Any] = {}  # state other hooks add (e.g. the best metric)
 
     def after_step(self, trainer: Trainer) -> None:
-        if not self.due_or_stopping(trainer):
-            return
+        if self.due_or_stopping(trainer):
+            self.save(trainer)
+
+    def after_interrupt(self, trainer: Trainer) -> None:
+        self.save(trainer)
+
+    def save(self, trainer: Trainer) -> None:
         state = self.state(trainer)
         if trainer.world.distributed:
             own = {"rng": state["rng"], "data": state["data"]}
             state["ranks"] = trainer.world.gather(own)
         if trainer.world.is_main:
             self.store.save(state, trainer.step)
+            self.tracker.log_checkpoint(self.store.last, trainer.step, ["latest"])
 
     def state(self, trainer: Trainer) -> dict[str, Any]:
         """This process's view of the run (rank 0's is the whole of it with one process)."""
@@ -244,3 +302,35 @@ class Checkpoint(Hook):
                 "spec": dataclasses.asdict(trainer.spec),
             }
         )
+
+
+class Profile(Hook):
+    """trainer.profile (debug=profile): a torch.profiler trace of steps 2-4 (one skipped, one
+    warm-up, three recorded) written to ``profile/`` in the run folder as Chrome-trace JSON, which
+    Perfetto (ui.perfetto.dev) and chrome://tracing open."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.profiler: torch.profiler.profile | None = None
+
+    def before_train(self, trainer: Trainer) -> None:
+        os.environ.setdefault("KINETO_LOG_LEVEL", "5")  # no "gpuGetDeviceCount failed" on a CPU
+        activities = [torch.profiler.ProfilerActivity.CPU]
+        if trainer.device.type == "cuda":
+            activities.append(torch.profiler.ProfilerActivity.CUDA)
+        self.profiler = torch.profiler.profile(
+            activities=activities,
+            schedule=torch.profiler.schedule(wait=1, warmup=1, active=3, repeat=1),
+            on_trace_ready=torch.profiler.tensorboard_trace_handler(str(self.folder)),
+            record_shapes=True,
+        )
+        self.profiler.start()
+
+    def after_step(self, trainer: Trainer) -> None:
+        self.profiler.step()
+
+    def after_train(self, trainer: Trainer) -> None:
+        self.profiler.stop()
+
+    def after_interrupt(self, trainer: Trainer) -> None:
+        self.profiler.stop()

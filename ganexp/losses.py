@@ -42,9 +42,13 @@ class GANLoss:
     def after_d_step(self, critic: nn.Module) -> None:
         """Called after every discriminator optimizer step."""
 
+    def outputs(self, out: torch.Tensor) -> torch.Tensor:
+        """D's outputs as reported: critic values, or probabilities for a loss on logits."""
+        return out
+
     def report(self, out: torch.Tensor) -> torch.Tensor:
         """The mean D output logged as ``d/real`` / ``d/fake``."""
-        return out.mean()
+        return self.outputs(out).mean()
 
 
 class BCELoss(GANLoss):
@@ -68,8 +72,8 @@ class BCELoss(GANLoss):
         # log(1 - D(G(z))), minimized: the saturating minimax objective
         return -F.binary_cross_entropy_with_logits(fake_out, torch.zeros_like(fake_out))
 
-    def report(self, out: torch.Tensor) -> torch.Tensor:
-        return torch.sigmoid(out).mean()
+    def outputs(self, out: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(out)
 
 
 class WassersteinLoss(GANLoss):

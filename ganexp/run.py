@@ -32,6 +32,7 @@ from ganexp.hooks import (
     Evaluator,
     FixedInputs,
     LogScalars,
+    Profile,
     SampleGrid,
 )
 from ganexp.losses import build_loss
@@ -86,11 +87,13 @@ def build_evaluator(cfg: RunConfig, spec: DataSpec, device: torch.device) -> Eva
 
 @dataclass
 class RunResult:
-    """What a finished run reports: its length, last and best evaluation."""
+    """What a finished run reports: its length, last and best evaluation, and where its W&B
+    run can be seen."""
 
     steps: int
     final: dict[str, float]
     best: dict[str, Any]
+    wandb: str = "off"
 
 
 @dataclass
@@ -242,6 +245,8 @@ def setup(
             tags=run_tags(cfg) + list(warned),
             job_type=job_type,
             resume_id=state.get("wandb_id") if state else None,
+            resume_step=trainer.step if state else None,
+            resumed_dir=resumed_from.parent.parent if resumed_from else None,
         )
     store = CheckpointStore(run_dir / "checkpoints", keep=cfg.trainer.keep_checkpoints)
     bar = ProgressBar(cfg.trainer.progress_bar and world.is_main)
@@ -257,13 +262,16 @@ def setup(
         )
         tracker.update_config({"eval": setup_record})
         checkpoint.extra["eval_setup"] = setup_record
-        evaluate = Evaluate(cfg.trainer.eval_every, tracker, evaluator, checkpoint)
-        if state is not None and state.get("best"):
-            evaluate.load_state_dict(state["best"])
+        every = cfg.trainer.eval_every
+        evaluate = Evaluate(every, tracker, evaluator, checkpoint, fixed, spec.class_names)
+        if state is not None:
+            evaluate.load_state_dict(state)
     intervals = (cfg.trainer.log_every, cfg.trainer.checkpoint_every)
     # rank 0 alone draws samples and evaluates; the other hooks run in every process
     grids = [SampleGrid(cfg.trainer.sample_every, tracker, fixed, centers)] if world.is_main else []
+    profile = [Profile(run_dir / "profile")] if cfg.trainer.profile and world.is_main else []
     trainer.hooks = [
+        *profile,
         bar,
         LogScalars(cfg.trainer.log_every, tracker, bar),
         *grids,
@@ -273,6 +281,8 @@ def setup(
     ]
     if cfg.device.compile:
         compile_networks([generator, discriminator], lambda: _probe_step(trainer))
+    if cfg.logger.watch:
+        tracker.watch([generator, discriminator], cfg.trainer.log_every)
     if own is not None and own["rng"] is not None:  # last: the evaluator draws from the RNG
         set_rng_state(own["rng"])
     return Session(trainer, tracker, evaluate, resumed_from)
@@ -315,24 +325,68 @@ def execute(session: Session) -> RunResult:
     """Train to the end; the W&B run is finished whatever happens."""
     trainer, tracker = session.trainer, session.tracker
     exit_code = 1
+    completed = False
     try:
         with stop_on_signals(trainer):
             trainer.train()
         exit_code = 0
+        completed = True
     except Interrupted:
         tracker.mark_preempting()
         exit_code = 0
         raise
     finally:
-        tracker.finish(exit_code)
+        wandb = tracker.finish(exit_code)
+        if not completed:  # a completed run says it in its report
+            _say(trainer.world, f"W&B: {wandb}")
     if trainer.skipped_steps:
         print(
             f"ganexp: skipped {trainer.skipped_steps} non-finite optimizer steps", file=sys.stderr
         )
     evaluate = session.evaluate
     return RunResult(
-        trainer.step, evaluate.latest if evaluate else {}, evaluate.best if evaluate else {}
+        trainer.step,
+        evaluate.latest if evaluate else {},
+        evaluate.best if evaluate else {},
+        wandb,
     )
+
+
+def _duration(seconds: float) -> str:
+    minutes, secs = divmod(round(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m{secs:02d}s" if hours else f"{minutes}m{secs:02d}s"
+
+
+def _value(value: float) -> str:
+    return f"{value:.4g}"
+
+
+def report(result: RunResult, run_dir: Path, wall_time_s: float) -> str:
+    """The block a finished run ends with: what it made, where, and how good it is."""
+    samples = sorted((run_dir / "samples").glob("step_*.png"))
+    checkpoints = sorted(p.name for p in (run_dir / "checkpoints").glob("*.pt"))
+    lines = [
+        f"ganexp: done: {result.steps} steps in {_duration(wall_time_s)}",
+        f"  samples      {run_dir / 'samples'}/"
+        + (f" (last: {samples[-1].name})" if samples else " (none)"),
+        f"  checkpoints  {run_dir / 'checkpoints'}/ ({', '.join(checkpoints) or 'none'})",
+        f"  metrics      {run_dir / 'metrics.jsonl'}",
+    ]
+    key = result.best.get("key")
+    if key:
+        final = result.final.get(key)
+        floor = result.final.get(f"{key}_floor")
+        shown = [
+            f"final {_value(final)}" if final is not None else "final n/a",
+            f"best {_value(result.best['value'])} at step {result.best['step']}",
+            f"floor {_value(floor)}" if floor is not None else "floor n/a",
+        ]
+        lines.append(f"  {key}  " + ", ".join(shown) + " (floor: real data vs real data)")
+    else:
+        lines.append("  evaluation   off (metrics.enabled=false)")
+    lines.append(f"  W&B          {result.wandb}")
+    return "\n".join(lines)
 
 
 def run(

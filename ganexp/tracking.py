@@ -2,6 +2,16 @@
 
 ``metrics.jsonl`` holds one JSON object per logged step with exactly the scalars sent to W&B, so a
 run can be read without W&B. W&B failing never stops training: one warning, and the files go on.
+
+Resuming. A resumed run cuts ``metrics.jsonl`` back to its checkpoint's step (the steps after it
+are logged again), so each (step, key) is in it once. Every W&B row carries our own ``step`` key,
+the x-axis of every chart (``define_metric``), rather than W&B's ``step=``: online, W&B drops rows
+whose ``step=`` is below its current step, which the re-logged steps would be. Offline, W&B cannot
+continue a run file: the resumed process writes a new ``offline-run-*`` folder with the same run
+id, and a killed process's file loses its unflushed tail (often everything). So an offline resume
+first replays the history up to the checkpoint (``metrics.jsonl`` and the sample grids) into the
+new file and renames the earlier folders of the run to ``superseded-offline-run-*``: the one
+``offline-run-*`` folder left holds the whole run, for ``wandb sync``.
 """
 
 from __future__ import annotations
@@ -20,10 +30,11 @@ from urllib.parse import urlparse
 import torch
 from PIL import Image
 
-from ganexp.config import LoggerConfig, LoggerMode
+from ganexp.config import CheckpointUpload, LoggerConfig, LoggerMode
 
 log = logging.getLogger(__name__)
 
+STEP_KEY = "step"  # the x-axis of every W&B chart
 # summaries W&B keeps per metric family (define_metric); lower is better for eval distances
 _SUMMARIES = {
     "loss/*": "last,min",
@@ -54,12 +65,17 @@ def resolve_mode(mode: LoggerMode | str) -> str:
     return "online" if has_wandb_credentials() else "offline"
 
 
+def to_uint8(images: torch.Tensor) -> torch.Tensor:
+    """Images in [-1, 1] as uint8: clamped, then rounded, never wrapped."""
+    return ((images.detach().float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+
+
 def to_uint8_grid(images: torch.Tensor, nrow: int) -> torch.Tensor:
-    """A (H, W, C) uint8 grid of images in [-1, 1]: clamped, then rounded, never wrapped."""
+    """A (H, W, C) uint8 grid of images in [-1, 1]."""
     from torchvision.utils import make_grid
 
     grid = make_grid(images.detach().float().cpu(), nrow=nrow, padding=2, pad_value=-1.0)
-    return ((grid.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(1, 2, 0)
+    return to_uint8(grid).permute(1, 2, 0)
 
 
 def save_points_plot(points: torch.Tensor, centers: torch.Tensor | None, path: Path) -> None:
@@ -97,13 +113,26 @@ class Tracker:
         tags: list[str],
         job_type: str = "train",
         resume_id: str | None = None,
+        resume_step: int | None = None,
+        resumed_dir: Path | None = None,
     ) -> None:
+        """``resume_step``: the step of the checkpoint this run continues, from the run folder
+        ``resumed_dir`` (by default this one), whose history up to that step it keeps."""
         self.run_dir = run_dir
         self.samples_dir = run_dir / "samples"
         self.samples_dir.mkdir(parents=True, exist_ok=True)
-        self._jsonl = open(run_dir / "metrics.jsonl", "a", encoding="utf-8")  # noqa: SIM115
+        self.metrics_path = run_dir / "metrics.jsonl"
+        self.resume_step = resume_step
+        if resume_step is not None:
+            source = (resumed_dir or run_dir) / "metrics.jsonl"
+            keep_history_until(source, resume_step, self.metrics_path)
+        self._jsonl = open(self.metrics_path, "a", encoding="utf-8")  # noqa: SIM115
         self.run = None
         self.mode = "disabled" if cfg.name == "none" else resolve_mode(cfg.mode)
+        upload = CheckpointUpload(cfg.log_checkpoints)
+        self.upload_checkpoints = upload == CheckpointUpload.always or (
+            upload == CheckpointUpload.auto and self.mode == "online"
+        )
         if self.mode != "disabled":
             self._start_wandb(cfg, config, name, group, tags, job_type, resume_id)
 
@@ -137,17 +166,49 @@ class Tracker:
                 reinit="create_new",
                 settings=wandb.Settings(console="off", silent=True),
             )
+            self.run.define_metric(STEP_KEY)
             for pattern, summary in _SUMMARIES.items():
-                self.run.define_metric(pattern, summary=summary)
+                self.run.define_metric(pattern, step_metric=STEP_KEY, summary=summary)
+            for pattern in ("hist/*", "samples", "samples_table"):
+                self.run.define_metric(pattern, step_metric=STEP_KEY)
+            if self.mode == "offline" and self.resume_step is not None:
+                self._replay_history()
         except Exception as ex:  # W&B must never stop training
             print(
                 f"W&B: could not start a run ({ex}); logging to metrics.jsonl only", file=sys.stderr
             )
             self.run = None
 
+    def _replay_history(self) -> None:
+        """Offline resume: the history up to the checkpoint into this run's new file, and the
+        run's earlier offline folders set aside (see the module's docstring)."""
+        current = Path(self.run.dir).parent
+        for folder in current.parent.glob(f"offline-run-*-{self.run.id}"):
+            if folder != current:
+                folder.rename(folder.with_name(f"superseded-{folder.name}"))
+        for line in self.metrics_path.read_text(encoding="utf-8").splitlines():
+            row = json.loads(line)
+            step = row.pop("step")
+            self._wandb_log(row, step)
+        for path in sorted(self.samples_dir.glob("step_*.png")):
+            step = int(path.stem.removeprefix("step_"))
+            if step <= self.resume_step:
+                self._log_image_file(path, step)
+
     @property
     def run_id(self) -> str | None:
         return self.run.id if self.run is not None else None
+
+    @property
+    def url(self) -> str | None:
+        """The run's page (online runs), else None."""
+        return self.run.url if self.run is not None and self.mode == "online" else None
+
+    def watch(self, networks: list[torch.nn.Module], every: int) -> None:
+        """Histograms of both networks' gradients every ``every`` backward passes (W&B's own
+        hooks; each costs a host copy of every gradient, hence off by default)."""
+        if self.run is not None:
+            self.run.watch(networks, log="gradients", log_freq=every)
 
     def log(self, step: int, scalars: Mapping[str, float]) -> None:
         """One line of metrics.jsonl and the same scalars to W&B."""
@@ -176,11 +237,50 @@ class Tracker:
 
         self._wandb_log({"samples": wandb.Image(str(path), caption=f"step {step}")}, step)
 
+    def log_histograms(self, step: int, values: Mapping[str, torch.Tensor]) -> None:
+        """Tensors as W&B histograms (W&B only: metrics.jsonl holds scalars)."""
+        if self.run is None:
+            return
+        import wandb
+
+        data = {k: wandb.Histogram(v.detach().float().cpu().numpy()) for k, v in values.items()}
+        self._wandb_log(data, step)
+
+    def log_sample_table(
+        self, step: int, images: torch.Tensor, labels: torch.Tensor | None, names: tuple[str, ...]
+    ) -> None:
+        """A W&B table of samples, one row each, with its class for a cGAN (W&B only)."""
+        if self.run is None:
+            return
+        import wandb
+
+        table = wandb.Table(columns=["step", "class", "sample"])
+        pixels = to_uint8(images).cpu().permute(0, 2, 3, 1)  # (N, H, W, C)
+        for i, image in enumerate(pixels):
+            label = None if labels is None else int(labels[i])
+            name = names[label] if label is not None and label < len(names) else label
+            table.add_data(step, name, wandb.Image(image.squeeze(-1).numpy()))
+        self._wandb_log({"samples_table": table}, step)
+
+    def log_checkpoint(self, path: Path, step: int, aliases: list[str]) -> None:
+        """A checkpoint as a version of the run's ``model-<id>`` artifact (online runs, or
+        logger.log_checkpoints=always); an offline run's checkpoints/ folder is the record."""
+        if self.run is None or not self.upload_checkpoints:
+            return
+        import wandb
+
+        try:
+            artifact = wandb.Artifact(f"model-{self.run.id}", type="model", metadata={"step": step})
+            artifact.add_file(str(path), name=path.name)
+            self.run.log_artifact(artifact, aliases=[*aliases, f"step-{step}"])
+        except Exception as ex:
+            print(f"W&B: could not log checkpoint {path.name} ({ex!r})", file=sys.stderr)
+
     def _wandb_log(self, data: dict[str, Any], step: int) -> None:
         if self.run is None:
             return
         try:
-            self.run.log(data, step=step)
+            self.run.log({STEP_KEY: step, **data})
         except Exception as ex:
             print(f"W&B: logging failed ({ex!r}); continuing with metrics.jsonl", file=sys.stderr)
             self._abandon_wandb()
@@ -209,29 +309,49 @@ class Tracker:
             except Exception as ex:
                 print(f"W&B: could not mark the run preempted ({ex})", file=sys.stderr)
 
-    def finish(self, exit_code: int = 0) -> None:
-        """Close the files and the W&B run; for offline runs, say how to upload them."""
+    def finish(self, exit_code: int = 0) -> str:
+        """Close the files and the W&B run; return one line saying how to see the W&B run."""
         self._jsonl.close()
         if self.run is None:
-            return
+            return "off" if self.mode == "disabled" else "failed; see metrics.jsonl"
         offline_dir = Path(self.run.dir).parent if self.mode == "offline" else None
+        where = self.url
         try:
             self.run.finish(exit_code=exit_code)
         except Exception as ex:
             print(f"W&B: finishing the run failed ({ex!r})", file=sys.stderr)
             self._abandon_wandb()
-            return
+            return "failed; see metrics.jsonl"
         self.run = None
         if offline_dir is not None:
-            print(
-                f"W&B: offline run saved; upload it with: wandb sync {offline_dir}", file=sys.stderr
-            )
+            return f"offline; upload with: wandb sync {offline_dir}"
+        return f"online: {where}"
+
+
+def keep_history_until(source: Path, step: int, target: Path) -> None:
+    """``target`` becomes the lines of ``source`` (a ``metrics.jsonl``) up to ``step``: those
+    after it are logged again by the resumed run, and a last line cut short by a kill is
+    dropped. Written atomically; nothing happens when ``source`` does not exist."""
+    if not source.is_file():
+        return
+    kept = []
+    for line in source.read_text(encoding="utf-8").splitlines():
+        try:
+            logged = json.loads(line)["step"]
+        except (ValueError, KeyError, TypeError):
+            continue
+        if logged <= step:
+            kept.append(line + "\n")
+    tmp = target.with_name(f".{target.name}.tmp")
+    tmp.write_text("".join(kept), encoding="utf-8")
+    tmp.replace(target)
 
 
 class NullTracker:
     """The tracker of every process but rank 0 in a multi-process run: it records nothing."""
 
     run_id = None
+    url = None
 
     def log(self, step: int, scalars: Mapping[str, float]) -> None:
         """Rank 0 logs the values, which are averaged over the processes."""
@@ -242,5 +362,15 @@ class NullTracker:
     def mark_preempting(self) -> None:
         """Rank 0 marks the W&B run."""
 
-    def finish(self, exit_code: int = 0) -> None:
+    def log_histograms(self, step: int, values: Mapping[str, torch.Tensor]) -> None:
+        """Rank 0 logs them."""
+
+    def log_checkpoint(self, path: Path, step: int, aliases: list[str]) -> None:
+        """Rank 0 writes the checkpoints."""
+
+    def watch(self, networks: list[torch.nn.Module], every: int) -> None:
+        """Rank 0 watches the gradients (averaged over the processes by DDP)."""
+
+    def finish(self, exit_code: int = 0) -> str:
         """Rank 0 finishes the W&B run."""
+        return "kept by rank 0"

@@ -7,6 +7,7 @@ a device tensor, and nothing is read back to the host except by a hook on a step
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -15,12 +16,18 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from ganexp.checkpoint import rng_state, set_rng_state
 from ganexp.data import BatchSource, DataSpec
 from ganexp.distributed import World
 from ganexp.errors import Interrupted
 from ganexp.losses import GANLoss
 
 STAT_KEYS = ("loss/d", "loss/g", "d/real", "d/fake", "loss/gp")
+
+
+class StopRequested(Exception):
+    """A stop signal came inside a step (between critic iterations) or inside a hook (between
+    evaluation batches): the work in progress is abandoned, not finished."""
 
 
 class Precision:
@@ -80,6 +87,7 @@ class Trainer:
     skipped_steps: int = 0
     signal_received: int = 0  # set by a signal handler, at any moment
     stop_signal: int = 0  # the signal the loop stops for, after the current step's hooks
+    d_outputs: tuple[torch.Tensor, torch.Tensor] | None = None  # last critic step's (real, fake)
 
     def __post_init__(self) -> None:
         # what the step calls to train each network: the network itself, or its DDP wrapper
@@ -107,11 +115,20 @@ class Trainer:
         return torch.randint(self.spec.num_classes, (n,), device=self.device)
 
     # -- one step -------------------------------------------------------------------------------
+    def stop_requested(self) -> bool:
+        """Whether any process has received a stop signal (every process must ask together)."""
+        self.stop_signal = self.world.max(self.signal_received)
+        return bool(self.stop_signal)
+
     def run_step(self) -> None:
         """n_critic discriminator steps, then one generator step.
 
         The last critic step's fakes keep their graph and are reused by the generator step (as
         the PyTorch DCGAN example does), which saves one generator forward per step.
+
+        With several critic steps a stop signal is looked at between them and before the
+        generator step; on one, the step is abandoned (StopRequested) and :meth:`rewind_step`
+        puts back the state from before it, so that a checkpoint holds the last completed step.
 
         Under DDP the gradients of D's loss and of G's loss are averaged across processes during
         their backward passes. The penalty and the generator step call D itself: the first needs
@@ -119,7 +136,11 @@ class Trainer:
         gradients to average.
         """
         G, D, loss, amp = self._train_g, self._train_d, self.loss, self.precision
+        interruptible = self.n_critic > 1
+        self._before_step = self._step_state() if interruptible else None
         for i in range(self.n_critic):
+            if i and interruptible and self.stop_requested():
+                raise StopRequested
             real, labels = self.data.next_batch()
             if self.channels_last and real.dim() == 4:
                 real = real.contiguous(memory_format=torch.channels_last)
@@ -141,6 +162,8 @@ class Trainer:
                 amp.step(amp.scaler_d, self.opt_d)
                 loss.after_d_step(D)
 
+        if interruptible and self.stop_requested():
+            raise StopRequested
         D = self.discriminator
         D.requires_grad_(False)  # the generator step needs no discriminator gradients
         with amp.autocast():
@@ -157,10 +180,41 @@ class Trainer:
                 [d_loss.detach(), g_loss.detach(), loss.report(real_out), loss.report(fake_out), gp]
             )
             self._sums += stats
+            self.d_outputs = (loss.outputs(real_out.detach()), loss.outputs(fake_out.detach()))
             if not self.skip_nonfinite:  # skipped steps are not faults; weights are still checked
                 self._record_nonfinite(stats)
         self._count += 1
         self.images_seen += self.batch_size * self.n_critic
+
+    def _step_state(self) -> dict[str, Any]:
+        """What a step changes before its generator update, copied: G's buffers, D, its
+        optimizer and grad scaler, the data position, the random streams and the skip count."""
+        clone = copy.deepcopy
+        return {
+            # G's batch norm statistics move with the fakes the critic steps draw
+            "generator_buffers": {k: b.clone() for k, b in self.generator.named_buffers()},
+            "discriminator": clone(self.discriminator.state_dict()),
+            "opt_d": clone(self.opt_d.state_dict()),
+            "scaler_d": clone(self.precision.scaler_d.state_dict()),
+            "data": clone(self.data.state_dict()),
+            "rng": rng_state(),
+            "skipped_steps": self.skipped_steps,
+        }
+
+    def rewind_step(self) -> None:
+        """Undo an abandoned step: back to the state after the last completed one."""
+        state = self._before_step
+        with torch.no_grad():
+            for name, buffer in self.generator.named_buffers():
+                buffer.copy_(state["generator_buffers"][name])
+        self.discriminator.load_state_dict(state["discriminator"])
+        self.opt_d.load_state_dict(state["opt_d"])
+        self.precision.scaler_d.load_state_dict(state["scaler_d"])
+        self.data.load_state_dict(state["data"])
+        set_rng_state(state["rng"])
+        self.skipped_steps = state["skipped_steps"]
+        self.opt_d.zero_grad(set_to_none=True)
+        self.discriminator.requires_grad_(True)
 
     def _may_step(self, loss_value: torch.Tensor) -> bool:
         """With trainer.skip_nonfinite, an optimizer step on a non-finite loss is skipped
@@ -210,18 +264,29 @@ class Trainer:
 
     # -- the loop -------------------------------------------------------------------------------
     def train(self) -> None:
-        for hook in self.hooks:
-            hook.before_train(self)
-        while self.step < self.max_steps:
-            self.run_step()
-            self.step += 1
-            # read once per step, after it: every process stops at the same step, whichever of
-            # them got the signal, and however late in the step it came
-            self.stop_signal = self.world.max(self.signal_received)
+        """Steps and their hooks to ``max_steps``. A stop signal ends the run at the last
+        completed step, with a checkpoint of it: looked at after every step (every process
+        stops at the same step, whichever of them got the signal), between critic iterations,
+        and between evaluation batches."""
+        try:
             for hook in self.hooks:
-                hook.after_step(self)
-            if self.stop_signal:
-                raise Interrupted(self.stop_signal, self.step)
+                hook.before_train(self)
+            while self.step < self.max_steps:
+                try:
+                    self.run_step()
+                except StopRequested:
+                    self.rewind_step()
+                    raise
+                self.step += 1
+                self.stop_requested()
+                for hook in self.hooks:
+                    hook.after_step(self)
+                if self.stop_signal:
+                    raise Interrupted(self.stop_signal, self.step)
+        except StopRequested:
+            for hook in self.hooks:
+                hook.after_interrupt(self)
+            raise Interrupted(self.stop_signal, self.step) from None
         for hook in self.hooks:
             hook.after_train(self)
 
@@ -272,6 +337,11 @@ class Hook:
 
     def after_train(self, trainer: Trainer) -> None:
         """Called once after the last step."""
+
+    def after_interrupt(self, trainer: Trainer) -> None:
+        """Called when a stop signal abandoned a step or a hook's work: the trainer holds the
+        state of its last completed step (``trainer.step``), whose other hooks may not all have
+        run."""
 
 
 def grad_norm(module: nn.Module) -> torch.Tensor:

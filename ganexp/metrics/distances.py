@@ -108,8 +108,12 @@ class FrechetDistance:
     def compute(self) -> float:
         """The distance, after which the generated side is forgotten (the real side is kept)."""
         value = float(self.metric.compute())
-        self.metric.reset()
+        self.reset_fake()
         return value
+
+    def reset_fake(self) -> None:
+        """Forget the generated side (an abandoned evaluation's images); the real side stays."""
+        self.metric.reset()
 
 
 @torch.no_grad()

@@ -7,7 +7,7 @@ evaluation rather than before the first training step.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from importlib.metadata import version
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -17,19 +17,26 @@ from torch import nn
 
 from ganexp.config import RunConfig
 from ganexp.data import DataSpec, build_data, mode_centers
+from ganexp.data.toy import ToyMixture
 from ganexp.hooks import generate
 from ganexp.metrics.coverage import class_histogram, class_kl
 from ganexp.metrics.extractors import build_extractor, to_uint8
 from ganexp.metrics.manifold import ManifoldMetrics
 from ganexp.metrics.toy import mode_stats
+from ganexp.train import StopRequested
 
 if TYPE_CHECKING:
     from ganexp.metrics.distances import FrechetDistance
     from ganexp.metrics.reference import Reference
 
 
+REFERENCE_SEED = 1234  # the real data a reference is computed from, the same for every run
+BATCH = 500
+
+
 class ToyEvaluator:
-    """Modes covered, high-quality fraction and reverse KL of fresh samples (fixed noise)."""
+    """Modes covered, high-quality fraction and reverse KL of fresh samples (fixed noise);
+    ``modes_covered_floor`` is the count for as many points drawn from the mixture itself."""
 
     headline = "modes_covered"
     maximize = True
@@ -43,18 +50,20 @@ class ToyEvaluator:
             cfg.trainer.z_dim,
             generator=torch.Generator().manual_seed(cfg.seed + 1),
         )
+        # the same statistics of as many points drawn from the mixture itself
+        real = ToyMixture(cfg.data, cfg.metrics.num_samples, torch.device("cpu"), REFERENCE_SEED)
+        self.floor = mode_stats(real.next_batch()[0], self.centers, self.std)
 
     def setup(self) -> dict[str, Any]:
         """What the run config records about evaluation."""
         return {"features": "points", "num_fake": len(self.noise), "headline": "eval/modes_covered"}
 
-    def __call__(self, generator: nn.Module) -> dict[str, float]:
+    def __call__(
+        self, generator: nn.Module, should_stop: Callable[[], bool] | None = None
+    ) -> dict[str, float]:
         samples = generate(generator, self.noise.to(self.device), None)
-        return mode_stats(samples, self.centers, self.std)
-
-
-REFERENCE_SEED = 1234  # the real images a reference is computed from, the same for every run
-BATCH = 500
+        stats = mode_stats(samples, self.centers, self.std)
+        return stats | {f"{self.headline}_floor": self.floor[self.headline]}
 
 
 class ImageEvaluator:
@@ -87,6 +96,7 @@ class ImageEvaluator:
         self._reference: Reference | None = None
         self._fd: FrechetDistance | None = None
         self._manifold: ManifoldMetrics | None = None
+        self._should_stop: Callable[[], bool] = lambda: False
 
     def setup(self) -> dict[str, Any]:
         """What the run config records about evaluation."""
@@ -110,7 +120,12 @@ class ImageEvaluator:
         """One epoch of real training images in a fixed order, as uint8 batches."""
         source = build_data(self.cfg.data, BATCH, self.device, REFERENCE_SEED)
         for _ in range(math.ceil(self.spec.size / BATCH)):
+            self._check_stop()
             yield to_uint8(source.next_batch()[0])
+
+    def _check_stop(self) -> None:
+        if self._should_stop():
+            raise StopRequested
 
     def _prepare(self) -> tuple[Reference, FrechetDistance, ManifoldMetrics]:
         from ganexp.metrics.distances import FrechetDistance
@@ -137,13 +152,27 @@ class ImageEvaluator:
         name = str(Path(data.root).resolve()) if data.name == "image_folder" else data.name
         return name if data.limit is None else f"{name}-limit{data.limit}"
 
-    def __call__(self, generator: nn.Module) -> dict[str, float]:
+    def __call__(
+        self, generator: nn.Module, should_stop: Callable[[], bool] | None = None
+    ) -> dict[str, float]:
+        """The metrics of ``generator``; ``should_stop`` is asked between batches, and a yes
+        abandons the evaluation (StopRequested)."""
+        self._should_stop = should_stop or (lambda: False)
+        try:
+            return self._evaluate(generator)
+        except StopRequested:
+            if self._fd is not None:
+                self._fd.reset_fake()
+            raise
+
+    def _evaluate(self, generator: nn.Module) -> dict[str, float]:
         from ganexp.metrics.distances import InceptionScore, kernel_distance
 
         reference, fd, manifold = self._prepare()
         inception_score = InceptionScore(self.extractor)
         features, predictions = [], []
         for start in range(0, self.n, BATCH):
+            self._check_stop()
             z = self.noise[start : start + BATCH].to(self.device)
             labels = None if self.labels is None else self.labels[start : start + BATCH]
             images = to_uint8(
