@@ -163,7 +163,7 @@ class Tracker:
                 mode=self.mode,
                 id=resume_id,
                 resume="allow" if resume_id else None,
-                reinit="create_new",
+                reinit="finish_previous",  # sets wandb.run, which wandb.watch's hooks use
                 settings=wandb.Settings(console="off", silent=True),
             )
             self.run.define_metric(STEP_KEY)
