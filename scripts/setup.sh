@@ -15,35 +15,46 @@ cd "$(dirname "$0")/.."
 
 FASHION=/usr/share/datasets/fashion-mnist
 UV_DIR=.uv-bootstrap # uv's own wheel unpacked here when no uv is on PATH (self-ignored by git)
+UV_DOCS=https://docs.astral.sh/uv/getting-started/installation/
 
 say() { printf 'setup: %s\n' "$*" >&2; }
 
-# Run a command as root: directly, or through sudo when it asks for no password. 1 if neither.
+# Run apt-get as root: directly, or through sudo when it asks no password for it.
 as_root() {
   if [ "$(id -u)" -eq 0 ]; then
     "$@"
-  elif command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then
-    sudo -n "$@"
   else
-    return 1
+    sudo -n "$@"
   fi
 }
 
+# How this user would type a command as root, for the messages.
+as_root_line() {
+  if command -v sudo >/dev/null 2>&1; then
+    echo "sudo $*"
+  else
+    echo "su -c '$*'"
+  fi
+}
+
+# Whether this user can run apt-get as root without a password.
 can_apt() {
   command -v apt-get >/dev/null 2>&1 || return 1
-  [ "$(id -u)" -eq 0 ] || { command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; }
+  [ "$(id -u)" -eq 0 ] || sudo -n apt-get --version >/dev/null 2>&1
 }
 
 # apt-get install PACKAGES, updating the package lists first when the install alone fails (a
-# fresh machine or container starts with none).
+# fresh machine or container starts with none). sudo drops DEBIAN_FRONTEND; stdin is /dev/null,
+# so a question (these packages ask none) cannot hang make.
 apt_install() {
   export DEBIAN_FRONTEND=noninteractive
   say "installing $* (apt-get install)"
-  as_root apt-get install -y -qq "$@" >/dev/null 2>&1 && return 0
-  as_root apt-get update -qq >/dev/null && as_root apt-get install -y -qq "$@" >/dev/null
+  as_root apt-get install -y -qq "$@" </dev/null >/dev/null 2>&1 && return 0
+  as_root apt-get update -qq </dev/null >/dev/null &&
+    as_root apt-get install -y -qq "$@" </dev/null >/dev/null
 }
 
-# ---- uv -------------------------------------------------------------------------------------------
+# ---- uv -----------------------------------------------------------------------------------------
 
 pip_target_uv() {
   # --target: a folder of its own, not the interpreter's packages, so PEP 668 (Debian's
@@ -63,22 +74,25 @@ setup_uv() {
     if ! python3 -m pip --version >/dev/null 2>&1; then
       if can_apt; then
         apt_install python3-pip
+      elif command -v apt-get >/dev/null 2>&1; then
+        say "no uv, and python3 has no pip to install it. Run: $(as_root_line apt-get install python3-pip)"
+        say "then run make again (or install uv yourself: $UV_DOCS)"
+        exit 1
       else
-        say "python3 has no pip. Run: sudo apt-get install python3-pip   (or install uv:"
-        say "https://docs.astral.sh/uv/getting-started/installation/), then run make again"
+        say "no uv, and python3 has no pip to install it: install uv ($UV_DOCS), then run make again"
         exit 1
       fi
     fi
     rm -rf "$UV_DIR"
     pip_target_uv || {
-      say "pip could not install uv; install it (https://docs.astral.sh/uv/getting-started/installation/) and run make again"
+      say "pip could not install uv (above): install uv ($UV_DOCS), then run make again"
       exit 1
     }
   fi
   echo "$PWD/$UV_DIR/bin/uv"
 }
 
-# ---- Fashion-MNIST --------------------------------------------------------------------------------
+# ---- Fashion-MNIST ------------------------------------------------------------------------------
 
 # Whether the ganexp command with overrides "$@" needs Debian's copy: some job trains on
 # fashion_mnist, sets no data.root, and no copy is found (data.search, an earlier download in the
@@ -128,10 +142,8 @@ install_fashion() {
   elif can_apt; then
     apt_install dataset-fashion-mnist && return
     line="apt-get install dataset-fashion-mnist failed (above)"
-  elif command -v sudo >/dev/null 2>&1; then
-    line="only root can install it. Run: sudo apt-get install dataset-fashion-mnist"
   else
-    line="only root can install it. Run: su -c 'apt-get install dataset-fashion-mnist'"
+    line="only root can install it. Run: $(as_root_line apt-get install dataset-fashion-mnist)"
   fi
   say "Fashion-MNIST is not installed and $line"
   say "$1"
@@ -150,7 +162,7 @@ case "${1:-}" in
   run)
     shift
     if ! have_fashion && [ "$(needs_fashion "$@")" = yes ]; then
-      install_fashion "then run make again, or use a copy of your own: ARGS=\"data.root=DIR\""
+      install_fashion "then run make again; or use a copy of your own: ARGS=\"data.root=DIR\""
     fi
     ;;
   *)
