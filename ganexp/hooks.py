@@ -181,7 +181,8 @@ class Evaluate(Hook):
     def before_train(self, trainer: Trainer) -> None:
         if self.checkpoint.extra.get(PENDING_EVAL) == trainer.step:
             self._evaluate(trainer)
-            self.checkpoint.save(trainer)  # last.pt no longer owes this evaluation
+            if not trainer.world.distributed:  # (saving is collective; rank 0 alone is here)
+                self.checkpoint.save(trainer)  # last.pt no longer owes this evaluation
 
     def after_step(self, trainer: Trainer) -> None:
         if self.due(trainer):

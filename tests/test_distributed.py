@@ -98,7 +98,7 @@ def test_torchrun_writes_one_run_folder_one_wandb_run_and_each_log_line_once(
     assert len(runs) == 1, runs
     wandb_run = load_run(runs[0])
     assert wandb_run.exit_code == 0
-    logged = [row["_step"] for row in wandb_run.history if "loss/d" in row]
+    logged = [row["step"] for row in wandb_run.history if "loss/d" in row]
     lines = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert [line["step"] for line in lines] == logged == [2, 4, 6]
     assert json.loads((run_dir / "job.json").read_text())["status"] == "completed"
