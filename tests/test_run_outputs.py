@@ -14,6 +14,8 @@ import yaml
 from helpers import smoke_run
 from wandb_runfile import RunFile, load_run
 
+pytestmark = pytest.mark.slow  # real trainings, each several seconds
+
 GANEXP = str(Path(sys.executable).with_name("ganexp"))
 OFFLINE = ("logger=wandb", "logger.mode=offline")
 

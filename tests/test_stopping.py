@@ -20,6 +20,8 @@ from ganexp.errors import Interrupted
 from ganexp.hooks import PENDING_EVAL
 from ganexp.run import execute
 
+pytestmark = pytest.mark.slow  # real trainings, each several seconds
+
 TESTS = Path(__file__).parent
 # a step of 40 critic iterations: a signal arrives in the middle of one
 LONG_STEPS = (
