@@ -62,6 +62,7 @@ def params(state: dict) -> dict[str, torch.Tensor]:
     ],
     ids=["bce-spectral", "wgan_gp"],
 )
+@pytest.mark.slow
 def test_two_processes_hold_identical_weights_after_training(
     tmp_path: Path, overrides: tuple[str, ...]
 ) -> None:
@@ -86,6 +87,7 @@ def test_two_processes_hold_identical_weights_after_training(
     assert not torch.equal(params(initial)["generator.net.0.weight"], w0["generator.net.0.weight"])
 
 
+@pytest.mark.slow
 def test_torchrun_writes_one_run_folder_one_wandb_run_and_each_log_line_once(
     tmp_path: Path,
 ) -> None:
@@ -108,6 +110,7 @@ def test_torchrun_writes_one_run_folder_one_wandb_run_and_each_log_line_once(
     assert not torch.equal(rank0, rank1)  # each process draws its own noise
 
 
+@pytest.mark.slow
 def test_stopped_and_continued_run_ends_with_the_uninterrupted_weights(tmp_path: Path) -> None:
     whole, halves = tmp_path / "whole", tmp_path / "halves"
     ganexp_run("logger=none", f"hydra.run.dir={whole}")
@@ -121,6 +124,7 @@ def test_stopped_and_continued_run_ends_with_the_uninterrupted_weights(tmp_path:
         assert torch.equal(value, params(b)[key]), key
 
 
+@pytest.mark.slow
 def test_submitit_tasks_of_one_job_train_as_one_run(tmp_path: Path) -> None:
     """hydra.launcher.tasks_per_node=2: submitit starts two processes per job; they join one
     process group from submitit's environment, as the tasks of a multi-node Slurm job do."""
@@ -136,6 +140,7 @@ def test_submitit_tasks_of_one_job_train_as_one_run(tmp_path: Path) -> None:
     assert json.loads((sweep / "0" / "job.json").read_text())["status"] == "completed"
 
 
+@pytest.mark.slow
 def test_a_nan_in_one_process_stops_both_at_that_step(tmp_path: Path) -> None:
     overrides = ("experiment=smoke", "metrics.enabled=false", "trainer.checkpoint_every=2")
     worker = (str(TESTS / "ddp_worker.py"), str(tmp_path / "run"), str(tmp_path))
@@ -164,6 +169,7 @@ def _rank_pid(marker: str, rank: int) -> int | None:
     return None
 
 
+@pytest.mark.slow
 def test_sigterm_to_one_process_stops_both_at_one_step_and_the_run_continues(
     tmp_path: Path,
 ) -> None:
@@ -227,6 +233,7 @@ def test_what_several_processes_need_is_checked_first(
     assert error.value.key == key
 
 
+@pytest.mark.slow
 def test_a_sweep_under_torchrun_is_refused_in_one_line(tmp_path: Path) -> None:
     env = os.environ | {"WORLD_SIZE": "2", "RANK": "0", "LOCAL_RANK": "0"}
     result = subprocess.run(

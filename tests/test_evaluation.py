@@ -36,6 +36,7 @@ def evaluated_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return run_dir
 
 
+@pytest.mark.slow
 def test_run_logs_every_metric_on_its_interval_and_never_fid_on_cpu(evaluated_run: Path) -> None:
     rows = [json.loads(line) for line in (evaluated_run / "metrics.jsonl").read_text().splitlines()]
     evals = [r for r in rows if any(k.startswith("eval/") for k in r)]
@@ -48,6 +49,7 @@ def test_run_logs_every_metric_on_its_interval_and_never_fid_on_cpu(evaluated_ru
     assert not any("eval/fid" in r for r in rows)
 
 
+@pytest.mark.slow
 def test_best_checkpoint_holds_the_best_headline_value(evaluated_run: Path) -> None:
     rows = [json.loads(line) for line in (evaluated_run / "metrics.jsonl").read_text().splitlines()]
     values = {r["step"]: r["eval/fd_classifier"] for r in rows if "eval/fd_classifier" in r}
@@ -65,6 +67,7 @@ def test_best_checkpoint_holds_the_best_headline_value(evaluated_run: Path) -> N
     assert last["best"]["value"] == values[best_step]
 
 
+@pytest.mark.slow
 def test_ganexp_eval_prints_and_writes_all_metrics(evaluated_run: Path) -> None:
     checkpoint = evaluated_run / "checkpoints" / "last.pt"
     result = subprocess.run(
@@ -84,6 +87,7 @@ def test_ganexp_eval_prints_and_writes_all_metrics(evaluated_run: Path) -> None:
     assert report["metrics"]["eval/fd_classifier"] == pytest.approx(final["eval/fd_classifier"])
 
 
+@pytest.mark.slow
 def test_ganexp_eval_refuses_bad_input_in_one_line(tmp_path: Path) -> None:
     for args, expected in [
         ([], "ganexp-eval: error: checkpoint=None: required"),
@@ -96,6 +100,7 @@ def test_ganexp_eval_refuses_bad_input_in_one_line(tmp_path: Path) -> None:
         assert expected in result.stderr and len(result.stderr.strip().splitlines()) == 1
 
 
+@pytest.mark.slow
 def test_ganexp_sample_grid_images_and_interpolation(evaluated_run: Path, tmp_path: Path) -> None:
     sample = str(BIN / "ganexp-sample")
     common = [f"checkpoint={evaluated_run}", f"out={tmp_path}"]

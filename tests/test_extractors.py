@@ -77,6 +77,7 @@ def test_shipped_classifier_matches_its_record(classifier: FeatureExtractor) -> 
 
 
 @needs_fashion
+@pytest.mark.slow
 def test_shipped_classifier_reaches_its_recorded_accuracy(
     classifier: FeatureExtractor, test_split: tuple[torch.Tensor, torch.Tensor]
 ) -> None:
@@ -98,6 +99,7 @@ def test_a_tampered_classifier_is_refused(tmp_path: Path) -> None:
 
 
 @needs_fashion
+@pytest.mark.slow
 def test_features_rank_real_blurred_and_noise(
     classifier: FeatureExtractor, test_split: tuple[torch.Tensor, torch.Tensor]
 ) -> None:
@@ -112,6 +114,7 @@ def test_features_rank_real_blurred_and_noise(
 
 
 @needs_fashion
+@pytest.mark.slow
 def test_classifier_works_in_torchmetrics(
     classifier: FeatureExtractor, test_split: tuple[torch.Tensor, torch.Tensor]
 ) -> None:
@@ -172,6 +175,7 @@ def test_inception_without_weights_says_what_to_download(
     assert error.value.key == "metrics.inception_weights" and INCEPTION_URL in str(error.value)
 
 
+@pytest.mark.slow
 def test_inception_from_a_weights_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The plumbing, with random weights saved in the real format (torch-fidelity's net)."""
     fidelity = pytest.importorskip("torch_fidelity.feature_extractor_inceptionv3")
@@ -239,6 +243,7 @@ def tiny_mnist(tmp_path: Path) -> list[str]:
     ]
 
 
+@pytest.mark.slow
 def test_train_classifier_command_writes_checkpoint_and_record(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -260,6 +265,7 @@ def test_train_classifier_command_writes_checkpoint_and_record(
     assert "epochs=0: must be an integer >= 1" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_other_data_sets_train_their_classifier_once(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -68,6 +68,7 @@ def _wait_for_checkpoint(run_dir: Path, proc: subprocess.Popen, step: int) -> No
         time.sleep(0.02)
 
 
+@pytest.mark.slow
 def test_sigkill_then_same_command_ends_with_the_uninterrupted_weights(
     tmp_path: Path, uninterrupted: Path
 ) -> None:
@@ -84,6 +85,7 @@ def test_sigkill_then_same_command_ends_with_the_uninterrupted_weights(
     assert_same_weights(tmp_path / "checkpoints" / "last.pt", uninterrupted / "checkpoints/last.pt")
 
 
+@pytest.mark.slow
 def test_sigterm_saves_a_checkpoint_and_exits_cleanly(tmp_path: Path) -> None:
     cmd = [GANEXP, *KILLABLE, "trainer.checkpoint_every=1000", f"hydra.run.dir={tmp_path}"]
     proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True)
@@ -143,6 +145,7 @@ class Payload:
         return (os.mkdir, (str(self.marker),))
 
 
+@pytest.mark.slow
 def test_pickle_payload_checkpoint_is_refused_and_never_runs(tmp_path: Path) -> None:
     marker = tmp_path / "payload-ran"
     path = tmp_path / "evil.pt"
@@ -173,6 +176,7 @@ class InjectNaN(Hook):
         trainer.discriminator.register_forward_hook(poison)
 
 
+@pytest.mark.slow
 def test_injected_nan_stops_at_that_step_keeping_the_last_good_checkpoint(tmp_path: Path) -> None:
     s = smoke_session(tmp_path, "trainer.checkpoint_every=2", "trainer.log_every=100")
     s.trainer.hooks.insert(0, InjectNaN(at_step=5))
@@ -188,6 +192,7 @@ def test_injected_nan_stops_at_that_step_keeping_the_last_good_checkpoint(tmp_pa
     )
 
 
+@pytest.mark.slow
 def test_skip_nonfinite_goes_on(tmp_path: Path) -> None:
     s = smoke_session(tmp_path, "trainer.skip_nonfinite=true")
     s.trainer.hooks.insert(0, InjectNaN(at_step=5))
@@ -219,6 +224,7 @@ def _is_wandb_core(proc: Path) -> bool:
     return b"wandb-core" in cmdline and ppid == os.getpid()
 
 
+@pytest.mark.slow
 def test_wandb_failing_mid_run_does_not_stop_training(tmp_path: Path) -> None:
     s = smoke_session(tmp_path, "logger=wandb", "logger.mode=offline", "trainer.max_steps=8")
     s.trainer.hooks.insert(0, BreakWandb(at_step=3))
@@ -255,6 +261,7 @@ def test_disk_refusing_a_checkpoint_is_a_clear_error_leaving_the_old_one(tmp_pat
     assert sorted(p.name for p in tmp_path.iterdir()) == ["last.pt", "last.pt.sha256"]
 
 
+@pytest.mark.slow
 def test_same_seed_gives_identical_losses_and_weights(tmp_path: Path) -> None:
     for name in ("a", "b"):
         execute(smoke_session(tmp_path / name, "seed=7", "loss=wgan_gp", "norm=layer"))

@@ -64,6 +64,7 @@ def test_channels_last_is_on_by_default_for_images_on_cpu(tmp_path: Path) -> Non
 
 
 @pytest.mark.parametrize("loss", ["bce", "wgan_gp"])
+@pytest.mark.slow
 def test_bf16_training_runs_and_stays_close_to_fp32(tmp_path: Path, loss: str) -> None:
     for precision in ("fp32", "bf16"):
         smoke_run(

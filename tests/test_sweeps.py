@@ -66,6 +66,7 @@ def assert_png(path: Path) -> None:
         assert image.format == "PNG" and image.size[0] > 100
 
 
+@pytest.mark.slow
 def test_norm_by_loss_sweep_gives_twelve_runs_one_group_and_a_summary(tmp_path: Path) -> None:
     sweep = tmp_path / "sweep"
     result = ganexp_cmd(
@@ -120,6 +121,7 @@ def preset_names() -> list[str]:
     return sorted(p.stem for p in EXPERIMENTS.glob("*.yaml"))
 
 
+@pytest.mark.slow
 def test_every_preset_composes_and_says_what_it_shows() -> None:
     names = preset_names()
     assert {"dcgan_fashion_mnist", "smoke", "wgan_gp_fashion_mnist", "cgan_fashion_mnist"} <= set(
@@ -141,6 +143,7 @@ def test_every_preset_composes_and_says_what_it_shows() -> None:
                 validate(compose("config", overrides=overrides))
 
 
+@pytest.mark.slow
 def test_every_preset_runs_a_job_in_smoke_mode(tmp_path: Path) -> None:
     """All presets as one sweep over `experiment` (a sweep preset runs as one job this way;
     its own sweep runs in the joblib test below, and is expanded in the test above)."""
@@ -191,6 +194,7 @@ def test_command_line_axes_replace_a_preset_s_sweep_axes() -> None:
     ]
 
 
+@pytest.mark.slow
 def test_mode_collapse_runs_under_joblib_with_one_wandb_run_per_job(tmp_path: Path) -> None:
     """Three jobs on two loky workers (one worker runs two jobs): each job's folder complete
     and its own offline W&B run, all in one group, then the summary run."""
@@ -238,6 +242,7 @@ def write_image_folders(root: Path) -> tuple[Path, Path]:
     return good, bad
 
 
+@pytest.mark.slow
 def test_a_failing_job_is_summarized_last_and_the_sweep_exits_non_zero(tmp_path: Path) -> None:
     """The corrupt image is found only when it is decoded (after preflight): that job fails,
     the other completes, summary.md ends with the failure's one-line error, exit code 1."""
@@ -301,6 +306,7 @@ def process_writing(path: Path, among: list[int]) -> int | None:
 
 
 @pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="finds the job process in /proc")
+@pytest.mark.slow
 def test_submitit_local_requeues_a_signalled_job_into_its_folder_and_it_resumes(
     tmp_path: Path,
 ) -> None:
@@ -362,6 +368,7 @@ def test_submitit_local_requeues_a_signalled_job_into_its_folder_and_it_resumes(
     assert [r["status"] for r in read_csv(sweep / "summary.csv")] == ["completed", "completed"]
 
 
+@pytest.mark.slow
 def test_optuna_search_runs_trials_on_the_real_headline_metric(tmp_path: Path) -> None:
     sweep = tmp_path / "search"
     result = ganexp_cmd(

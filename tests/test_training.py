@@ -46,6 +46,7 @@ def fashion_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return run_dir
 
 
+@pytest.mark.slow
 def test_run_folder_holds_grids_checkpoint_and_metrics(fashion_run: Path) -> None:
     assert sorted(p.name for p in (fashion_run / "samples").iterdir()) == [
         "step_000003.png",
@@ -67,6 +68,7 @@ def test_run_folder_holds_grids_checkpoint_and_metrics(fashion_run: Path) -> Non
     assert rows[-1]["lr/g"] == pytest.approx(2e-4)
 
 
+@pytest.mark.slow
 def test_wandb_run_file_holds_keys_config_and_grids(fashion_run: Path) -> None:
     wb = load_run(fashion_run)
     assert wb.run.run_group == "tests" and wb.run.display_name == "test"
@@ -102,6 +104,7 @@ def test_fixed_noise_makes_identical_grids_for_an_untrained_generator(tmp_path: 
     assert first.read_bytes() == last.read_bytes()
 
 
+@pytest.mark.slow
 def test_wgan_gp_on_a_toy_mixture_logs_penalty_wasserstein_and_modes(tmp_path: Path) -> None:
     train(
         tmp_path,
@@ -124,6 +127,7 @@ def test_wgan_gp_on_a_toy_mixture_logs_penalty_wasserstein_and_modes(tmp_path: P
     assert not (tmp_path / "wandb").exists()
 
 
+@pytest.mark.slow
 def test_weight_clipping_run_keeps_critic_weights_clipped(tmp_path: Path) -> None:
     train(tmp_path, "loss=wgan_clip", "norm=none", "logger=none")
     state = load_checkpoint(tmp_path / "checkpoints" / "last.pt")
@@ -131,6 +135,7 @@ def test_weight_clipping_run_keeps_critic_weights_clipped(tmp_path: Path) -> Non
     assert weights.abs().max() <= 0.01 + 1e-7
 
 
+@pytest.mark.slow
 def test_conditional_grid_has_one_row_per_class(tmp_path: Path) -> None:
     train(tmp_path, "conditional=true", "logger=none")
     grid = Image.open(tmp_path / "samples" / "step_000006.png")
@@ -140,6 +145,7 @@ def test_conditional_grid_has_one_row_per_class(tmp_path: Path) -> None:
     assert state["fixed"]["labels"].tolist() == [c for c in range(10) for _ in range(per_class)]
 
 
+@pytest.mark.slow
 def test_same_command_in_the_same_folder_resumes(tmp_path: Path) -> None:
     train(tmp_path, "logger=none")
     train(tmp_path, "logger=none", "trainer.max_steps=8")
@@ -156,6 +162,7 @@ def _ganexp(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     )
 
 
+@pytest.mark.slow
 def test_ganexp_command_runs_the_smoke_preset(tmp_path: Path) -> None:
     out = tmp_path / "run"
     result = _ganexp(
