@@ -80,6 +80,8 @@ def test_norm_by_loss_sweep_gives_twelve_runs_one_group_and_a_summary(tmp_path: 
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stderr.splitlines()[-1] == f"ganexp: sweep summary: {sweep}/summary.md (12 jobs)"
+    done = [line for line in result.stderr.splitlines() if line.startswith("ganexp: done: ")]
+    assert [line.rsplit(" (", 1)[1] for line in done] == [f"{sweep}/{i})" for i in range(12)]
 
     runs = [load_run(sweep / str(i)) for i in range(12)]
     assert {r.run.run_group for r in runs} == {f"sweep-{sweep.name}"}
@@ -360,9 +362,11 @@ def test_submitit_local_requeues_a_signalled_job_into_its_folder_and_it_resumes(
     assert "Caught signal SIGUSR2" in logs
     assert f"resuming from {sweep}/0/checkpoints/last.pt at step" in logs
     assert f"resuming from {sweep}/1/" not in logs
-    # the rerun continues job 0's W&B run (same id, a second offline segment); job 1 is apart
-    segments = sorted((sweep / "0" / "wandb").glob("offline-run-*"))
-    assert len(segments) == 2 and len({s.name.rsplit("-", 1)[1] for s in segments}) == 1
+    # the rerun continues job 0's W&B run (same id, a new offline folder holding the whole
+    # history; the first set aside, see README "After a resume"); job 1 is apart
+    segments = sorted((sweep / "0" / "wandb").glob("*offline-run-*"))
+    assert [s.name.split("offline-run-")[0] for s in segments] == ["", "superseded-"]
+    assert len({s.name.rsplit("-", 1)[1] for s in segments}) == 1
     other = load_run(sweep / "1")
     assert other.run.run_id != segments[0].name.rsplit("-", 1)[1]
     assert [r["status"] for r in read_csv(sweep / "summary.csv")] == ["completed", "completed"]
