@@ -98,6 +98,7 @@ class Trainer:
         # the first step with a non-finite statistic, and which ones, kept on the device
         self._bad_step = torch.full((), -1, dtype=torch.long, device=self.device)
         self._bad_which = torch.zeros(len(STAT_KEYS), dtype=torch.bool, device=self.device)
+        self._before_step: dict[str, Any] | None = None  # what rewind_step puts back
 
     def distribute(self, wrap: Callable[[nn.Module], nn.Module]) -> None:
         """Train both networks through ``wrap`` (DistributedDataParallel); hooks, checkpoints and
