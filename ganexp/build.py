@@ -62,12 +62,27 @@ def build_discriminator(cfg: RunConfig, spec: DataSpec) -> nn.Module:
     return apply_weight_norm(model, norm.kind)
 
 
-def check_buildable(cfg: RunConfig, spec: DataSpec) -> None:
+# the sizes a network's layers are made of, for a layer too large to exist
+_SIZE_KEYS = ("generator.width", "discriminator.width", "trainer.z_dim", "data.image_size")
+
+
+def check_buildable(cfg: RunConfig, spec: DataSpec) -> tuple[nn.Module, nn.Module]:
     """Build both networks on the meta device: every architecture x norm x size error surfaces
-    here, before any work, at no memory cost."""
-    with torch.device("meta"):
-        build_generator(cfg, spec)
-        build_discriminator(cfg, spec)
+    here, before any work, at no memory cost. Returns the meta networks (G, D)."""
+    try:
+        with torch.device("meta"):
+            return build_generator(cfg, spec), build_discriminator(cfg, spec)
+    except (RuntimeError, TypeError) as ex:  # a tensor size beyond int64
+        if "overflow" not in str(ex).lower():
+            raise
+        values = {key: _select(cfg, key) for key in _SIZE_KEYS}
+        key = max(values, key=values.__getitem__)
+        raise ConfigError(key, values[key], "too large: a layer's size overflows int64") from ex
+
+
+def _select(cfg: RunConfig, key: str) -> int:
+    section, name = key.split(".")
+    return getattr(getattr(cfg, section), name)
 
 
 def _implementation(cfg: OptimConfig) -> dict[str, bool]:

@@ -168,8 +168,9 @@ class CheckpointStore:
         return self.folder / LAST
 
     def steps(self) -> list[Path]:
-        """Step checkpoints, newest first."""
-        return sorted(self.folder.glob("step_*.pt"), reverse=True)
+        """Step checkpoints, newest first (by number: step 1000000 has seven digits)."""
+        found = [p for p in self.folder.glob("step_*.pt") if p.stem[5:].isdigit()]
+        return sorted(found, key=lambda p: int(p.stem[5:]), reverse=True)
 
     def save(self, state: dict[str, Any], step: int) -> Path:
         path = self.folder / f"step_{step:06d}.pt"

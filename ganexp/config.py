@@ -9,6 +9,9 @@ exists (and can be overridden without ``+``) and has a type that Hydra enforces 
 from __future__ import annotations
 
 import dataclasses
+import math
+import typing
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -201,6 +204,8 @@ LOGGERS = ("wandb", "none")
 FEATURES = ("auto", "inception", "classifier")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 OPTIMIZER_IMPLEMENTATIONS = ("auto", "foreach", "fused", "for_loop")
+SEED_MAX = 2**32 - 1  # numpy's seed range (seed_everything seeds numpy too)
+INT_MAX = 2**63 - 1  # torch takes sizes and seeds as int64
 
 
 def _require(ok: bool, key: str, value: Any, allowed: str) -> None:
@@ -234,9 +239,34 @@ def _unknown_keys(cfg: DictConfig, schema: type, prefix: str = "") -> None:
             _unknown_keys(value, nested, f"{prefix}{key}.")
 
 
+def _numbers(cfg: DictConfig, schema: type, prefix: str = "") -> Iterator[tuple[str, Any]]:
+    """Every int or float value of ``cfg`` with its key, found by walking the schema."""
+    hints = typing.get_type_hints(schema)
+    for f in dataclasses.fields(schema):
+        key, hint = prefix + f.name, hints[f.name]
+        if dataclasses.is_dataclass(hint):
+            yield from _numbers(cfg, hint, f"{key}.")
+            continue
+        value = OmegaConf.select(cfg, key)
+        numeric = {int, float} & ({hint} | set(typing.get_args(hint)))
+        if numeric and isinstance(value, int | float) and not isinstance(value, bool):
+            yield key, value
+
+
+def _representable(cfg: DictConfig) -> None:
+    """Floats are finite (nan and inf pass most range checks); ints fit in int64."""
+    for key, value in _numbers(cfg, RunConfig):
+        if isinstance(value, float):
+            _require(math.isfinite(value), key, value, "must be a finite number")
+        else:
+            _require(abs(value) <= INT_MAX, key, value, "too large: at most 2**63 - 1")
+
+
 def validate(cfg: DictConfig) -> RunConfig:
     """Check every value that a type cannot; return the config as typed dataclasses."""
     _unknown_keys(cfg, RunConfig)
+    _representable(cfg)
+    _require(0 <= cfg.seed <= SEED_MAX, "seed", cfg.seed, "must be in [0, 2**32 - 1]")
     _require(
         cfg.data.name in DATASETS, "data.name", cfg.data.name, f"allowed: {', '.join(DATASETS)}"
     )
@@ -254,10 +284,14 @@ def validate(cfg: DictConfig) -> RunConfig:
     allowed_impl = _one_of(OPTIMIZER_IMPLEMENTATIONS)
     _require(impl in OPTIMIZER_IMPLEMENTATIONS, "optim.implementation", impl, allowed_impl)
     _non_negative(cfg, "trainer.eval_every", "generator.depth", "discriminator.depth")
-    _non_negative(cfg, "data.num_workers", "optim.weight_decay")
+    _non_negative(cfg, "data.num_workers", "optim.weight_decay", "data.modes")
+    _positive(cfg, "data.image_size")
+    if cfg.data.num_classes is not None:
+        _non_negative(cfg, "data.num_classes")
     if cfg.data.limit is not None:
         _positive(cfg, "data.limit")
-    for key in ("optim.lr_g", "optim.lr_d", "norm.eps", "loss.clip_value", "loss.gp_weight"):
+    positive = ("optim.lr_g", "optim.lr_d", "norm.eps", "loss.clip_value", "loss.gp_weight")
+    for key in (*positive, "data.std", "data.radius", "data.spacing"):
         value = OmegaConf.select(cfg, key)
         _require(value > 0, key, value, "must be > 0")
     for key in ("optim.beta1", "optim.beta2"):

@@ -10,17 +10,27 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import sys
+from dataclasses import fields
+from enum import Enum
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from hydra import compose, initialize_config_module
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException, MissingConfigException
-from omegaconf import DictConfig
+from omegaconf import DictConfig, open_dict, read_write
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
 
-from ganexp.config import RunConfig, validate
+from ganexp.config import SEED_MAX, NetConfig, Norm, RunConfig, validate
 from ganexp.errors import ConfigError
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from ganexp.data import DataSpec
 
 CONFIG_MODULE = "ganexp.conf"
 # Flags that take a value, and flags after which Hydra does not run a job.
@@ -87,22 +97,165 @@ def _sweeper_params(overrides: list[str]) -> dict[str, str]:
     return {str(k): str(v) for k, v in sweeper.params.items()}
 
 
-def check_config(cfg: DictConfig) -> RunConfig:
-    """Everything a job checks before it starts work; returns the typed config."""
+def check_config(cfg: DictConfig, run_dir: Path | None = None) -> RunConfig:
+    """Everything a job checks before it starts work; returns the typed config.
+
+    ``run_dir``: the job's run folder, whose own checkpoints it would continue from (inside a
+    Hydra job, Hydra's output dir when not given).
+    """
+    return _check(cfg, run_dir)[0]
+
+
+def _check(cfg: DictConfig, run_dir: Path | None) -> tuple[RunConfig, DataSpec]:
     run_cfg = validate(cfg)
     # torch and torchvision take seconds to import: a typo is reported before that
     from ganexp.build import check_buildable
     from ganexp.checkpoint import load_resume, resume_source
     from ganexp.data import data_spec
     from ganexp.device import resolve_device, resolve_precision
+    from ganexp.distributed import launched_world_size
+    from ganexp.memory import check_memory, estimate
 
-    if run_cfg.resume:
-        load_resume(resume_source(run_cfg.resume, Path.cwd()))
+    if run_dir is None and HydraConfig.initialized():
+        run_dir = Path(HydraConfig.get().runtime.output_dir)
+    resumed = None
+    if run_cfg.resume or run_dir is not None:
+        resumed = load_resume(resume_source(run_cfg.resume, run_dir or Path.cwd()))
     device = resolve_device(run_cfg.device.name)
     resolve_precision(run_cfg.device.precision, device)
     check_processes(run_cfg, device.type)
-    check_buildable(run_cfg, data_spec(run_cfg.data))
-    return run_cfg
+    spec = data_spec(run_cfg.data)
+    check_sizes(run_cfg, spec)
+    generator, discriminator = check_buildable(run_cfg, spec)
+    if resumed is not None:
+        check_resume_fits(resumed, run_cfg, spec, generator, discriminator)
+    need = estimate(run_cfg, spec, generator, discriminator, launched_world_size())
+    check_memory(run_cfg, need, device)
+    return run_cfg, spec
+
+
+def _examples(cfg: RunConfig, spec: DataSpec) -> str:
+    limit = f" (data.limit={cfg.data.limit})" if cfg.data.limit == spec.size else ""
+    return f"{spec.size} training examples{limit}"
+
+
+def check_sizes(cfg: RunConfig, spec: DataSpec) -> None:
+    """Sizes the training set must hold: a whole batch, and the real images evaluation compares
+    with (as many as it generates). Toy mixtures are sampled fresh and hold any number."""
+    if spec.size is None:
+        return
+    batch = cfg.trainer.batch_size
+    if batch > spec.size:
+        what = f"more than the {_examples(cfg, spec)}; at most {spec.size}"
+        raise ConfigError("trainer.batch_size", batch, what)
+    n = cfg.metrics.num_samples
+    if cfg.metrics.enabled and n > spec.size:
+        raise ConfigError(
+            "metrics.num_samples",
+            n,
+            "evaluation compares with as many real images, and there are only "
+            f"{_examples(cfg, spec)}; at most {spec.size}, or metrics.enabled=false",
+        )
+
+
+def notes(cfg: RunConfig, spec: DataSpec) -> list[str]:
+    """Legitimate settings that do not do what they say, one line each."""
+    found = []
+    if cfg.data.limit is not None and spec.size is not None and cfg.data.limit > spec.size:
+        found.append(
+            f"data.limit={cfg.data.limit} is more than the {spec.size} examples of "
+            f"data.name={cfg.data.name}; all {spec.size} are used"
+        )
+    return found
+
+
+def _value(cfg: object, key: str) -> object:
+    for part in key.split("."):
+        cfg = cfg.get(part) if isinstance(cfg, dict) else getattr(cfg, part, None)
+    return cfg.value if isinstance(cfg, Enum) else cfg
+
+
+def _plain(value: object) -> str:
+    """A value as it is typed on the command line."""
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
+def _network_keys(cfg: RunConfig) -> list[str]:
+    """The config keys ``build_generator`` and ``build_discriminator`` shape the networks by,
+    besides the data's shape and classes."""
+    keys = [f"{net}.{f.name}" for net in ("generator", "discriminator") for f in fields(NetConfig)]
+    keys += ["norm.generator", "norm.discriminator", "trainer.z_dim", "conditional"]
+    if Norm.group in (cfg.norm.generator, cfg.norm.discriminator):
+        keys.append("norm.num_groups")
+    return keys
+
+
+def _differences(saved: dict, cfg: RunConfig, keys: list[str]) -> list[str]:
+    found = []
+    for key in keys:
+        then, now = _value(saved, key), _value(cfg, key)
+        if then is not None and then != now:
+            found.append(f"{key} is {_plain(then)} in the checkpoint, {_plain(now)} now")
+    return found
+
+
+def _shape_differences(nets: dict[str, nn.Module], state: dict) -> list[str]:
+    """The first tensor of each network whose name or shape differs from the checkpoint's."""
+    found = []
+    for name, net in nets.items():
+        now = {k: list(v.shape) for k, v in net.state_dict().items()}
+        then = {k: list(v.shape) for k, v in state.get(name, {}).items()}
+        for key in sorted(now.keys() | then.keys()):
+            if now.get(key) != then.get(key):
+                found.append(
+                    f"{name} tensor {key} is {then.get(key, 'absent')} in the checkpoint, "
+                    f"{now.get(key, 'absent')} now"
+                )
+                break
+    return found
+
+
+def check_resume_fits(
+    resumed: tuple[dict, Path],
+    cfg: RunConfig,
+    spec: DataSpec,
+    generator: nn.Module,
+    discriminator: nn.Module,
+) -> None:
+    """The checkpoint a run continues from must hold networks of this run's shape, the state of
+    its optimizer, and a data position in a training set of the same size."""
+    state, path = resumed
+    saved = state.get("config") if isinstance(state.get("config"), dict) else {}
+    then = state.get("spec") if isinstance(state.get("spec"), dict) else {}
+    networks = _differences(saved, cfg, _network_keys(cfg))
+    if then.get("shape") is not None and tuple(then["shape"]) != spec.shape:
+        keys = ["data.name", "data.channels", "data.image_size"]
+        networks += _differences(saved, cfg, keys) or [
+            f"the data's shape is {list(then['shape'])} in the checkpoint, {list(spec.shape)} now"
+        ]
+    if cfg.conditional and then.get("num_classes", spec.num_classes) != spec.num_classes:
+        networks.append(
+            f"data.num_classes is {then['num_classes']} in the checkpoint, {spec.num_classes} now"
+        )
+    nets = {"generator": generator, "discriminator": discriminator}
+    problems = [
+        (
+            "the checkpoint's networks differ from this run's",
+            networks or _shape_differences(nets, state),
+        ),
+        (
+            "the checkpoint holds another optimizer's state",
+            _differences(saved, cfg, ["optim.name"]),
+        ),
+    ]
+    if "size" in then and then["size"] != spec.size:
+        size = f"the training set has {then['size']} examples in the checkpoint, {spec.size} now"
+        position = "its data position does not carry over to another training set"
+        problems.append((position, _differences(saved, cfg, ["data.limit"]) or [size]))
+    own = "" if cfg.resume else " (the run folder's own checkpoint; a new run needs a new folder)"
+    for what, found in problems:
+        if found:
+            raise ConfigError("resume", str(path), f"{what}: {'; '.join(found)}{own}")
 
 
 def check_processes(cfg: RunConfig, device_type: str) -> None:
@@ -113,6 +266,12 @@ def check_processes(cfg: RunConfig, device_type: str) -> None:
     processes = launched_world_size()
     if processes == 1:
         return
+    if cfg.seed + processes - 1 > SEED_MAX:
+        raise ConfigError(
+            "seed",
+            cfg.seed,
+            f"process k seeds with seed + k: at most 2**32 - {processes} for {processes} processes",
+        )
     if cfg.trainer.batch_size % processes:
         raise ConfigError(
             "trainer.batch_size",
@@ -133,13 +292,37 @@ def preflight(argv: list[str]) -> None:
     if _NO_JOB_FLAGS & set(flags):
         return
     multirun = bool({"-m", "--multirun"} & set(flags))
+    hydra_overrides = [o for o in overrides if _is_hydra_override(o)]
     with initialize_config_module(CONFIG_MODULE, version_base="1.3"):
-        for job in _expand(overrides, multirun):
+        for num, job in enumerate(_expand(overrides, multirun)):
+            numbered = [f"hydra.job.num={num}"] if multirun else []
             try:
-                cfg = compose("config", overrides=job)
+                cfg = compose(
+                    "config",
+                    overrides=[*job, *hydra_overrides, *numbered],
+                    return_hydra_config=True,
+                )
             except (HydraException, OmegaConfBaseException) as ex:
                 raise composition_error(ex, job) from ex
-            check_config(cfg)
+            run_dir = _run_dir(cfg.hydra, multirun)
+            with read_write(cfg), open_dict(cfg):
+                del cfg["hydra"]
+            run_cfg, spec = _check(cfg, run_dir)
+            for note in notes(run_cfg, spec):
+                print(f"ganexp: note: {note}", file=sys.stderr)
+
+
+def _run_dir(hydra_cfg: DictConfig, multirun: bool) -> Path | None:
+    """The folder a job of this command runs in; None when the sweeper numbers jobs its own
+    way (the job itself then checks its folder)."""
+    if not multirun:
+        return Path(hydra_cfg.run.dir)
+    if "BasicSweeper" not in str(hydra_cfg.sweeper.get("_target_", "")):
+        return None
+    try:
+        return Path(hydra_cfg.sweep.dir) / str(hydra_cfg.sweep.subdir)
+    except OmegaConfBaseException:  # a subdir made of what only the running job knows
+        return None
 
 
 def run_settings(argv: list[str]) -> tuple[str, str]:

@@ -1,0 +1,260 @@
+"""Whether a run fits the device's memory, estimated before it starts, at no memory cost.
+
+The estimate, in bytes, for one process:
+
+- networks: parameters and buffers, one gradient per parameter, and the optimizer's state (Adam
+  keeps two copies of the parameters, RMSprop one). Exact.
+- a training step: the output of every layer, measured with forward hooks while both networks run
+  on the meta device (shapes only). The last critic step keeps G's graph for one batch and D's for
+  two (real and fake) until its backward pass; WGAN-GP's penalty runs D once more and keeps the
+  graph of its input gradient for the double backward, counted as two more D passes. The sum is
+  multiplied by ``STEP_FACTOR``: autograd also keeps some inputs (a norm layer keeps what it
+  normalized, an activation what it activated) and the backward pass holds the gradients of the
+  activations as it goes. Sizes are fp32; bf16/fp16 autocast makes some smaller, so it errs high.
+- the training set, when it is held as one uint8 tensor (``data.loader`` tensor, or auto on an
+  array-backed set), and once more while evaluation reads its real images from a copy of it.
+- evaluation: G without gradients on batches of up to 500 (all samples at once for toy data), and
+  the features of the generated and real sets. The feature extractor's own activations are not
+  counted: its weights are only read at the first evaluation.
+
+Training and evaluation do not overlap, so the larger of the two counts, on top of the networks
+and the training set. Each layer's output grows linearly with the batch, so two forward passes
+(batches of 2 and 4) give any batch's sizes.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ganexp.config import LossName, OptimName, RunConfig
+from ganexp.data import DataSpec
+from ganexp.errors import ConfigError
+
+STEP_FACTOR = 2
+EVAL_BATCH = 500  # ganexp.metrics.evaluator.BATCH: generated images per batch
+FEATURE_DIM = 2048  # the widest feature extractor (Inception's pool features)
+DISTANCE_BLOCK = 1024  # ganexp.metrics.manifold: rows of each distance block
+GIB = 2**30
+
+
+@dataclass(frozen=True)
+class Activations:
+    """Bytes of a network's layer outputs for a batch of ``n``: ``per_example * n + fixed``."""
+
+    per_example: int
+    fixed: int
+
+    def at(self, n: int) -> int:
+        return self.per_example * n + self.fixed
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """Bytes one process of a run needs, by what needs them; ``network_key`` names the larger
+    network's width (the key to lower when the networks dominate)."""
+
+    weights: int
+    gradients: int
+    optimizer: int
+    step: int
+    data: int
+    evaluation: int
+    network_key: str
+
+    @property
+    def total(self) -> int:
+        return self.weights + self.gradients + self.optimizer + self.data + self.peak_work
+
+    @property
+    def peak_work(self) -> int:
+        return max(self.step, self.evaluation)
+
+
+def _tensor_bytes(output: object) -> int:
+    if isinstance(output, torch.Tensor):
+        return output.numel() * output.element_size()
+    if isinstance(output, tuple | list):
+        return sum(_tensor_bytes(o) for o in output)
+    return 0
+
+
+def _output_bytes(net: nn.Module, *inputs: torch.Tensor | None) -> int:
+    """Bytes of every new layer output and of the inputs for one
+    forward pass of ``net``, which lives on the meta device."""
+    total = sum(_tensor_bytes(x) for x in inputs)
+
+    def count(module: nn.Module, args: tuple[object, ...], output: object) -> None:
+        nonlocal total
+        if not any(output is arg for arg in args):  # in place, or nn.Identity
+            total += _tensor_bytes(output)
+
+    # layers: modules without children, or whose only child holds their weight parametrizations
+    layers = [
+        m for m in net.modules() if {n for n, _ in m.named_children()} <= {"parametrizations"}
+    ]
+    handles = [m.register_forward_hook(count) for m in layers]
+    try:
+        net(*inputs)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return total
+
+
+def activations(
+    generator: nn.Module, discriminator: nn.Module, cfg: RunConfig, spec: DataSpec
+) -> tuple[Activations, Activations]:
+    """Layer output bytes of G and of D, as linear functions of the batch (meta networks)."""
+    labelled = cfg.conditional and spec.num_classes > 0
+    measured: dict[str, list[int]] = {"g": [], "d": []}
+    for n in (2, 4):
+        with torch.device("meta"):
+            z = torch.empty(n, cfg.trainer.z_dim)
+            x = torch.empty(n, *spec.shape)
+            labels = torch.zeros(n, dtype=torch.long) if labelled else None
+            measured["g"].append(_output_bytes(generator, z, labels))
+            measured["d"].append(_output_bytes(discriminator, x, labels))
+    lines = []
+    for two, four in measured.values():
+        per_example = (four - two) // 2
+        lines.append(Activations(per_example, two - 2 * per_example))
+    return lines[0], lines[1]
+
+
+def _parameter_bytes(net: nn.Module) -> int:
+    return sum(p.numel() * p.element_size() for p in net.parameters())
+
+
+def _buffer_bytes(net: nn.Module) -> int:
+    return sum(b.numel() * b.element_size() for b in net.buffers())
+
+
+def uses_tensor_loader(cfg: RunConfig) -> bool:
+    """Whether the training set is held as one tensor (``data.loader``; auto: array-backed)."""
+    if cfg.data.loader == "auto":
+        return cfg.data.name in ("fashion_mnist", "mnist", "cifar10")
+    return cfg.data.loader == "tensor"
+
+
+def estimate(
+    cfg: RunConfig,
+    spec: DataSpec,
+    generator: nn.Module,
+    discriminator: nn.Module,
+    processes: int = 1,
+) -> Estimate:
+    """What one of ``processes`` processes needs for ``cfg``; the networks are built on the meta
+    device (:func:`ganexp.build.check_buildable`)."""
+    act_g, act_d = activations(generator, discriminator, cfg, spec)
+    batch = max(cfg.trainer.batch_size // processes, 1)
+    d_passes = 4 if cfg.loss.name == LossName.wgan_gp else 2
+    step = STEP_FACTOR * (act_g.at(batch) + d_passes * act_d.at(batch))
+
+    params = _parameter_bytes(generator) + _parameter_bytes(discriminator)
+    copies = 2 if cfg.optim.name == OptimName.adam else 1
+    buffers = _buffer_bytes(generator) + _buffer_bytes(discriminator)
+
+    data = 0
+    if spec.size is not None and uses_tensor_loader(cfg):
+        data = spec.size * spec.shape[0] * spec.shape[1] * spec.shape[2]
+
+    evaluation = 0
+    if cfg.metrics.enabled:
+        n = cfg.metrics.num_samples
+        if spec.kind == "points":
+            evaluation = act_g.at(n) + n * cfg.trainer.z_dim * 4
+        else:
+            features = 3 * n * FEATURE_DIM * 4 + DISTANCE_BLOCK * n * 4
+            evaluation = act_g.at(min(n, EVAL_BATCH)) + features + data
+
+    g_params, d_params = _parameter_bytes(generator), _parameter_bytes(discriminator)
+    network_key = "generator.width" if g_params >= d_params else "discriminator.width"
+    return Estimate(
+        weights=params + buffers,
+        gradients=params,
+        optimizer=copies * params,
+        step=step,
+        data=data,
+        evaluation=evaluation,
+        network_key=network_key,
+    )
+
+
+def _read_int(path: Path) -> int | None:
+    try:
+        return int(path.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def cpu_available() -> int | None:
+    """Bytes this process can still take: MemAvailable, or less under a cgroup memory limit
+    (a container, a Slurm job); None where neither can be read (not Linux)."""
+    available = None
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                available = int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    cgroups = (
+        ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),
+        (
+            "/sys/fs/cgroup/memory/memory.limit_in_bytes",
+            "/sys/fs/cgroup/memory/memory.usage_in_bytes",
+        ),
+    )
+    for limit_file, usage_file in cgroups:
+        limit, usage = _read_int(Path(limit_file)), _read_int(Path(usage_file))
+        if limit is not None and usage is not None and available is not None:
+            available = min(available, max(limit - usage, 0))
+    return available
+
+
+def available(device: torch.device) -> int | None:
+    """Free bytes on ``device``; None where there is no way to ask (MPS)."""
+    if device.type == "cuda":
+        index = device.index if device.index is not None else int(os.environ.get("LOCAL_RANK", 0))
+        return torch.cuda.mem_get_info(index)[0]
+    if device.type == "cpu":
+        return cpu_available()
+    return None
+
+
+def _gib(n: int) -> str:
+    return f"{n / GIB:.1f}" if n < 10 * GIB else f"{n / GIB:.0f}"
+
+
+def check_memory(cfg: RunConfig, need: Estimate, device: torch.device) -> None:
+    """ConfigError naming the key that dominates when ``need`` exceeds what ``device`` has."""
+    free = available(device)
+    if free is None or need.total <= free:
+        return
+    parts = {
+        "networks": need.weights + need.gradients + need.optimizer,
+        "step": need.step,
+        "data": need.data,
+        "evaluation": need.evaluation,
+    }
+    largest = max(parts, key=parts.__getitem__)
+    where = f"{_gib(free)} GiB available on {device.type}"
+    about = f"about {_gib(need.total)} GiB (estimate), {where}"
+    if largest == "step":
+        key, value = "trainer.batch_size", cfg.trainer.batch_size
+        what = f"a training step needs {about}; lower trainer.batch_size"
+    elif largest == "networks":
+        key = need.network_key
+        value = getattr(cfg, key.split(".")[0]).width
+        what = f"the networks and their optimizer state need {about}; lower {key}"
+    elif largest == "data":
+        key, value = "data.loader", str(cfg.data.loader)
+        what = f"the training set held as one tensor needs {about}; use data.loader=dataloader"
+    else:
+        key, value = "metrics.num_samples", cfg.metrics.num_samples
+        what = f"evaluation needs {about}; lower metrics.num_samples"
+    raise ConfigError(key, value, what)
