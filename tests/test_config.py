@@ -100,6 +100,8 @@ BAD_INPUTS = [
     (["trainer.max_steps=1.5"], "trainer.max_steps=1.5: must be an integer"),
     (["conditional=maybe"], "conditional='maybe': must be true or false"),
     (["optim.lr_g=-1"], "optim.lr_g=-1.0: must be > 0"),
+    (["optim.lr_g=nan"], "optim.lr_g=nan: must be a finite number"),
+    (["seed=-1"], "seed=-1: must be in [0, 2**32 - 1]"),
     (["optim.beta2=1.0"], "optim.beta2=1.0: must be in [0, 1)"),
     (["loss.label_smoothing=0.7"], "loss.label_smoothing=0.7: must be in [0, 0.5)"),
     (["loss.generator_loss=foo"], "loss.generator_loss='foo': allowed: non_saturating, minimax"),
