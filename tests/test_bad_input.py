@@ -286,6 +286,7 @@ MEMORY = [
     ([*TOY, "generator.width=1000000"], "generator.width=1000000: the networks and their optim"),
     ([*TOY, "discriminator.width=1000000"], "discriminator.width=1000000: the networks"),
     ([*TOY, "metrics.num_samples=1000000000"], "metrics.num_samples=1000000000: evaluation needs"),
+    (["trainer.num_samples=100000000"], "trainer.num_samples=100000000: the sample grid needs"),
     (["generator.width=4096"], "generator.width=4096: the networks and their optimizer state"),
 ]
 
@@ -297,7 +298,7 @@ def test_memory_refusal_names_the_key_that_dominates(argv: list[str], expected: 
 
 def test_a_training_set_too_large_to_hold_names_the_loader() -> None:
     cfg = validate(compose_config())
-    need = Estimate(1, 1, 1, step=1, data=2**60, evaluation=1, network_key="generator.width")
+    need = Estimate(1, 1, 1, 1, data=2**60, evaluation=1, samples=1, network_key="generator.width")
     with pytest.raises(ConfigError) as error:
         check_memory(cfg, need, torch.device("cpu"))
     assert str(error.value).startswith("data.loader='auto': the training set held as one tensor")
