@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ganexp.config import Arch, NetConfig, Norm, OptimConfig, OptimName, RunConfig
+from ganexp.config import Arch, NetConfig, Norm, OptimConfig, OptimName, RunConfig, lookup
 from ganexp.data import DataSpec
 from ganexp.errors import ConfigError
 from ganexp.models.common import NormSpec
@@ -75,14 +75,9 @@ def check_buildable(cfg: RunConfig, spec: DataSpec) -> tuple[nn.Module, nn.Modul
     except (RuntimeError, TypeError) as ex:  # a tensor size beyond int64
         if "overflow" not in str(ex).lower():
             raise
-        values = {key: _select(cfg, key) for key in _SIZE_KEYS}
+        values = {key: lookup(cfg, key) for key in _SIZE_KEYS}
         key = max(values, key=values.__getitem__)
         raise ConfigError(key, values[key], "too large: a layer's size overflows int64") from ex
-
-
-def _select(cfg: RunConfig, key: str) -> int:
-    section, name = key.split(".")
-    return getattr(getattr(cfg, section), name)
 
 
 def _implementation(cfg: OptimConfig) -> dict[str, bool]:

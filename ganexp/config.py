@@ -13,7 +13,7 @@ import math
 import typing
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from enum import StrEnum
+from enum import Enum, StrEnum
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
@@ -304,6 +304,14 @@ def validate(cfg: DictConfig) -> RunConfig:
     _require(cfg.logger.name in LOGGERS, "logger.name", cfg.logger.name, _one_of(LOGGERS))
     _require(cfg.data.channels in (1, 3), "data.channels", cfg.data.channels, "allowed: 1, 3")
     return OmegaConf.to_object(cfg)
+
+
+def lookup(config: object, key: str) -> Any:
+    """The value of dotted ``key`` in a typed config or in its plain-dict form (a checkpoint's
+    saved config), an enum as its string; None where a part is missing."""
+    for part in key.split("."):
+        config = config.get(part) if isinstance(config, dict) else getattr(config, part, None)
+    return config.value if isinstance(config, Enum) else config
 
 
 def _one_of(options: tuple[str, ...]) -> str:

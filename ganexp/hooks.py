@@ -54,8 +54,8 @@ class LogScalars(Hook):
             "perf/img_per_s": (trainer.images_seen - self._images) / max(elapsed, 1e-9),
         }
         self.tracker.log(trainer.step, scalars)
-        if trainer.d_outputs is not None:
-            real, fake = trainer.d_outputs
+        if trainer.d_outputs is not None and self.tracker.wandb_on:
+            real, fake = (trainer.loss.outputs(out) for out in trainer.d_outputs)
             self.tracker.log_histograms(trainer.step, {"hist/d_real": real, "hist/d_fake": fake})
         self.bar.show(scalars)
         self._mark(trainer)
@@ -201,7 +201,7 @@ class Evaluate(Hook):
         if not self.latest:
             return
         self.tracker.log(trainer.step, self.latest)
-        if self.fixed is not None and trainer.spec.kind == "image":
+        if self.fixed is not None and trainer.spec.kind == "image" and self.tracker.wandb_on:
             fixed = self.fixed
             samples = generate(trainer.generator, fixed.noise, fixed.labels)
             self.tracker.log_sample_table(trainer.step, samples, fixed.labels, self.class_names)

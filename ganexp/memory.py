@@ -13,6 +13,8 @@ The estimate, in bytes, for one process:
   activations as it goes. Measured on the CPU (peak resident memory of real steps, DCGAN with
   each norm, WGAN-GP, MLPs), a step took 1.1 to 1.9 times the layer outputs. Sizes are fp32;
   bf16/fp16 autocast makes some smaller, so it errs high.
+- a step's copy of what it puts back when a stop signal abandons it (several critic steps only):
+  D, its optimizer state and G's buffers. Exact.
 - the training set, when it is held as one uint8 tensor (``data.loader`` tensor, or auto on an
   array-backed set), and once more while evaluation reads its real images from a copy of it.
 - evaluation: G on batches of up to 500 (all samples at once for toy data), and the features of
@@ -64,6 +66,7 @@ class Estimate:
     weights: int
     gradients: int
     optimizer: int
+    rewind: int
     step: int
     data: int
     evaluation: int
@@ -72,7 +75,11 @@ class Estimate:
 
     @property
     def total(self) -> int:
-        return self.weights + self.gradients + self.optimizer + self.data + self.peak_work
+        return self.networks + self.data + self.peak_work
+
+    @property
+    def networks(self) -> int:
+        return self.weights + self.gradients + self.optimizer + self.rewind
 
     @property
     def peak_work(self) -> int:
@@ -138,36 +145,35 @@ def _buffer_bytes(net: nn.Module) -> int:
     return sum(b.numel() * b.element_size() for b in net.buffers())
 
 
-ARRAY_BACKED = ("fashion_mnist", "mnist", "cifar10")  # whose Found has to_tensors (ganexp.data)
-
-
-def uses_tensor_loader(cfg: RunConfig) -> bool:
-    """Whether the training set is held as one tensor (``data.loader``; auto: array-backed)."""
-    if cfg.data.loader == "auto":
-        return cfg.data.name in ARRAY_BACKED
-    return cfg.data.loader == "tensor"
-
-
 def estimate(
     cfg: RunConfig,
     spec: DataSpec,
     generator: nn.Module,
     discriminator: nn.Module,
     processes: int = 1,
+    *,
+    tensor_data: bool,
 ) -> Estimate:
     """What one of ``processes`` processes needs for ``cfg``; the networks are built on the meta
-    device (:func:`ganexp.build.check_buildable`)."""
+    device (:func:`ganexp.build.check_buildable`); ``tensor_data``: the training set is held as
+    one tensor (:func:`ganexp.data.data_plan`)."""
     act_g, act_d = activations(generator, discriminator, cfg, spec)
     batch = max(cfg.trainer.batch_size // processes, 1)
     d_passes = 4 if cfg.loss.name == LossName.wgan_gp else 2
     step = STEP_FACTOR * (act_g.at(batch) + d_passes * act_d.at(batch))
 
-    params = _parameter_bytes(generator) + _parameter_bytes(discriminator)
+    g_params, d_params = _parameter_bytes(generator), _parameter_bytes(discriminator)
+    params = g_params + d_params
     copies = 2 if cfg.optim.name == OptimName.adam else 1
     buffers = _buffer_bytes(generator) + _buffer_bytes(discriminator)
+    # with several critic steps, each step starts with a copy of what it may have to put back:
+    # D, its optimizer state and G's buffers (ganexp.train.Trainer.rewind_step)
+    rewind = 0
+    if cfg.trainer.n_critic > 1:
+        rewind = (1 + copies) * d_params + _buffer_bytes(discriminator) + _buffer_bytes(generator)
 
     data = 0
-    if spec.size is not None and uses_tensor_loader(cfg):
+    if spec.size is not None and tensor_data:
         data = spec.size * spec.shape[0] * spec.shape[1] * spec.shape[2]
 
     evaluation = 0
@@ -182,12 +188,12 @@ def estimate(
     plotted = cfg.trainer.num_samples * (16 if spec.kind == "points" else 1)
     samples = act_g.at(plotted)
 
-    g_params, d_params = _parameter_bytes(generator), _parameter_bytes(discriminator)
     network_key = "generator.width" if g_params >= d_params else "discriminator.width"
     return Estimate(
         weights=params + buffers,
         gradients=params,
         optimizer=copies * params,
+        rewind=rewind,
         step=step,
         data=data,
         evaluation=evaluation,
@@ -247,7 +253,7 @@ def check_memory(cfg: RunConfig, need: Estimate, device: torch.device) -> None:
     if free is None or need.total <= free:
         return
     parts = {
-        "networks": need.weights + need.gradients + need.optimizer,
+        "networks": need.networks,
         "step": need.step,
         "data": need.data,
         "evaluation": need.evaluation,

@@ -12,7 +12,6 @@ import dataclasses
 import re
 import sys
 from dataclasses import fields
-from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -24,7 +23,7 @@ from hydra.errors import HydraException, MissingConfigException
 from omegaconf import DictConfig, open_dict, read_write
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
 
-from ganexp.config import SEED_MAX, NetConfig, Norm, RunConfig, validate
+from ganexp.config import SEED_MAX, NetConfig, Norm, RunConfig, lookup, validate
 from ganexp.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -111,7 +110,7 @@ def _check(cfg: DictConfig, run_dir: Path | None) -> tuple[RunConfig, DataSpec]:
     # torch and torchvision take seconds to import: a typo is reported before that
     from ganexp.build import check_buildable
     from ganexp.checkpoint import load_resume, resume_source
-    from ganexp.data import data_spec
+    from ganexp.data import data_plan
     from ganexp.device import resolve_device, resolve_precision
     from ganexp.distributed import launched_world_size
     from ganexp.memory import check_memory, estimate
@@ -124,12 +123,13 @@ def _check(cfg: DictConfig, run_dir: Path | None) -> tuple[RunConfig, DataSpec]:
     device = resolve_device(run_cfg.device.name)
     resolve_precision(run_cfg.device.precision, device)
     check_processes(run_cfg, device.type)
-    spec = data_spec(run_cfg.data)
+    spec, tensor_data = data_plan(run_cfg.data)
     check_sizes(run_cfg, spec)
     generator, discriminator = check_buildable(run_cfg, spec)
     if resumed is not None:
         check_resume_fits(resumed, run_cfg, spec, generator, discriminator)
-    need = estimate(run_cfg, spec, generator, discriminator, launched_world_size())
+    processes = launched_world_size()
+    need = estimate(run_cfg, spec, generator, discriminator, processes, tensor_data=tensor_data)
     check_memory(run_cfg, need, device)
     return run_cfg, spec
 
@@ -169,12 +169,6 @@ def notes(cfg: RunConfig, spec: DataSpec) -> list[str]:
     return found
 
 
-def _value(cfg: object, key: str) -> object:
-    for part in key.split("."):
-        cfg = cfg.get(part) if isinstance(cfg, dict) else getattr(cfg, part, None)
-    return cfg.value if isinstance(cfg, Enum) else cfg
-
-
 def _plain(value: object) -> str:
     """A value as it is typed on the command line."""
     return str(value).lower() if isinstance(value, bool) else str(value)
@@ -193,7 +187,7 @@ def _network_keys(cfg: RunConfig) -> list[str]:
 def _differences(saved: dict, cfg: RunConfig, keys: list[str]) -> list[str]:
     found = []
     for key in keys:
-        then, now = _value(saved, key), _value(cfg, key)
+        then, now = lookup(saved, key), lookup(cfg, key)
         if then is not None and then != now:
             found.append(f"{key} is {_plain(then)} in the checkpoint, {_plain(now)} now")
     return found

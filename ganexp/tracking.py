@@ -31,6 +31,7 @@ import torch
 from PIL import Image
 
 from ganexp.config import CheckpointUpload, LoggerConfig, LoggerMode
+from ganexp.metrics.extractors import to_uint8
 
 log = logging.getLogger(__name__)
 
@@ -65,13 +66,8 @@ def resolve_mode(mode: LoggerMode | str) -> str:
     return "online" if has_wandb_credentials() else "offline"
 
 
-def to_uint8(images: torch.Tensor) -> torch.Tensor:
-    """Images in [-1, 1] as uint8: clamped, then rounded, never wrapped."""
-    return ((images.detach().float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
-
-
 def to_uint8_grid(images: torch.Tensor, nrow: int) -> torch.Tensor:
-    """A (H, W, C) uint8 grid of images in [-1, 1]."""
+    """A (H, W, C) uint8 grid of images in [-1, 1] (clamped, then rounded, never wrapped)."""
     from torchvision.utils import make_grid
 
     grid = make_grid(images.detach().float().cpu(), nrow=nrow, padding=2, pad_value=-1.0)
@@ -200,6 +196,11 @@ class Tracker:
         return self.run.id if self.run is not None else None
 
     @property
+    def wandb_on(self) -> bool:
+        """Whether a W&B run is recording (work made only for W&B can be skipped otherwise)."""
+        return self.run is not None
+
+    @property
     def url(self) -> str | None:
         """The run's page (online runs), else None."""
         return self.run.url if self.run is not None and self.mode == "online" else None
@@ -255,7 +256,7 @@ class Tracker:
         import wandb
 
         table = wandb.Table(columns=["step", "class", "sample"])
-        pixels = to_uint8(images).cpu().permute(0, 2, 3, 1)  # (N, H, W, C)
+        pixels = to_uint8(images.float()).cpu().permute(0, 2, 3, 1)  # (N, H, W, C)
         for i, image in enumerate(pixels):
             label = None if labels is None else int(labels[i])
             name = names[label] if label is not None and label < len(names) else label
@@ -352,6 +353,7 @@ class NullTracker:
 
     run_id = None
     url = None
+    wandb_on = False
 
     def log(self, step: int, scalars: Mapping[str, float]) -> None:
         """Rank 0 logs the values, which are averaged over the processes."""
@@ -361,12 +363,6 @@ class NullTracker:
 
     def mark_preempting(self) -> None:
         """Rank 0 marks the W&B run."""
-
-    def log_histograms(self, step: int, values: Mapping[str, torch.Tensor]) -> None:
-        """Rank 0 logs them."""
-
-    def log_checkpoint(self, path: Path, step: int, aliases: list[str]) -> None:
-        """Rank 0 writes the checkpoints."""
 
     def watch(self, networks: list[torch.nn.Module], every: int) -> None:
         """Rank 0 watches the gradients (averaged over the processes by DDP)."""

@@ -181,7 +181,7 @@ class Trainer:
                 [d_loss.detach(), g_loss.detach(), loss.report(real_out), loss.report(fake_out), gp]
             )
             self._sums += stats
-            self.d_outputs = (loss.outputs(real_out.detach()), loss.outputs(fake_out.detach()))
+            self.d_outputs = (real_out.detach(), fake_out.detach())
             if not self.skip_nonfinite:  # skipped steps are not faults; weights are still checked
                 self._record_nonfinite(stats)
         self._count += 1

@@ -9,6 +9,7 @@ from hydra import compose, initialize_config_module
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
+from ganexp.checkpoint import load_checkpoint
 from ganexp.config import RunConfig, validate
 from ganexp.run import RunResult, Session, execute, setup
 
@@ -17,6 +18,21 @@ def compose_config(*overrides: str) -> DictConfig:
     """The config a command line `ganexp OVERRIDES` would run."""
     with initialize_config_module("ganexp.conf", version_base="1.3"):
         return compose("config", overrides=list(overrides))
+
+
+def checkpoint_weights(path: Path) -> dict[str, torch.Tensor]:
+    """Every tensor of a checkpoint's generator and discriminator, by name."""
+    state = load_checkpoint(path)
+    nets = ("generator", "discriminator")
+    return {f"{net}.{key}": value for net in nets for key, value in state[net].items()}
+
+
+def assert_same_weights(a: Path, b: Path) -> None:
+    """Two checkpoints hold identical networks, tensor for tensor."""
+    wa, wb = checkpoint_weights(a), checkpoint_weights(b)
+    assert wa.keys() == wb.keys()
+    for key in wa:
+        assert torch.equal(wa[key], wb[key]), key
 
 
 def smoke_config(*overrides: str) -> tuple[RunConfig, dict]:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import smoke_session
+from helpers import assert_same_weights, smoke_session
 
 from ganexp.checkpoint import CheckpointStore, load_checkpoint, save_checkpoint
 from ganexp.errors import ConfigError, RunFailed
@@ -30,20 +30,6 @@ KILLABLE = (
     "trainer.sample_every=100",
     "trainer.keep_checkpoints=2",
 )
-
-
-def weights(path: Path) -> dict[str, torch.Tensor]:
-    state = load_checkpoint(path)
-    return {f"g.{k}": v for k, v in state["generator"].items()} | {
-        f"d.{k}": v for k, v in state["discriminator"].items()
-    }
-
-
-def assert_same_weights(a: Path, b: Path) -> None:
-    wa, wb = weights(a), weights(b)
-    assert wa.keys() == wb.keys()
-    for key in wa:
-        assert torch.equal(wa[key], wb[key]), key
 
 
 def losses(run_dir: Path) -> list[tuple[float, float]]:

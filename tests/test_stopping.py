@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import smoke_run, smoke_session
+from helpers import assert_same_weights, smoke_run, smoke_session
 from wandb_runfile import RunFile, load_run
 
 from ganexp.checkpoint import load_checkpoint
@@ -33,20 +33,6 @@ LONG_STEPS = (
     "trainer.sample_every=100",
     "metrics.enabled=false",
 )
-
-
-def networks(path: Path) -> dict[str, torch.Tensor]:
-    state = load_checkpoint(path)
-    return {
-        f"{net}.{k}": v for net in ("generator", "discriminator") for k, v in state[net].items()
-    }
-
-
-def assert_same_networks(a: Path, b: Path) -> None:
-    wa, wb = networks(a), networks(b)
-    assert wa.keys() == wb.keys()
-    for key in wa:
-        assert torch.equal(wa[key], wb[key]), key
 
 
 def history(run_dir: Path) -> dict[tuple[int, str], float]:
@@ -97,10 +83,10 @@ def test_sigterm_inside_a_long_step_stops_at_the_last_completed_step_and_resumes
     last = tmp_path / "checkpoints" / "last.pt"
     assert load_checkpoint(last)["step"] == 1
     # the checkpoint holds the state after step 1, not step 2's partly trained critic
-    assert_same_networks(last, long_uninterrupted / "checkpoints" / "step_000001.pt")
+    assert_same_weights(last, long_uninterrupted / "checkpoints" / "step_000001.pt")
 
     smoke_run(tmp_path, *LONG_STEPS)
-    assert_same_networks(last, long_uninterrupted / "checkpoints" / "last.pt")
+    assert_same_weights(last, long_uninterrupted / "checkpoints" / "last.pt")
     assert_same_history(tmp_path, long_uninterrupted)
 
 
@@ -142,7 +128,7 @@ def test_sigterm_inside_an_evaluation_abandons_it_and_the_resumed_run_evaluates_
     smoke_run(run_dir, *EVALUATED)
     assert_same_history(run_dir, whole)
     assert PENDING_EVAL not in load_checkpoint(run_dir / "checkpoints" / "last.pt")
-    assert_same_networks(run_dir / "checkpoints" / "best.pt", whole / "checkpoints" / "best.pt")
+    assert_same_weights(run_dir / "checkpoints" / "best.pt", whole / "checkpoints" / "best.pt")
 
 
 KILLED_AFTER_LOGGING = """

@@ -31,9 +31,23 @@ def data_spec(cfg: DataConfig) -> DataSpec:
     Raises ConfigError when the files cannot be found or read; when nothing local is found and
     ``data.download`` is true, this is where torchvision's download happens.
     """
+    return data_plan(cfg)[0]
+
+
+def data_plan(cfg: DataConfig) -> tuple[DataSpec, bool]:
+    """:func:`data_spec`, and whether ``build_data`` will hold the training set as one tensor
+    on the device (``data.loader``, resolved), from one look at the files."""
     if cfg.name in TOY_MODES:
-        return _toy_spec(cfg)
-    return _image_spec(cfg, _locate(cfg))
+        return _toy_spec(cfg), False
+    found = _locate(cfg)
+    return _image_spec(cfg, found), _loader(cfg, found) == "tensor"
+
+
+def _loader(cfg: DataConfig, found: Found) -> str:
+    """``data.loader``; auto: array-backed sets as one tensor, image folders by a DataLoader."""
+    if cfg.loader != "auto":
+        return str(cfg.loader)
+    return "tensor" if found.to_tensors is not None else "dataloader"
 
 
 def build_data(
@@ -48,10 +62,7 @@ def build_data(
     spec = _image_spec(cfg, found)
     dataset = found.load()
     keep = limit_indices(found.count, cfg.limit)
-    loader = cfg.loader
-    if loader == "auto":
-        loader = "tensor" if found.to_tensors is not None else "dataloader"
-    if loader == "tensor":
+    if _loader(cfg, found) == "tensor":
         images, labels = _tensors(cfg, found, dataset, keep)
         images = fit_all(images.to(device), cfg.image_size)
         labels = labels.to(device) if spec.num_classes else None
