@@ -25,7 +25,7 @@ class LogScalars(Hook):
     """Every ``every`` steps: the step statistics (means over the interval), gradient norms,
     learning rates and throughput, to metrics.jsonl, W&B and the progress bar; and to W&B,
     histograms of D's outputs on the last real and fake batches (``hist/d_real``,
-    ``hist/d_fake``), which separate when D overpowers G."""
+    ``hist/d_fake``): how far apart D puts real and fake."""
 
     def __init__(self, every: int, tracker: Tracker, bar: ProgressBar) -> None:
         self.every = every
