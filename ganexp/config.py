@@ -47,6 +47,21 @@ class Arch(StrEnum):
     dcgan = "dcgan"
 
 
+class Activation(StrEnum):
+    default = "default"  # ReLU in G, LeakyReLU(0.2) in D
+    relu = "relu"
+    leaky_relu = "leaky_relu"
+    maxout = "maxout"  # mlp only: max over net.maxout_pieces linear pieces (Goodfellow et al. 2013)
+
+
+class Init(StrEnum):
+    default = "default"  # PyTorch's own layer initialization
+    dcgan = "dcgan"  # weights N(0, 0.02), biases 0 (DCGAN, PacGAN)
+    xavier = "xavier"
+    orthogonal = "orthogonal"
+    kaiming = "kaiming"
+
+
 class LoggerMode(StrEnum):
     auto = "auto"
     online = "online"
@@ -92,6 +107,8 @@ class DataConfig:
     radius: float = 1.0
     spacing: float = 2.0
     std: float = 0.01
+    scale: float = 1.0  # toy points are divided by this (the WGAN-GP toy code's 1.414, 2.828)
+    train_size: int = 0  # toy: a fixed set of this many points, resampled; 0: fresh every batch
 
 
 @dataclass
@@ -99,6 +116,10 @@ class NetConfig:
     arch: Arch = Arch.dcgan
     width: int = 64  # base channel count (dcgan) or hidden units (mlp)
     depth: int = 0  # dcgan: extra 3x3 layers at full resolution; mlp: hidden layers
+    activation: Activation = Activation.default
+    maxout_pieces: int = 5  # activation=maxout only
+    init: Init = Init.default
+    pack: int = 1  # discriminator only: D judges packs of this many samples (PacGAN)
 
 
 @dataclass
@@ -191,11 +212,16 @@ class RunConfig:
     seed: int = 0
     conditional: bool = False  # cGAN: one-hot labels into G (with z) and D (with x)
     resume: str | None = None  # a run folder or checkpoint to continue from
+    # published numbers a study preset is compared with, one mapping per row: where (swept
+    # axis -> value), metric, mean, pm, pm_kind (SE | SD), n, source (ganexp/cells.py)
+    paper: list[Any] = field(default_factory=list)
 
 
 def register_schema() -> None:
     """Make ``ganexp_schema`` available as the first entry of config.yaml's defaults list."""
     ConfigStore.instance().store(name="ganexp_schema", node=RunConfig)
+    # ${mul:a,b}: a size derived from another key, e.g. PacGAN's batch of 100 packs of m samples
+    OmegaConf.register_new_resolver("mul", lambda a, b: a * b, replace=True)
 
 
 DATASETS = ("fashion_mnist", "mnist", "cifar10", "image_folder", "ring8", "grid25")
