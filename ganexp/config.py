@@ -224,7 +224,7 @@ def register_schema() -> None:
     OmegaConf.register_new_resolver("mul", lambda a, b: a * b, replace=True)
 
 
-DATASETS = ("fashion_mnist", "mnist", "cifar10", "image_folder", "ring8", "grid25")
+DATASETS = ("fashion_mnist", "mnist", "cifar10", "image_folder", "ring8", "grid25", "swissroll")
 GENERATOR_LOSSES = ("non_saturating", "minimax")
 LOGGERS = ("wandb", "none")
 FEATURES = ("auto", "inception", "classifier")
@@ -320,6 +320,15 @@ def validate(cfg: DictConfig) -> RunConfig:
     for key in (*positive, "data.std", "data.radius", "data.spacing"):
         value = OmegaConf.select(cfg, key)
         _require(value > 0, key, value, "must be > 0")
+    data = cfg.data
+    _require(data.scale > 0, "data.scale", data.scale, "must be > 0")
+    _non_negative(cfg, "data.train_size")
+    if data.name not in ("ring8", "grid25", "swissroll"):
+        for key, default in (("scale", 1.0), ("train_size", 0)):
+            only_toy = "toy data only (images: data.limit)"
+            _require(data[key] == default, f"data.{key}", data[key], only_toy)
+    no_modes = "swissroll has no modes; leave it 0"
+    _require(data.name != "swissroll" or data.modes == 0, "data.modes", data.modes, no_modes)
     for key in ("optim.beta1", "optim.beta2"):
         value = OmegaConf.select(cfg, key)
         _require(0 <= value < 1, key, value, "must be in [0, 1)")

@@ -117,7 +117,7 @@ def test_ganexp_sample_grid_images_and_interpolation(evaluated_run: Path, tmp_pa
     assert bad.returncode == 2 and "not conditional" in bad.stderr
 
 
-def test_toy_run_keeps_best_by_modes_covered(tmp_path: Path) -> None:
+def test_toy_run_keeps_best_by_modes_recovered(tmp_path: Path) -> None:
     result = smoke_run(
         tmp_path,
         "data=ring8",
@@ -126,9 +126,11 @@ def test_toy_run_keeps_best_by_modes_covered(tmp_path: Path) -> None:
         "trainer.eval_every=2",
         "metrics.num_samples=500",
     )
-    assert result.best["key"] == "eval/modes_covered"
-    assert result.best["value"] == max(
-        json.loads(line)["eval/modes_covered"]
-        for line in (tmp_path / "metrics.jsonl").read_text().splitlines()
-        if "eval/modes_covered" in line
-    )
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    evals = [row for row in rows if "eval/modes_recovered" in row]
+    assert [row["step"] for row in evals] == [2, 4, 6]
+    assert result.best["key"] == "eval/modes_recovered"
+    assert result.best["value"] == max(row["eval/modes_recovered"] for row in evals)
+    for key in ("modes_covered", "high_quality", "reverse_kl"):  # PacGAN's, still logged
+        assert f"eval/{key}" in evals[0]
+    assert evals[0]["eval/modes_recovered_floor"] == evals[0]["eval/modes_covered_floor"] == 8

@@ -222,7 +222,12 @@ def test_a_collapsed_toy_generator_covers_one_mode(ring8: Tensor) -> None:
     assert stats["modes_covered"] == 1
     assert stats["reverse_kl"] == pytest.approx(math.log(8))
     far = mode_stats(torch.full((10, 2), 5.0), ring8, std=0.01)
-    assert far == {"modes_covered": 0.0, "high_quality": 0.0, "reverse_kl": math.log(8)}
+    assert far == {
+        "modes_covered": 0.0,
+        "modes_recovered": 0.0,
+        "high_quality": 0.0,
+        "reverse_kl": math.log(8),
+    }
 
 
 def test_class_coverage_from_the_classifier_predictions() -> None:

@@ -220,7 +220,7 @@ def test_mode_collapse_runs_under_joblib_with_one_wandb_run_per_job(tmp_path: Pa
         record = job(sweep, i)
         assert record["status"] == "completed" and record["steps"] == 2
         assert f"loss={loss}" in record["overrides"]
-        assert record["best"]["key"] == "eval/modes_covered"
+        assert record["best"]["key"] == "eval/modes_recovered"
         for made in (".hydra/config.yaml", "metrics.jsonl", "checkpoints/last.pt"):
             assert (folder / made).is_file(), made
         assert (folder / "samples" / "step_000002.png").is_file()
@@ -393,7 +393,7 @@ def test_optuna_search_runs_trials_on_the_real_headline_metric(tmp_path: Path) -
     values = [job(sweep, i)["best"]["value"] for i in (0, 1)]
     assert found["best_value"] == max(values)
     rows = read_csv(sweep / "summary.csv")
-    assert len(rows) == 2 and {r["metric"] for r in rows} == {"eval/modes_covered"}
+    assert len(rows) == 2 and {r["metric"] for r in rows} == {"eval/modes_recovered"}
     for row in rows:
         chosen = dict(o.split("=", 1) for o in row["overrides"].split())
         assert 1e-5 <= float(chosen["optim.lr_g"]) <= 1e-3
