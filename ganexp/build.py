@@ -5,10 +5,20 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ganexp.config import Arch, NetConfig, Norm, OptimConfig, OptimName, RunConfig, lookup
+from ganexp.config import (
+    Activation,
+    Arch,
+    Init,
+    NetConfig,
+    Norm,
+    OptimConfig,
+    OptimName,
+    RunConfig,
+    lookup,
+)
 from ganexp.data import DataSpec
 from ganexp.errors import ConfigError
-from ganexp.models.common import NormSpec
+from ganexp.models.common import ActivationSpec, NormSpec, Packed, initialize
 from ganexp.models.dcgan import DCGANDiscriminator, DCGANGenerator
 from ganexp.models.mlp import MLPDiscriminator, MLPGenerator
 from ganexp.models.norms import apply_weight_norm
@@ -17,6 +27,12 @@ from ganexp.models.norms import apply_weight_norm
 def _norm_spec(cfg: RunConfig, network: str) -> NormSpec:
     kind = Norm(getattr(cfg.norm, network))
     return NormSpec(kind, cfg.norm.num_groups, cfg.norm.eps, key=f"norm.{network}")
+
+
+def _activation_spec(net: NetConfig, network: str) -> ActivationSpec:
+    kind = Activation(net.activation)
+    discriminator = network == "discriminator"
+    return ActivationSpec(kind, net.maxout_pieces, f"{network}.activation", discriminator)
 
 
 def _check_arch(net: NetConfig, network: str, spec: DataSpec, data_name: str) -> None:
@@ -40,26 +56,30 @@ def _num_classes(cfg: RunConfig, spec: DataSpec) -> int:
 def build_generator(cfg: RunConfig, spec: DataSpec) -> nn.Module:
     net, norm = cfg.generator, _norm_spec(cfg, "generator")
     _check_arch(net, "generator", spec, cfg.data.name)
-    classes = _num_classes(cfg, spec)
+    classes, act = _num_classes(cfg, spec), _activation_spec(net, "generator")
+    args = (cfg.trainer.z_dim, spec.shape, net.width, net.depth, norm, classes)
     if net.arch == Arch.dcgan:
-        model = DCGANGenerator(cfg.trainer.z_dim, spec.shape, net.width, net.depth, norm, classes)
+        model = DCGANGenerator(*args, activation=act)
     else:
         tanh = spec.kind == "image"  # images live in [-1, 1]; toy points do not
-        model = MLPGenerator(
-            cfg.trainer.z_dim, spec.shape, net.width, net.depth, norm, classes, tanh=tanh
-        )
+        model = MLPGenerator(*args, tanh=tanh, activation=act)
+    initialize(model, Init(net.init))
     return apply_weight_norm(model, norm.kind)
 
 
 def build_discriminator(cfg: RunConfig, spec: DataSpec) -> nn.Module:
     net, norm = cfg.discriminator, _norm_spec(cfg, "discriminator")
     _check_arch(net, "discriminator", spec, cfg.data.name)
-    classes = _num_classes(cfg, spec)
-    if net.arch == Arch.dcgan:
-        model = DCGANDiscriminator(spec.shape, net.width, net.depth, norm, classes)
-    else:
-        model = MLPDiscriminator(spec.shape, net.width, net.depth, norm, classes)
-    return apply_weight_norm(model, norm.kind)
+    classes, act = _num_classes(cfg, spec), _activation_spec(net, "discriminator")
+    if net.pack > 1 and classes:
+        raise ConfigError("discriminator.pack", net.pack, "packing is for unconditional GANs")
+    # a pack of m samples is one input of m times the channels (images) or features (points)
+    shape = (spec.shape[0] * net.pack, *spec.shape[1:])
+    arch = DCGANDiscriminator if net.arch == Arch.dcgan else MLPDiscriminator
+    model = arch(shape, net.width, net.depth, norm, classes, activation=act)
+    initialize(model, Init(net.init))
+    model = apply_weight_norm(model, norm.kind)
+    return Packed(model, net.pack) if net.pack > 1 else model
 
 
 # the sizes a network's layers are made of, for a layer too large to exist

@@ -338,6 +338,19 @@ def validate(cfg: DictConfig) -> RunConfig:
     _require(g_loss in GENERATOR_LOSSES, "loss.generator_loss", g_loss, _one_of(GENERATOR_LOSSES))
     _require(cfg.logger.name in LOGGERS, "logger.name", cfg.logger.name, _one_of(LOGGERS))
     _require(cfg.data.channels in (1, 3), "data.channels", cfg.data.channels, "allowed: 1, 3")
+    _positive(cfg, "discriminator.pack")
+    for net in ("generator", "discriminator"):
+        pieces = cfg[net].maxout_pieces
+        _require(pieces >= 2, f"{net}.maxout_pieces", pieces, "must be an integer >= 2")
+    pack = cfg.generator.pack
+    _require(pack == 1, "generator.pack", pack, "packing is D's view of the batch: must be 1")
+    batch, pack = cfg.trainer.batch_size, cfg.discriminator.pack
+    _require(
+        batch % pack == 0,
+        "trainer.batch_size",
+        batch,
+        f"counts samples and must divide into packs of discriminator.pack={pack}",
+    )
     return OmegaConf.to_object(cfg)
 
 

@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ganexp.config import LossConfig, LossName
+from ganexp.models.common import pack_of
 
 
 class GANLoss:
@@ -116,12 +117,16 @@ class GradientPenaltyLoss(WassersteinLoss):
         grad_scale: torch.Tensor | float = 1.0,
     ) -> torch.Tensor:
         """Under fp16 autocast the input gradient is taken of the scaled output and unscaled
-        (the AMP recipe for gradient penalties), so it cannot underflow; the norm is in fp32."""
-        eps = torch.rand((real.shape[0],) + (1,) * (real.dim() - 1), device=real.device)
+        (the AMP recipe for gradient penalties), so it cannot underflow; the norm is in fp32.
+        A packed critic (PacGAN) sees packs of m samples as one input: each pack gets one e,
+        and the norm is that of the gradient with respect to the whole pack."""
+        pack = pack_of(critic)
+        eps = torch.rand(real.shape[0] // pack, device=real.device).repeat_interleave(pack)
+        eps = eps.view((real.shape[0],) + (1,) * (real.dim() - 1))
         mixed = (eps * real + (1 - eps) * fake.detach().to(real.dtype)).requires_grad_(True)
         out = critic(mixed, labels).float()
         (grad,) = torch.autograd.grad(out.sum() * grad_scale, mixed, create_graph=True)
-        norms = (grad.float() / grad_scale).flatten(1).norm(2, dim=1)
+        norms = (grad.float() / grad_scale).reshape(len(out), -1).norm(2, dim=1)
         return self.gp_weight * ((norms - 1) ** 2).mean()
 
 

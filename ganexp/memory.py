@@ -123,7 +123,8 @@ def activations(
     """Layer output bytes of G and of D, as linear functions of the batch (meta networks)."""
     labelled = cfg.conditional and spec.num_classes > 0
     measured: dict[str, list[int]] = {"g": [], "d": []}
-    for n in (2, 4):
+    pack = cfg.discriminator.pack  # D takes whole packs of samples
+    for n in (2 * pack, 4 * pack):
         with torch.device("meta"):
             z = torch.empty(n, cfg.trainer.z_dim)
             x = torch.empty(n, *spec.shape)
@@ -132,8 +133,8 @@ def activations(
             measured["d"].append(_output_bytes(discriminator, x, labels))
     lines = []
     for two, four in measured.values():
-        per_example = (four - two) // 2
-        lines.append(Activations(per_example, two - 2 * per_example))
+        per_example = (four - two) // (2 * pack)
+        lines.append(Activations(per_example, two - 2 * pack * per_example))
     return lines[0], lines[1]
 
 

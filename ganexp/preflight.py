@@ -272,6 +272,13 @@ def check_processes(cfg: RunConfig, device_type: str) -> None:
             cfg.trainer.batch_size,
             f"is the whole batch and must split evenly across the {processes} processes",
         )
+    pack = cfg.discriminator.pack
+    if (cfg.trainer.batch_size // processes) % pack:
+        raise ConfigError(
+            "trainer.batch_size",
+            cfg.trainer.batch_size,
+            f"each of the {processes} processes' share must divide into packs of {pack}",
+        )
     if cfg.norm.sync_batchnorm and device_type != "cuda":
         raise ConfigError(
             "norm.sync_batchnorm",

@@ -208,6 +208,15 @@ OUT_OF_RANGE = [
     (["trainer.z_dim=" + str(10**19)], f"trainer.z_dim={10**19}: too large: at most 2**63 - 1"),
     (["generator.width=" + str(10**12)], "generator.width=1000000000000: too large: a layer's"),
     (["generator=mlp", "discriminator=mlp", "data.image_size=" + str(10**8)], "data.image_size="),
+    (
+        ["experiment=pacgan_ring", "trainer.batch_size=100", "discriminator.pack=3"],
+        "trainer.batch_size=100: counts samples and must divide into packs of discriminator.pack=3",
+    ),
+    (["discriminator.pack=0"], "discriminator.pack=0: must be an integer >= 1"),
+    (["generator.pack=2"], "generator.pack=2: packing is D's view of the batch: must be 1"),
+    (["discriminator.maxout_pieces=1"], "discriminator.maxout_pieces=1: must be an integer >= 2"),
+    (["generator.activation=tanh"], "generator.activation"),
+    (["discriminator.init=he"], "discriminator.init"),
 ]
 
 

@@ -17,6 +17,7 @@ from ganexp.losses import (
     WeightClippingLoss,
     build_loss,
 )
+from ganexp.models.common import Packed
 
 
 def _logit(p: float) -> float:
@@ -112,3 +113,24 @@ def test_build_loss_follows_the_config() -> None:
     assert isinstance(clip, WeightClippingLoss) and clip.clip_value == 0.05
     gp = build_loss(LossConfig(name=LossName.wgan_gp, gp_weight=5.0))
     assert isinstance(gp, GradientPenaltyLoss) and gp.gp_weight == 5.0
+
+
+def test_gradient_penalty_of_a_packed_critic_is_per_pack() -> None:
+    """A packed linear critic D(pack) = w . (x_1, ..., x_m) has gradient w with respect to the
+    whole pack: the penalty is lambda * (|w| - 1)^2 with |w| taken over the pack, which the
+    per-sample norms (each |w_i| < |w|) would miss; each pack gets one interpolation factor."""
+    pack, w = 2, torch.tensor([0.6, 0.0, 0.0, 0.8])  # |w| = 1 over the pack, 0.6 / 0.8 per half
+    critic = Packed(LinearCritic(w), pack)
+    real, fake = torch.randn(8, 2), torch.randn(8, 2)
+    penalty = GradientPenaltyLoss(gp_weight=10.0).regularizer(critic, real, fake, None)
+    assert penalty.item() == pytest.approx(0.0, abs=1e-10)
+
+    class Recording(LinearCritic):
+        def forward(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+            self.seen = x.detach()
+            return super().forward(x, labels)
+
+    recording = Recording(w)
+    GradientPenaltyLoss().regularizer(Packed(recording, pack), real, fake, None)
+    eps = (recording.seen - fake.reshape(4, 4)) / (real - fake).reshape(4, 4)
+    torch.testing.assert_close(eps, eps[:, :1].expand(4, 4))  # one e per pack

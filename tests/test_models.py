@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import itertools
+import math
 
 import pytest
 import torch
-from helpers import compose_config
+from helpers import LinearCritic, compose_config
 from torch import nn
 
 from ganexp.build import build_discriminator, build_generator, check_buildable
 from ganexp.config import Norm, RunConfig, validate
 from ganexp.data import DataSpec
 from ganexp.errors import ConfigError
+from ganexp.models.common import Maxout, Packed
 from ganexp.models.dcgan import Project, Score
 from ganexp.models.norms import make_norm
 
@@ -196,3 +198,99 @@ def test_networks_use_the_matrix_product_layers_under_every_norm() -> None:
         cfg = _cfg(f"norm={norm}")
         assert isinstance(build_generator(cfg, _image_spec(32)).net[0], Project), norm
         assert isinstance(build_discriminator(cfg, _image_spec(32)).net[-1], Score), norm
+
+
+# --- activations, initialization and packing (PacGAN's D, the WGAN-GP toy nets) ------------------
+
+
+def test_maxout_is_the_max_over_each_units_pieces() -> None:
+    layer = Maxout(3, 2, pieces=4)
+    x = torch.randn(5, 3)
+    pieces = layer.linear(x).view(5, 2, 4)  # unit j's pieces are outputs 4j .. 4j + 3
+    assert torch.equal(layer(x), pieces.max(dim=2).values)
+
+
+def _pacgan_nets(*overrides: str) -> tuple[nn.Module, nn.Module]:
+    cfg = _cfg("experiment=pacgan_ring", *overrides)
+    return build_generator(cfg, POINTS), build_discriminator(cfg, POINTS)
+
+
+def _count(net: nn.Module) -> int:
+    return sum(p.numel() for p in net.parameters())
+
+
+@pytest.mark.parametrize("pack", [1, 2, 4])
+def test_pacgan_networks_have_the_papers_sizes(pack: int) -> None:
+    """G 2-400-400-400-400-2 (no bias before batch norm; BN scale and shift), D three maxout
+    layers of 200 units x 5 pieces on 2m inputs, then a linear output (pacgan_task.py)."""
+    g, d = _pacgan_nets(f"discriminator.pack={pack}")
+    assert _count(g) == 2 * 400 + 3 * 400 * 400 + 4 * 2 * 400 + 400 * 2 + 2
+    maxouts = (2 * pack * 1000 + 1000) + 2 * (200 * 1000 + 1000)
+    assert _count(d) == maxouts + 200 + 1
+    assert d(torch.randn(100 * pack, 2)).shape == (100,)  # one output per pack
+
+
+def test_a_pack_is_consecutive_samples_side_by_side() -> None:
+    """D(pack) sees the m samples' features concatenated: a packed D equals its inner network
+    applied to the batch reshaped into rows of m samples."""
+    _, d = _pacgan_nets("discriminator.pack=3")
+    x = torch.randn(12, 2)
+    assert torch.equal(d(x), d.critic(x.reshape(4, 6)))
+    images = torch.randn(6, 1, 4, 4)
+    packed = Packed(LinearCritic(torch.eye(32)), 2)(images)  # the identity on a pack
+    assert torch.equal(packed[1], torch.cat([images[2].flatten(), images[3].flatten()]))
+
+
+@pytest.mark.parametrize("pack", [2, 4])
+def test_image_discriminators_take_packs_of_channels(pack: int) -> None:
+    cfg = _cfg(f"discriminator.pack={pack}", "trainer.batch_size=64")
+    d = build_discriminator(cfg, _image_spec(32))
+    assert d(torch.randn(8 * pack, 1, 32, 32)).shape == (8,)
+
+
+def test_dcgan_init_and_kaiming_init_follow_their_papers() -> None:
+    _, d = _pacgan_nets()
+    weights = [m.weight for m in d.modules() if isinstance(m, nn.Linear)]
+    assert all(abs(w.std().item() - 0.02) < 0.002 for w in weights)
+    assert all(m.bias.abs().max().item() == 0 for m in d.modules() if isinstance(m, nn.Linear))
+    cfg = _cfg("experiment=wgan_toy")
+    layers = [m for m in build_discriminator(cfg, POINTS).modules() if isinstance(m, nn.Linear)]
+    for layer in layers[:-1]:  # He-uniform: bound sqrt(6 / fan_in)
+        bound = math.sqrt(6 / layer.in_features)
+        assert layer.weight.abs().max().item() <= bound
+        assert layer.weight.abs().max().item() > 0.9 * bound
+    last = layers[-1]  # Glorot-uniform on the output layer
+    assert last.weight.abs().max().item() <= math.sqrt(6 / (last.in_features + 1))
+
+
+def test_orthogonal_init_gives_orthonormal_rows() -> None:
+    cfg = _cfg("generator=mlp", "generator.init=orthogonal", "norm=none")
+    for layer in (m for m in build_generator(cfg, POINTS).modules() if isinstance(m, nn.Linear)):
+        w = layer.weight if layer.out_features <= layer.in_features else layer.weight.T
+        torch.testing.assert_close(w @ w.T, torch.eye(len(w)), atol=1e-5, rtol=0)
+
+
+def test_activation_choices_reach_the_layers() -> None:
+    cfg = _cfg("experiment=wgan_toy")
+    d = build_discriminator(cfg, POINTS)
+    assert any(isinstance(m, nn.ReLU) for m in d.modules())
+    assert not any(isinstance(m, nn.LeakyReLU) for m in d.modules())
+    default = build_discriminator(_cfg("discriminator=mlp"), POINTS)
+    assert any(isinstance(m, nn.LeakyReLU) for m in default.modules())
+
+
+@pytest.mark.parametrize(
+    ("overrides", "key", "fragment"),
+    [
+        (("discriminator.activation=maxout",), "discriminator.activation", "for mlp networks"),
+        (("generator.activation=maxout",), "generator.activation", "for mlp networks"),
+        (("conditional=true", "discriminator.pack=2"), "discriminator.pack", "unconditional"),
+    ],
+)
+def test_options_that_do_not_fit_the_network_are_refused(
+    overrides: tuple[str, ...], key: str, fragment: str
+) -> None:
+    with pytest.raises(ConfigError) as error:
+        check_buildable(_cfg(*overrides), _image_spec(32))
+    assert error.value.key == key
+    assert fragment in str(error.value)

@@ -1,4 +1,5 @@
-"""Pieces both architectures share: the norm settings of one network and label conditioning."""
+"""Pieces the architectures share: one network's norm, activation and initialization settings,
+label conditioning, and packing (D judging several samples at once)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ganexp.config import Norm
+from ganexp.config import Activation, Init, Norm
+from ganexp.errors import ConfigError
 from ganexp.models.norms import has_activation_norm, make_norm
 
 
@@ -44,3 +46,109 @@ def one_hot(labels: torch.Tensor | None, num_classes: int) -> torch.Tensor | Non
     if labels is None:
         raise ValueError("a conditional network needs class labels")
     return F.one_hot(labels, num_classes).float()
+
+
+class Maxout(nn.Module):
+    """A maxout layer (Goodfellow et al. 2013): ``pieces`` affine maps, the unit-wise maximum,
+    as Blocks' ``LinearMaxout`` in PacGAN's D. One Linear of ``out * pieces`` units; output unit
+    j is the max over its pieces ``j * pieces .. j * pieces + pieces - 1``."""
+
+    def __init__(self, fan_in: int, out: int, pieces: int, bias: bool = True) -> None:
+        super().__init__()
+        self.pieces = pieces
+        self.linear = nn.Linear(fan_in, out * pieces, bias=bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.linear(x)
+        return y.view(*y.shape[:-1], -1, self.pieces).amax(dim=-1)
+
+
+@dataclass(frozen=True)
+class ActivationSpec:
+    """The nonlinearity of one network's hidden layers, with the config key that chose it.
+    ``default`` is the architecture's own: ReLU in G, LeakyReLU(0.2) in D."""
+
+    kind: Activation
+    pieces: int = 5
+    key: str = "activation"
+    discriminator: bool = False
+
+    @property
+    def resolved(self) -> Activation:
+        if self.kind != Activation.default:
+            return self.kind
+        return Activation.leaky_relu if self.discriminator else Activation.relu
+
+    def linear(self, fan_in: int, width: int, bias: bool = True) -> nn.Module:
+        """A fully connected hidden layer: a Maxout layer, or a Linear the activation follows."""
+        if self.resolved == Activation.maxout:
+            return Maxout(fan_in, width, self.pieces, bias=bias)
+        return nn.Linear(fan_in, width, bias=bias)
+
+    def layer(self) -> nn.Module:
+        """The activation after a hidden layer (nothing after a maxout layer)."""
+        kind = self.resolved
+        if kind == Activation.maxout:
+            return nn.Identity()
+        return nn.LeakyReLU(0.2, inplace=True) if kind == Activation.leaky_relu else nn.ReLU(True)
+
+    def conv_only(self, arch: str) -> None:
+        """Refuse maxout where layers are convolutions."""
+        if self.resolved == Activation.maxout:
+            raise ConfigError(self.key, "maxout", f"maxout is for mlp networks, not {arch}")
+
+
+def dcgan_init(net: nn.Module) -> None:
+    """The DCGAN initialization: weights N(0, 0.02), norm scales N(1, 0.02), shifts 0."""
+    for module in net.modules():
+        if isinstance(module, nn.Conv2d | nn.ConvTranspose2d | nn.Linear):
+            nn.init.normal_(module.weight, 0.0, 0.02)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif getattr(module, "weight", None) is not None and hasattr(module, "eps"):
+            nn.init.normal_(module.weight, 1.0, 0.02)
+            nn.init.zeros_(module.bias)
+
+
+def initialize(net: nn.Module, kind: Init) -> None:
+    """Re-initialize ``net``'s weight layers (biases 0; norm layers keep theirs); ``default``
+    leaves the architecture's own initialization. ``kaiming`` is He-uniform for the layers an
+    activation follows and Glorot-uniform for the output layer, with zero biases: what the
+    WGAN-GP toy code (tflib's ``ReLULayer`` / ``Linear``) does."""
+    if kind == Init.default:
+        return
+    if kind == Init.dcgan:
+        dcgan_init(net)
+        return
+    layers = [m for m in net.modules() if isinstance(m, nn.Linear | nn.Conv2d | nn.ConvTranspose2d)]
+    for i, layer in enumerate(layers):
+        last = i == len(layers) - 1
+        if kind == Init.xavier or (kind == Init.kaiming and last):
+            nn.init.xavier_uniform_(layer.weight)
+        elif kind == Init.kaiming:
+            nn.init.kaiming_uniform_(layer.weight, nonlinearity="relu")
+        else:
+            nn.init.orthogonal_(layer.weight)
+        if layer.bias is not None:
+            nn.init.zeros_(layer.bias)
+
+
+class Packed(nn.Module):
+    """PacGAN's discriminator (Lin et al. 2018): D judges packs of ``pack`` samples, given as
+    one input of ``pack`` times the channels (or features). A batch of B samples is B / pack
+    consecutive packs; real packs are independent draws because a batch's samples are. D's
+    outputs are one per pack."""
+
+    def __init__(self, critic: nn.Module, pack: int) -> None:
+        super().__init__()
+        self.critic = critic
+        self.pack = pack
+
+    def forward(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        packs = x.reshape(x.shape[0] // self.pack, self.pack * x.shape[1], *x.shape[2:])
+        return self.critic(packs, labels)
+
+
+def pack_of(critic: nn.Module) -> int:
+    """The packing degree of a discriminator (through DDP; torch.compile's wrapper forwards)."""
+    return getattr(getattr(critic, "module", critic), "pack", 1)

@@ -9,8 +9,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ganexp.config import Activation
 from ganexp.errors import ConfigError
-from ganexp.models.common import NormSpec, one_hot
+from ganexp.models.common import ActivationSpec, NormSpec, dcgan_init, one_hot
 
 IMAGE_SIZES = (16, 28, 32, 56, 64, 112, 128)
 
@@ -25,18 +26,6 @@ def start_size(image_size: int) -> int:
 
 def _num_upsamples(image_size: int) -> int:
     return (image_size // start_size(image_size)).bit_length() - 1
-
-
-def init_weights(net: nn.Module) -> None:
-    """The DCGAN initialization: conv weights N(0, 0.02), norm scales N(1, 0.02), shifts 0."""
-    for module in net.modules():
-        if isinstance(module, nn.Conv2d | nn.ConvTranspose2d | nn.Linear):
-            nn.init.normal_(module.weight, 0.0, 0.02)
-            if module.bias is not None:
-                nn.init.zeros_(module.bias)
-        elif getattr(module, "weight", None) is not None and hasattr(module, "eps"):
-            nn.init.normal_(module.weight, 1.0, 0.02)
-            nn.init.zeros_(module.bias)
 
 
 class Project(nn.ConvTranspose2d):
@@ -78,8 +67,11 @@ class DCGANGenerator(nn.Module):
         depth: int,
         norm: NormSpec,
         num_classes: int = 0,
+        activation: ActivationSpec | None = None,
     ) -> None:
         super().__init__()
+        act = activation or ActivationSpec(Activation.default)
+        act.conv_only("dcgan")
         channels, size, _ = image_shape
         self.num_classes = num_classes
         n_up = _num_upsamples(size)
@@ -87,24 +79,24 @@ class DCGANGenerator(nn.Module):
         layers: list[nn.Module] = [
             Project(z_dim + num_classes, ch, start_size(size), 1, 0, bias=norm.bias),
             norm.layer(ch, spatial=True),
-            nn.ReLU(inplace=True),
+            act.layer(),
         ]
         for _ in range(n_up - 1):
             layers += [
                 nn.ConvTranspose2d(ch, ch // 2, 4, 2, 1, bias=norm.bias),
                 norm.layer(ch // 2, spatial=True),
-                nn.ReLU(inplace=True),
+                act.layer(),
             ]
             ch //= 2
         for _ in range(depth):
             layers += [
                 nn.Conv2d(ch, ch, 3, 1, 1, bias=norm.bias),
                 norm.layer(ch, spatial=True),
-                nn.ReLU(inplace=True),
+                act.layer(),
             ]
         layers += [nn.ConvTranspose2d(ch, channels, 4, 2, 1), nn.Tanh()]
         self.net = nn.Sequential(*layers)
-        init_weights(self)
+        dcgan_init(self)
 
     def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         code = one_hot(labels, self.num_classes)
@@ -121,32 +113,35 @@ class DCGANDiscriminator(nn.Module):
         depth: int,
         norm: NormSpec,
         num_classes: int = 0,
+        activation: ActivationSpec | None = None,
     ) -> None:
         super().__init__()
+        act = activation or ActivationSpec(Activation.default, discriminator=True)
+        act.conv_only("dcgan")
         channels, size, _ = image_shape
         self.num_classes = num_classes
         start = start_size(size)
         ch, side = width, size // 2
         layers: list[nn.Module] = [
             nn.Conv2d(channels + num_classes, ch, 4, 2, 1),
-            nn.LeakyReLU(0.2, inplace=True),
+            act.layer(),
         ]
         for _ in range(depth):
             layers += [
                 nn.Conv2d(ch, ch, 3, 1, 1, bias=norm.bias),
                 norm.layer(ch, spatial=True),
-                nn.LeakyReLU(0.2, inplace=True),
+                act.layer(),
             ]
         while side > start:
             layers += [
                 nn.Conv2d(ch, ch * 2, 4, 2, 1, bias=norm.bias),
                 norm.layer(ch * 2, spatial=True),
-                nn.LeakyReLU(0.2, inplace=True),
+                act.layer(),
             ]
             ch, side = ch * 2, side // 2
         layers.append(Score(ch, 1, start, 1, 0))
         self.net = nn.Sequential(*layers)
-        init_weights(self)
+        dcgan_init(self)
 
     def forward(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         code = one_hot(labels, self.num_classes)

@@ -7,8 +7,9 @@ import math
 import torch
 from torch import nn
 
+from ganexp.config import Activation
 from ganexp.errors import ConfigError
-from ganexp.models.common import NormSpec, one_hot
+from ganexp.models.common import ActivationSpec, NormSpec, one_hot
 
 
 def _check_depth(depth: int, key: str) -> None:
@@ -26,18 +27,20 @@ class MLPGenerator(nn.Module):
         norm: NormSpec,
         num_classes: int = 0,
         tanh: bool = True,
+        activation: ActivationSpec | None = None,
     ) -> None:
         super().__init__()
         _check_depth(depth, "generator.depth")
         self.out_shape = out_shape
         self.num_classes = num_classes
+        act = activation or ActivationSpec(Activation.default)
         layers: list[nn.Module] = []
         fan_in = z_dim + num_classes
         for _ in range(depth):
             layers += [
-                nn.Linear(fan_in, width, bias=norm.bias),
+                act.linear(fan_in, width, bias=norm.bias),
                 norm.layer(width, spatial=False),
-                nn.ReLU(inplace=True),
+                act.layer(),
             ]
             fan_in = width
         layers.append(nn.Linear(fan_in, math.prod(out_shape)))
@@ -60,19 +63,21 @@ class MLPDiscriminator(nn.Module):
         depth: int,
         norm: NormSpec,
         num_classes: int = 0,
+        activation: ActivationSpec | None = None,
     ) -> None:
         super().__init__()
         _check_depth(depth, "discriminator.depth")
         self.num_classes = num_classes
+        act = activation or ActivationSpec(Activation.default, discriminator=True)
         layers: list[nn.Module] = [
-            nn.Linear(math.prod(in_shape) + num_classes, width),
-            nn.LeakyReLU(0.2, inplace=True),
+            act.linear(math.prod(in_shape) + num_classes, width),
+            act.layer(),
         ]
         for _ in range(depth - 1):
             layers += [
-                nn.Linear(width, width, bias=norm.bias),
+                act.linear(width, width, bias=norm.bias),
                 norm.layer(width, spatial=False),
-                nn.LeakyReLU(0.2, inplace=True),
+                act.layer(),
             ]
         layers.append(nn.Linear(width, 1))
         self.net = nn.Sequential(*layers)
