@@ -1,19 +1,28 @@
-"""The summary of a sweep: a table and figures in the sweep dir, and one W&B run of the group.
+"""The summary of a sweep: tables and figures in the sweep dir, and one W&B run of the group.
 
 :class:`SweepSummary` is a Hydra callback (``hydra.callbacks.sweep_summary`` in config.yaml). When
 a multirun ends, whatever its launcher or sweeper, it reads the ``job.json`` of every job folder
 under the sweep dir and writes there:
 
+``cells.csv``    one row per cell (the jobs alike in every swept axis but ``seed``) and metric:
+                 mean, SD and 95 % t interval over the seeds' final values, Welch's test against
+                 the best cell, published numbers when the config has ``paper`` rows
+                 (:mod:`ganexp.cells`); a sweep without seeds has one job per cell
 ``summary.csv``  one row per job, in job order: status, the swept axes, the headline metric
                  (best, its step, final), the other final ``eval/`` metrics, steps, wall time,
                  error and overrides
-``summary.md``   the same table, best job first and failed jobs last with their error line
-``curves.png``   the headline metric against step for every job (``loss/g`` when no job has one)
-``heatmap.png``  the best headline value over the two swept axes, when exactly two vary
-                 (besides ``seed``, which is averaged over)
+``summary.md``   the cells table with its verdict (which cells the seeds cannot tell apart from
+                 the best), then the jobs table, best job first and failed jobs last with their
+                 error line
+``curves.png``   the headline metric against step, one line per cell (the mean over its seeds,
+                 with a 95 % band where two or more seeds have the step; ``loss/g`` when no job
+                 has the headline)
+``heatmap.png``  the mean final headline value ± the interval's half-width per cell, when
+                 exactly two axes besides ``seed`` vary
 
-and logs the table and figures to W&B in one more run of the sweep's group (``job_type=summary``).
-``SweepSummary.last_failed`` counts the jobs that did not complete, for the exit code.
+and logs the tables, the verdict and figures to W&B in one more run of the sweep's group
+(``job_type=summary``). ``SweepSummary.last_failed`` counts the jobs that did not complete, for
+the exit code.
 """
 
 from __future__ import annotations
@@ -22,7 +31,6 @@ import csv
 import json
 import math
 import os
-import statistics
 import sys
 from collections import Counter
 from dataclasses import dataclass, field
@@ -33,18 +41,28 @@ import yaml
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
+from ganexp.cells import (
+    Cell,
+    CellStats,
+    CellTable,
+    build_cells,
+    maximize,
+    mean_curve,
+    read_paper_rows,
+    write_cells_csv,
+)
 from ganexp.job import JOB_FILE, read_job_record
 
 MISSING_RECORD = "no job.json (killed?)"
 FALLBACK_KEY = "loss/g"  # plotted when no job logged an eval metric
-AVERAGED_AXES = ("seed",)  # not a heatmap axis: cells average over it
 _STATUS_ORDER = {"completed": 0, "interrupted": 1, "failed": 2}
 _NOT_JOB_DIRS = {"wandb", "samples", "checkpoints", ".submitit", ".hydra"}
-
-
-def maximize(key: str) -> bool:
-    """Whether a larger value of metric ``key`` is better (mode coverage and quality are)."""
-    return key.startswith(("eval/modes", "eval/high_quality"))
+_FILES = {"cells": "cells.csv", "csv": "summary.csv", "md": "summary.md"}
+_CELLS_NOTE = (
+    "A cell is the jobs alike in every swept axis but `seed`. n, mean, sd and the 95% t "
+    "interval are over its seeds' final {key} (the last evaluation, not the best one); "
+    "`vs_best_p` is Welch's t-test against the best cell, Holm-corrected over the others."
+)
 
 
 @dataclass
@@ -193,19 +211,19 @@ def write_csv(table: Table, path: Path) -> None:
         writer.writerows([["" if v is None else v for v in row] for row in table.rows])
 
 
-def write_markdown(
-    table: Table, order: list[int], path: Path, title: str, notes: list[str]
-) -> None:
-    """The table as Markdown, rows in ``order`` (indices into ``table.rows``)."""
+def markdown_table(columns: list[str], rows: list[list[str]]) -> list[str]:
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    for row in rows:
+        cells = [text.replace("|", "\\|").replace("\n", " ") for text in row]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def jobs_markdown(table: Table, order: list[int]) -> list[str]:
+    """The jobs table as Markdown, rows in ``order`` (indices into ``table.rows``)."""
     columns = [c for c in table.columns if c != "overrides"]
     keep = [table.columns.index(c) for c in columns]
-    lines = [f"# {title}", "", *notes, ""]
-    lines.append("| " + " | ".join(columns) + " |")
-    lines.append("|" + "---|" * len(columns))
-    for i in order:
-        cells = [_cell(table.rows[i][j]).replace("|", "\\|").replace("\n", " ") for j in keep]
-        lines.append("| " + " | ".join(cells) + " |")
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return markdown_table(columns, [[_cell(table.rows[i][j]) for j in keep] for i in order])
 
 
 def read_curve(job: JobResult, key: str) -> tuple[list[int], list[float]]:
@@ -226,11 +244,6 @@ def read_curve(job: JobResult, key: str) -> tuple[list[int], list[float]]:
     return steps, [points[step] for step in steps]
 
 
-def _label(job: JobResult, axes: list[str]) -> str:
-    shown = ", ".join(f"{a}={job.axes[a]}" for a in axes if a in job.axes)
-    return f"#{job.name} {shown}".strip()
-
-
 def _pyplot() -> Any:
     import matplotlib
 
@@ -240,9 +253,11 @@ def _pyplot() -> Any:
     return plt
 
 
-def plot_curves(jobs: list[JobResult], key: str | None, axes: list[str], path: Path) -> bool:
-    """The headline metric against step for every job, or ``loss/g`` if no job has the metric.
-    Returns False when there is nothing at all to plot."""
+def plot_curves(cells: list[Cell], key: str | None, path: Path) -> bool:
+    """The headline metric against step, one line per cell: the mean over its seeds, shaded by
+    the 95 % t interval where two or more seeds have the step; dotted where a job of the cell
+    did not complete. ``loss/g`` if no job has the metric; False when nothing is to plot."""
+    jobs = [job for cell in cells for job in cell.jobs]
     curves = {job.name: read_curve(job, key) for job in jobs} if key else {}
     if not any(steps for steps, _ in curves.values()):
         key = FALLBACK_KEY
@@ -251,63 +266,65 @@ def plot_curves(jobs: list[JobResult], key: str | None, axes: list[str], path: P
         return False
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(9, 5), dpi=100)
-    colors = plt.get_cmap("tab10" if len(jobs) <= 10 else "tab20").colors
-    for i, job in enumerate(jobs):
-        steps, values = curves[job.name]
-        if steps:
-            style = "-" if job.status == "completed" else ":"
-            color = colors[i % len(colors)]
-            ax.plot(steps, values, style, color=color, marker=".", label=_label(job, axes))
-    title = key if key == FALLBACK_KEY else f"{key} ({_better(key)} is better)"
+    colors = plt.get_cmap("tab10" if len(cells) <= 10 else "tab20").colors
+    for i, cell in enumerate(cells):
+        seeds = [curves[job.name] for job in cell.jobs if curves[job.name][0]]
+        if not seeds:
+            continue
+        band = mean_curve(seeds)
+        color = colors[i % len(colors)]
+        style = "-" if all(job.status == "completed" for job in cell.jobs) else ":"
+        label = f"{cell.label or 'all jobs'} (n={len(seeds)})"
+        ax.plot(band.steps, band.mean, style, color=color, marker=".", label=label)
+        ax.fill_between(band.steps, band.low, band.high, color=color, alpha=0.2, linewidth=0)
+    better = "" if key == FALLBACK_KEY else f" ({_better(key)} is better)"
+    title = f"{key}{better}: mean over seeds, 95% t band"
     ax.set(xlabel="generator step", ylabel=key, title=title)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.01, 1.0), ncol=1 + len(jobs) // 25)
+    ax.legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.01, 1.0), ncol=1 + len(cells) // 25)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
     return True
 
 
-def heatmap_axes(axes: list[str]) -> list[str] | None:
-    """The two axes of a heatmap, if the sweep varies exactly two (besides averaged ones)."""
-    shown = [a for a in axes if a not in AVERAGED_AXES]
-    return shown if len(shown) == 2 else None
+def _heatmap_text(row: CellStats) -> str:
+    """``mean ± half-width (n)``; just the value with one seed."""
+    if row.mean is None:
+        done = all(job.status == "completed" for job in row.cell.jobs)
+        return "no value" if done else "failed"
+    if row.ci is None:
+        return f"{row.mean:.3g}\n(n={row.n})"
+    return f"{row.mean:.3g} ± {(row.ci[1] - row.ci[0]) / 2:.2g}\n(n={row.n})"
 
 
-def plot_heatmap(jobs: list[JobResult], key: str, axes: list[str], path: Path) -> None:
-    """The best headline value over two axes; a cell averages its jobs (e.g. over seeds)."""
-    row_axis, col_axis = axes
+def plot_heatmap(jobs: list[JobResult], cells: CellTable, path: Path) -> None:
+    """The cells over their two axes, coloured by the mean final headline value."""
+    key = cells.key or ""
+    row_axis, col_axis = cells.axes
     row_values = list(dict.fromkeys(job.axes.get(row_axis, "") for job in jobs))
     col_values = list(dict.fromkeys(job.axes.get(col_axis, "") for job in jobs))
-    cells: dict[tuple[str, str], list[float]] = {}
-    for job in jobs:
-        value = best_value(job, key)
-        where = (job.axes.get(row_axis, ""), job.axes.get(col_axis, ""))
-        cells.setdefault(where, [])
-        if value is not None and job.status == "completed":
-            cells[where].append(value)
-    plt = _pyplot()
     grid = [[math.nan] * len(col_values) for _ in row_values]
-    for (r, c), values in cells.items():
-        if values:
-            grid[row_values.index(r)][col_values.index(c)] = statistics.fmean(values)
+    texts = [[""] * len(col_values) for _ in row_values]
+    for row in cells.headline:
+        i = row_values.index(row.cell.axes.get(row_axis, ""))
+        j = col_values.index(row.cell.axes.get(col_axis, ""))
+        grid[i][j] = math.nan if row.mean is None else row.mean
+        texts[i][j] = _heatmap_text(row)
+    plt = _pyplot()
     width, height = 1.6 + 1.3 * len(col_values), 1.4 + 0.7 * len(row_values)
     fig, ax = plt.subplots(figsize=(width, height), dpi=100)
     image = ax.imshow(grid, cmap="viridis" if maximize(key) else "viridis_r", aspect="auto")
-    for i, r in enumerate(row_values):
-        for j, c in enumerate(col_values):
-            values = cells.get((r, c))
-            if values is None:
-                text = ""
-            elif not values:
-                text = "failed"
-            else:
-                text = f"{grid[i][j]:.3g}" + (f"\n(n={len(values)})" if len(values) > 1 else "")
-            ax.text(j, i, text, ha="center", va="center", fontsize=8, color="white", **_outline())
+    for i in range(len(row_values)):
+        for j in range(len(col_values)):
+            ax.text(
+                j, i, texts[i][j], ha="center", va="center", fontsize=8, color="white", **_outline()
+            )
     ax.set_xticks(range(len(col_values)), col_values)
     ax.set_yticks(range(len(row_values)), row_values)
     ax.set(xlabel=col_axis, ylabel=row_axis)
-    ax.set_title(f"best {key} ({_better(key)} is better)", fontsize=9)
+    title = f"final {key}, mean ± 95% CI half-width (n)\n({_better(key)} is better)"
+    ax.set_title(title, fontsize=9)
     fig.colorbar(image, ax=ax)
     fig.tight_layout()
     fig.savefig(path)
@@ -333,6 +350,7 @@ class Summary:
     jobs: list[JobResult]
     key: str | None
     table: Table
+    cells: CellTable
     files: dict[str, Path]
 
     @property
@@ -341,31 +359,37 @@ class Summary:
 
 
 def summarize(sweep_dir: Path, jobs: list[JobResult] | None = None) -> Summary:
-    """Write summary.csv, summary.md and the figures into ``sweep_dir``."""
+    """Write cells.csv, summary.csv, summary.md and the figures into ``sweep_dir``; published
+    numbers come from the ``paper`` rows of the sweep's config (its ``multirun.yaml``)."""
     jobs = collect_jobs(sweep_dir) if jobs is None else jobs
     key = headline_key(jobs)
     axes = swept_axes(jobs)
     table = summary_table(jobs, key, axes)
-    files = {"csv": sweep_dir / "summary.csv", "md": sweep_dir / "summary.md"}
+    files = {name: sweep_dir / filename for name, filename in _FILES.items()}
     write_csv(table, files["csv"])
-    order = [jobs.index(job) for job in ranked(jobs, key)]
+    cells = build_cells(jobs, key, axes, read_paper_rows(sweep_dir))
+    write_cells_csv(cells, files["cells"])
     figures = {}
-    if plot_curves(jobs, key, axes, sweep_dir / "curves.png"):
+    if plot_curves(cells.cells, key, sweep_dir / "curves.png"):
         figures["curves"] = sweep_dir / "curves.png"
-    pair = heatmap_axes(axes)
-    if key and pair:
-        plot_heatmap(jobs, key, pair, sweep_dir / "heatmap.png")
+    if key and len(cells.axes) == 2:
+        plot_heatmap(jobs, cells, sweep_dir / "heatmap.png")
         figures["heatmap"] = sweep_dir / "heatmap.png"
     statuses = Counter(job.status for job in jobs)
     counts = ", ".join(f"{n} {status}" for status, n in sorted(statuses.items(), key=_by_status))
-    notes = [f"{len(jobs)} jobs: {counts}."]
+    lines = [f"# Sweep {sweep_dir}", "", f"{len(jobs)} jobs: {counts}."]
     if key:
-        notes.append(f"Headline metric: `{key}` ({_better(key)} is better); best job first.")
+        lines.append(f"Headline metric: `{key}` ({_better(key)} is better).")
+    lines += ["", "## Cells", "", _CELLS_NOTE.format(key=f"`{key}`" if key else "values"), ""]
+    lines += [*markdown_table(*cells.display()), "", f"**Verdict:** {cells.verdict}", ""]
+    lines += [*(f"![{name}]({p.name})" for name, p in figures.items()), "", "## Jobs", ""]
+    if key:
+        lines.append("Best job first, by its best value over time; failed jobs last.")
     else:
-        notes.append("No job reported an eval metric; rows by status, then job.")
-    notes += ["", *(f"![{name}]({p.name})" for name, p in figures.items())]
-    write_markdown(table, order, files["md"], f"Sweep {sweep_dir}", notes)
-    return Summary(sweep_dir, jobs, key, table, files | figures)
+        lines.append("No job reported an eval metric; rows by status, then job.")
+    lines += ["", *jobs_markdown(table, [jobs.index(job) for job in ranked(jobs, key)])]
+    files["md"].write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return Summary(sweep_dir, jobs, key, table, cells, files | figures)
 
 
 def log_summary_to_wandb(summary: Summary, logger: DictConfig, group: str | None) -> None:
@@ -396,12 +420,14 @@ def log_summary_to_wandb(summary: Summary, logger: DictConfig, group: str | None
         )
         # None stays None: W&B types each column, and "" would clash with numbers
         table = wandb.Table(columns=summary.table.columns, data=summary.table.rows)
-        data: dict[str, Any] = {"summary": table}
+        cells = wandb.Table(columns=summary.cells.columns, data=summary.cells.values())
+        data: dict[str, Any] = {"summary": table, "cells": cells}
         for name in ("curves", "heatmap"):
             if name in summary.files:
                 data[name] = wandb.Image(str(summary.files[name]))
         run.log(data)
         run.summary.update({"jobs": len(summary.jobs), "failed": summary.failed})
+        run.summary["verdict"] = summary.cells.verdict
     except Exception as ex:
         print(f"W&B: could not log the sweep summary ({ex}); the files have it", file=sys.stderr)
     finally:

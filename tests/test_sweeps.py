@@ -3,9 +3,11 @@ Optuna and the SLURM preset, all on the CPU with W&B offline."""
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -20,12 +22,12 @@ from hydra import compose, initialize_config_module
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from PIL import Image
-from wandb_runfile import image_keys, load_run
+from wandb_runfile import RunFile, image_keys, load_run
 
 import ganexp
 from ganexp.config import validate
 from ganexp.preflight import flags_first, job_overrides
-from ganexp.sweep import MISSING_RECORD, SweepSummary, read_curve, summarize
+from ganexp.sweep import MISSING_RECORD, SweepSummary, maximize, read_curve, summarize
 
 GANEXP = str(Path(sys.executable).with_name("ganexp"))
 EXPERIMENTS = Path(ganexp.__file__).parent / "conf" / "experiment"
@@ -47,14 +49,30 @@ def read_csv(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(f))
 
 
-def markdown_rows(path: Path) -> list[dict[str, str]]:
-    """The table of summary.md as dicts, in file order."""
-    lines = [line for line in path.read_text().splitlines() if line.startswith("|")]
-    header = [c.strip() for c in lines[0].strip("|").split("|")]
-    return [
-        dict(zip(header, (c.strip() for c in line.strip("|").split("|")), strict=True))
-        for line in lines[2:]
-    ]
+def markdown_rows(path: Path, first: str = "job") -> list[dict[str, str]]:
+    """The table of summary.md whose first column is ``first`` (jobs, or cells with "metric")
+    as dicts, in file order."""
+    text = path.read_text()
+    start = text.index(f"| {first} |")
+    lines = [line for line in text[start:].split("\n\n")[0].splitlines() if line.startswith("|")]
+
+    def cells(line: str) -> list[str]:
+        return [c.strip() for c in re.split(r"(?<!\\)\|", line.strip().strip("|"))]
+
+    header = cells(lines[0])
+    return [dict(zip(header, cells(line), strict=True)) for line in lines[2:]]
+
+
+def finished_run(path: Path, timeout: float = 30.0) -> RunFile:
+    """An offline run written in this process, once its run file holds the exit record:
+    ``run.finish()`` can return before wandb-core has flushed the file (seen: no records yet)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(AssertionError):  # no run file yet
+            if (run := load_run(path)).exit_code is not None:
+                return run
+        time.sleep(0.1)
+    return load_run(path)
 
 
 def job(sweep: Path, num: int) -> dict:
@@ -117,6 +135,15 @@ def test_norm_by_loss_sweep_gives_twelve_runs_one_group_and_a_summary(tmp_path: 
     assert best == sorted(best, reverse=key.startswith(("eval/modes", "eval/high_quality")))
     assert_png(sweep / "curves.png")
     assert_png(sweep / "heatmap.png")
+
+    cells = read_csv(sweep / "cells.csv")  # no seeds: one job per cell, ranked by final value
+    assert len(cells) == 12 and {c["metric"] for c in cells} == {key}
+    assert {(c["n"], c["sd"], c["ci_low"], c["vs_best_p"]) for c in cells} == {("1", "", "", "")}
+    finals = [float(c["mean"]) for c in cells]
+    assert finals == sorted(finals, reverse=maximize(key))
+    assert {(c["norm"], c["loss"]) for c in cells} == {(r["norm"], r["loss"]) for r in rows}
+    assert logged["cells"]["_type"] == "table-file" and logged["cells"]["nrows"] == 12
+    assert summary_run.summary["verdict"].startswith("Cannot test against the best")
 
 
 def preset_names() -> list[str]:
@@ -461,7 +488,7 @@ def test_summary_of_hand_made_jobs_ranks_by_direction_and_counts_killed_jobs(
     )
     SweepSummary().on_multirun_end(cfg)
     assert SweepSummary.last_failed == 2
-    logged = load_run(tmp_path)  # empty cells (None) next to numbers are fine for W&B
+    logged = finished_run(tmp_path)  # empty cells (None) next to numbers are fine for W&B
     assert logged.run.job_type == "summary" and logged.run.run_group == "g"
     assert logged.history[0]["summary"]["nrows"] == 4
     table = markdown_rows(tmp_path / "summary.md")
