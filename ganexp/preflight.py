@@ -109,12 +109,14 @@ def _check(cfg: DictConfig, run_dir: Path | None) -> tuple[RunConfig, DataSpec]:
     run_cfg = validate(cfg)
     # torch and torchvision take seconds to import: a typo is reported before that
     from ganexp.build import check_buildable
+    from ganexp.cells import check_paper_rows
     from ganexp.checkpoint import load_resume, resume_source
     from ganexp.data import data_plan
     from ganexp.device import resolve_device, resolve_precision
     from ganexp.distributed import launched_world_size
     from ganexp.memory import check_memory, estimate
 
+    check_paper_rows(run_cfg.paper)
     if run_dir is None and HydraConfig.initialized():
         run_dir = Path(HydraConfig.get().runtime.output_dir)
     resumed = None
