@@ -447,13 +447,18 @@ def build_cells(
     paper: Sequence[PaperRow] = (),
 ) -> CellTable:
     """The cells of ``jobs`` over the swept ``axes``: the headline ``key``'s rows ranked best
-    first, then, in the same cell order, the rows of every other metric ``paper`` mentions."""
+    first, then, in the same cell order, the rows of the cells whose jobs have another headline
+    (a sweep over data sets of different kinds: the swiss roll beside the Gaussian mixtures),
+    then the rows of every other metric ``paper`` mentions."""
     cells = group_cells(jobs, axes)
     headline = _stats(cells, key)
     order = sorted(range(len(cells)), key=lambda i: _rank_key(headline[i], i))
     cells = [cells[i] for i in order]
     headline = [headline[i] for i in order]
     blocks = [headline]
+    for metric in dict.fromkeys(job.best.get("key") for job in jobs):
+        if metric and metric != key:
+            blocks.append([row for row in _stats(cells, metric) if row.n])
     for metric in dict.fromkeys(row.metric for row in paper):
         if metric != key:
             blocks.append(_stats(cells, metric))

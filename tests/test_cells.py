@@ -184,6 +184,29 @@ def test_cells_rank_on_the_final_value_not_the_best_over_time() -> None:
     ]
 
 
+def test_cells_of_another_headline_get_their_own_rows() -> None:
+    """wgan_toy sweeps the swiss roll (headline eval/sliced_wasserstein) beside Gaussian
+    mixtures (eval/modes_recovered): each cell is summarized on its own jobs' headline."""
+    swd, recovered = "eval/sliced_wasserstein", "eval/modes_recovered"
+
+    def job(name: str, data: str, key: str, value: float) -> JobResult:
+        best = {"key": key, "value": value, "step": 1}
+        return JobResult(
+            name, Path(name), "completed", None, [f"data={data}"], 1, 1.0, {key: value}, best
+        )
+
+    jobs = [job("0", "ring8", recovered, 8), job("1", "grid25", recovered, 20)]
+    jobs += [job("2", "swissroll", swd, 0.1), job("3", "swissroll", swd, 0.3)]
+    table = build_cells(jobs, recovered, ["data"])
+    assert [(r.metric, r.cell.label, r.n) for r in table.rows] == [
+        (recovered, "data=grid25", 1),
+        (recovered, "data=ring8", 1),
+        (recovered, "data=swissroll", 0),
+        (swd, "data=swissroll", 2),
+    ]
+    assert table.rows[-1].mean == pytest.approx(0.2)
+
+
 def test_identical_seeds_give_zero_sd_and_no_nan_anywhere(tmp_path: Path) -> None:
     write_arms(tmp_path, {"a": [0.1, 0.1, 0.1], "b": [0.3, 0.3, 0.3], "c": [0.1, 0.1, 0.1]})
     write_job(tmp_path, 9, ["loss=d", "seed=0"], {FD: math.nan})  # a NaN is not a value
