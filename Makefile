@@ -2,7 +2,7 @@
 # the machine (uv; Debian's dataset-fashion-mnist) comes from scripts/setup.sh, which installs it
 # (as root, or with passwordless sudo) or says what to run and stops.
 
-.PHONY: help install train smoke test lint format bench
+.PHONY: help install train smoke test lint format bench reproduce
 
 help:  ## this list
 	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -37,3 +37,7 @@ format: install  ## ruff fix + format
 bench: install  ## performance figures vs the PyTorch DCGAN tutorial (ARGS=--quick: 1-2 min)
 	@scripts/setup.sh run
 	.venv/bin/python bench/bench.py $(ARGS)
+
+reproduce: install  ## rerun the README's reproduced studies (ARGS="pacgan_ring_short ..."; hours)
+	@scripts/setup.sh run
+	scripts/reproduce.sh $(ARGS)
