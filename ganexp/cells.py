@@ -18,7 +18,6 @@ selects on the noise, which flatters every cell and most those with the noisiest
 
 from __future__ import annotations
 
-import csv
 import math
 import statistics
 from collections.abc import Iterable, Mapping, Sequence
@@ -473,13 +472,6 @@ def build_cells(
         verdict=verdict(headline, key),
         has_paper=bool(paper),
     )
-
-
-def write_cells_csv(table: CellTable, path: Path) -> None:
-    with open(path, "w", newline="", encoding="utf-8") as f:
-        writer = csv.writer(f)
-        writer.writerow(table.columns)
-        writer.writerows([["" if v is None else v for v in row] for row in table.values()])
 
 
 @dataclass

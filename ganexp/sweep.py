@@ -49,7 +49,6 @@ from ganexp.cells import (
     maximize,
     mean_curve,
     read_paper_rows,
-    write_cells_csv,
 )
 from ganexp.job import JOB_FILE, read_job_record
 
@@ -368,7 +367,7 @@ def summarize(sweep_dir: Path, jobs: list[JobResult] | None = None) -> Summary:
     files = {name: sweep_dir / filename for name, filename in _FILES.items()}
     write_csv(table, files["csv"])
     cells = build_cells(jobs, key, axes, read_paper_rows(sweep_dir))
-    write_cells_csv(cells, files["cells"])
+    write_csv(Table(cells.columns, cells.values()), files["cells"])
     figures = {}
     if plot_curves(cells.cells, key, sweep_dir / "curves.png"):
         figures["curves"] = sweep_dir / "curves.png"
