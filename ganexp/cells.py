@@ -37,6 +37,7 @@ AVERAGED_AXES = ("seed",)  # not an axis of a cell: its jobs are the cell's samp
 ALPHA = 0.05  # the level of the verdict and of the intervals (95 %)
 PAPER_KEYS = ("where", "metric", "mean", "pm", "pm_kind", "n", "source")
 PM_KINDS = ("SE", "SD")
+_NO_KEY = object()  # OmegaConf.select's default for a key the config lacks
 PAPER_COLUMNS = [
     "paper_mean",
     "paper_pm",
@@ -142,9 +143,11 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
-def check_paper_rows(rows: Any) -> None:
+def check_paper_rows(rows: Any, cfg: DictConfig | None = None) -> None:
     """Refuse a bad ``paper`` list (as the config holds it) with a :class:`ConfigError` naming
-    the row and key, e.g. ``paper[2].pm_kind``. Cheap: the entrypoint calls it before training."""
+    the row and key, e.g. ``paper[2].pm_kind``; with the run's ``cfg``, also a ``where`` key
+    that is no config key (it could never match a cell). Cheap: the entrypoint calls it before
+    training."""
     for i, row in enumerate(_plain(rows)):
         at = f"paper[{i}]"
         if not isinstance(row, Mapping):
@@ -163,6 +166,10 @@ def check_paper_rows(rows: Any) -> None:
             isinstance(k, str) and isinstance(v, scalar) for k, v in where.items()
         ):
             raise ConfigError(f"{at}.where", where, "a mapping of swept axis -> value")
+        for key, value in where.items():
+            if cfg is not None and OmegaConf.select(cfg, key, default=_NO_KEY) is _NO_KEY:
+                allowed = "a config key or group that a sweep varies, e.g. discriminator.pack"
+                raise ConfigError(f"{at}.where.{key}", value, f"no such config key; {allowed}")
         if not isinstance(row["metric"], str) or not row["metric"]:
             raise ConfigError(f"{at}.metric", row["metric"], "a logged key, e.g. eval/fid")
         if not _is_number(row["mean"]):

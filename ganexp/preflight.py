@@ -116,7 +116,7 @@ def _check(cfg: DictConfig, run_dir: Path | None) -> tuple[RunConfig, DataSpec]:
     from ganexp.distributed import launched_world_size
     from ganexp.memory import check_memory, estimate
 
-    check_paper_rows(run_cfg.paper)
+    check_paper_rows(run_cfg.paper, cfg)
     if run_dir is None and HydraConfig.initialized():
         run_dir = Path(HydraConfig.get().runtime.output_dir)
     resumed = None
@@ -219,7 +219,8 @@ def check_resume_fits(
     discriminator: nn.Module,
 ) -> None:
     """The checkpoint a run continues from must hold networks of this run's shape, the state of
-    its optimizer, and a data position in a training set of the same size."""
+    its optimizer, and a data position in a training set of the same size (images:
+    ``data.limit``; toy data: ``data.train_size``)."""
     state, path = resumed
     saved = state.get("config") if isinstance(state.get("config"), dict) else {}
     then = state.get("spec") if isinstance(state.get("spec"), dict) else {}
@@ -244,10 +245,11 @@ def check_resume_fits(
             _differences(saved, cfg, ["optim.name"]),
         ),
     ]
+    moved = _differences(saved, cfg, ["data.train_size"])  # toy data's fixed set
     if "size" in then and then["size"] != spec.size:
         size = f"the training set has {then['size']} examples in the checkpoint, {spec.size} now"
-        position = "its data position does not carry over to another training set"
-        problems.append((position, _differences(saved, cfg, ["data.limit"]) or [size]))
+        moved += _differences(saved, cfg, ["data.limit"]) or [size]
+    problems.append(("its data position does not carry over to another training set", moved))
     own = "" if cfg.resume else " (the run folder's own checkpoint; a new run needs a new folder)"
     for what, found in problems:
         if found:

@@ -389,3 +389,13 @@ def test_the_wandb_summary_run_holds_the_cells_table_and_the_verdict(tmp_path: P
     assert logged.summary["verdict"] == (
         "Every other cell differs from the best (loss=a) at p < 0.05 (Welch, Holm)."
     )
+
+
+def test_a_paper_row_on_a_key_the_config_lacks_is_refused_before_training() -> None:
+    """A typo in ``where`` could never match a cell: the preset is refused, naming the key."""
+    from test_bad_input import preflight, refusal
+
+    row = "{where: {discriminator.%s: 2}, metric: m, mean: 1, pm: 0, pm_kind: SD, n: 1, source: s}"
+    message = refusal("experiment=pacgan_ring", f"paper=[{row % 'pak'}]")
+    assert message.startswith("paper[0].where.discriminator.pak=2: no such config key"), message
+    preflight(["experiment=pacgan_ring", f"paper=[{row % 'pack'}]"])

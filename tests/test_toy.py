@@ -18,6 +18,7 @@ from ganexp.config import DataConfig, validate
 from ganexp.data import build_data, mode_centers
 from ganexp.data.toy import mode_std, sample_toy, train_set
 from ganexp.metrics.toy import RECOVERED_SHARE, TRUE_HIGH_QUALITY, mode_stats, sliced_wasserstein
+from ganexp.preflight import preflight
 from ganexp.sweep import maximize
 
 CPU = torch.device("cpu")
@@ -153,6 +154,16 @@ def test_the_set_is_the_seeds_and_resume_continues_the_same_batches() -> None:
     b.load_state_dict(state)
     assert all(torch.equal(b.next_batch()[0], x) for x in expected)
     assert members(build_data(cfg, 64, CPU, seed=8).next_batch()[0], other).all()
+
+
+def test_resuming_onto_a_set_of_another_size_is_refused(tmp_path: Path) -> None:
+    toy = ("data=ring8", *MLP, "data.train_size=500")
+    smoke_run(tmp_path, *toy, "trainer.max_steps=2")
+    last = tmp_path / "checkpoints" / "last.pt"
+    message = refusal("experiment=smoke", *toy[:-1], "data.train_size=600", f"resume={last}")
+    assert message.startswith(f"resume='{last}': its data position does not carry over"), message
+    assert "data.train_size is 500 in the checkpoint, 600 now" in message
+    preflight(["experiment=smoke", *toy, f"resume={last}"])  # the same size resumes
 
 
 def test_every_process_shares_the_set_but_draws_its_own_batches() -> None:
