@@ -35,6 +35,8 @@ class LossName(StrEnum):
     bce = "bce"
     wgan_clip = "wgan_clip"
     wgan_gp = "wgan_gp"
+    hinge = "hinge"
+    lsgan = "lsgan"
 
 
 class OptimName(StrEnum):
@@ -133,11 +135,18 @@ class NormConfig:
 
 @dataclass
 class LossConfig:
+    """A built-in loss (``name``), or the user's own class (``_target_``, a GANLoss subclass),
+    whose constructor keywords are the node's other keys (the one node Hydra lets hold keys the
+    schema lacks; :func:`validate` checks them against the class)."""
+
     name: LossName = LossName.bce
     generator_loss: str = "non_saturating"  # bce only: non_saturating | minimax
     label_smoothing: float = 0.0  # bce only: one-sided, real target = 1 - label_smoothing
     clip_value: float = 0.01  # wgan_clip only
     gp_weight: float = 10.0  # wgan_gp only
+    r1_weight: float = 0.0  # any loss: gamma of the R1 penalty on real data (0: off)
+    r1_every: int = 1  # R1 on every k-th critic step, weighted by k (lazy regularization)
+    _target_: str | None = None  # the user's GANLoss subclass, e.g. mylosses.MyLoss
 
 
 @dataclass
@@ -219,7 +228,9 @@ class RunConfig:
 
 def register_schema() -> None:
     """Make ``ganexp_schema`` available as the first entry of config.yaml's defaults list."""
-    ConfigStore.instance().store(name="ganexp_schema", node=RunConfig)
+    schema = OmegaConf.structured(RunConfig)
+    OmegaConf.set_struct(schema.loss, False)  # a user's loss class takes keys of its own
+    ConfigStore.instance().store(name="ganexp_schema", node=schema)
     # ${mul:a,b}: a size derived from another key, e.g. PacGAN's batch of 100 packs of m samples
     OmegaConf.register_new_resolver("mul", lambda a, b: a * b, replace=True)
 
@@ -252,15 +263,18 @@ def _non_negative(cfg: DictConfig, *keys: str) -> None:
 
 
 def _unknown_keys(cfg: DictConfig, schema: type, prefix: str = "") -> None:
-    """Refuse keys the schema does not have (Hydra lets ``+key=value`` add them)."""
+    """Refuse keys the schema does not have (Hydra lets ``+key=value`` add them), except in a
+    node that names the user's class (``_target_``): its other keys are that class's keywords,
+    checked against it when it is built."""
     fields = {f.name: f for f in dataclasses.fields(schema)}
+    users_class = "_target_" in fields and cfg.get("_target_") is not None
     for key in cfg:
         value = OmegaConf.select(cfg, str(key), throw_on_resolution_failure=False)
-        if key not in fields:
+        if key not in fields and not users_class:
             where = prefix.rstrip(".") or "the top level"
             allowed = f"no such key; keys of {where}: {', '.join(fields)}"
             raise ConfigError(f"{prefix}{key}", value, allowed)
-        nested = fields[key].default_factory
+        nested = fields[key].default_factory if key in fields else None
         if isinstance(value, DictConfig) and dataclasses.is_dataclass(nested):
             _unknown_keys(value, nested, f"{prefix}{key}.")
 
@@ -317,6 +331,8 @@ def validate(cfg: DictConfig) -> RunConfig:
     if cfg.data.limit is not None:
         _positive(cfg, "data.limit")
     positive = ("optim.lr_g", "optim.lr_d", "norm.eps", "loss.clip_value", "loss.gp_weight")
+    _non_negative(cfg, "loss.r1_weight")
+    _positive(cfg, "loss.r1_every")
     for key in (*positive, "data.std", "data.radius", "data.spacing"):
         value = OmegaConf.select(cfg, key)
         _require(value > 0, key, value, "must be > 0")

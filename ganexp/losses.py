@@ -1,18 +1,31 @@
-"""The loss interface and its three implementations.
+"""The loss interface, its implementations, and the R1 penalty that goes with any of them.
 
 Every loss gives the discriminator's loss, the generator's loss, an optional regularizer on the
 discriminator (the gradient penalty), an optional hook after each discriminator step (weight
-clipping), and what ``d/real``/``d/fake`` report: probabilities for BCE, raw critic values for the
-Wasserstein losses, so "D(x) -> 1, D(G(z)) -> 0" is visible when D overpowers G.
+clipping), and what ``d/real``/``d/fake`` report: probabilities for BCE, raw D values for the
+others, so "D(x) -> 1, D(G(z)) -> 0" is visible when D overpowers G.
+
+A loss of the user's own (``loss._target_``) subclasses :class:`GANLoss` and overrides at least
+``d_loss`` and ``g_loss``; everything else has a default that keeps it working.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import importlib
+import inspect
+import os
+import sys
+from collections.abc import Mapping
+from typing import Any
+
 import torch
 import torch.nn.functional as F
+from hydra.utils import instantiate
 from torch import nn
 
 from ganexp.config import LossConfig, LossName
+from ganexp.errors import ConfigError
 from ganexp.models.common import pack_of
 
 
@@ -77,6 +90,28 @@ class BCELoss(GANLoss):
         return torch.sigmoid(out)
 
 
+class HingeLoss(GANLoss):
+    """The hinge loss (Lim & Ye 2017; SNGAN, BigGAN): D minimizes E[relu(1 - D(x))] +
+    E[relu(1 + D(G(z)))], G minimizes -E[D(G(z))]."""
+
+    def d_loss(self, real_out: torch.Tensor, fake_out: torch.Tensor) -> torch.Tensor:
+        return F.relu(1 - real_out).mean() + F.relu(1 + fake_out).mean()
+
+    def g_loss(self, fake_out: torch.Tensor) -> torch.Tensor:
+        return -fake_out.mean()
+
+
+class LeastSquaresLoss(GANLoss):
+    """LSGAN (Mao et al. 2017) with targets a-b-c = 0-1-1: D minimizes
+    1/2 E[(D(x) - 1)^2] + 1/2 E[D(G(z))^2], G minimizes 1/2 E[(D(G(z)) - 1)^2]."""
+
+    def d_loss(self, real_out: torch.Tensor, fake_out: torch.Tensor) -> torch.Tensor:
+        return 0.5 * ((real_out - 1) ** 2).mean() + 0.5 * (fake_out**2).mean()
+
+    def g_loss(self, fake_out: torch.Tensor) -> torch.Tensor:
+        return 0.5 * ((fake_out - 1) ** 2).mean()
+
+
 class WassersteinLoss(GANLoss):
     """Critic maximizes E[D(x)] - E[D(G(z))]; its value estimates the Wasserstein-1 distance."""
 
@@ -116,24 +151,111 @@ class GradientPenaltyLoss(WassersteinLoss):
         labels: torch.Tensor | None,
         grad_scale: torch.Tensor | float = 1.0,
     ) -> torch.Tensor:
-        """Under fp16 autocast the input gradient is taken of the scaled output and unscaled
-        (the AMP recipe for gradient penalties), so it cannot underflow; the norm is in fp32.
-        A packed critic (PacGAN) sees packs of m samples as one input: each pack gets one e,
+        """A packed critic (PacGAN) sees packs of m samples as one input: each pack gets one e,
         and the norm is that of the gradient with respect to the whole pack."""
         pack = pack_of(critic)
         eps = torch.rand(real.shape[0] // pack, device=real.device).repeat_interleave(pack)
         eps = eps.view((real.shape[0],) + (1,) * (real.dim() - 1))
-        mixed = (eps * real + (1 - eps) * fake.detach().to(real.dtype)).requires_grad_(True)
-        out = critic(mixed, labels).float()
-        (grad,) = torch.autograd.grad(out.sum() * grad_scale, mixed, create_graph=True)
-        norms = (grad.float() / grad_scale).reshape(len(out), -1).norm(2, dim=1)
+        mixed = eps * real + (1 - eps) * fake.detach().to(real.dtype)
+        norms = input_gradient_norms(critic, mixed, labels, grad_scale)
         return self.gp_weight * ((norms - 1) ** 2).mean()
 
 
-def build_loss(cfg: LossConfig) -> GANLoss:
-    """The loss named by ``loss.name``, with its parameters."""
+def input_gradient_norms(
+    critic: nn.Module,
+    inputs: torch.Tensor,
+    labels: torch.Tensor | None,
+    grad_scale: torch.Tensor | float = 1.0,
+) -> torch.Tensor:
+    """||grad_x D(x)||_2 for each input D judges (each pack, for a packed D), in fp32, with the
+    graph kept so a penalty on it trains D. Under fp16 the gradient is taken of the scaled output
+    and unscaled (the AMP recipe for gradient penalties), so it cannot underflow."""
+    inputs = inputs.detach().requires_grad_(True)
+    out = critic(inputs, labels).float()
+    (grad,) = torch.autograd.grad(out.sum() * grad_scale, inputs, create_graph=True)
+    return (grad.float() / grad_scale).reshape(len(out), -1).norm(2, dim=1)
+
+
+class R1Penalty:
+    """R1 (Mescheder et al. 2018): gamma/2 * E[||grad_x D(x)||^2] on real data, for any loss.
+
+    Lazy regularization (Karras et al. 2020, StyleGAN2): with ``every`` = k > 1 the penalty is
+    computed on every k-th critic step only, and weighted by k so its expected size is the same.
+    """
+
+    def __init__(self, weight: float, every: int = 1) -> None:
+        self.weight = weight
+        self.every = every
+
+    def due(self, critic_step: int) -> bool:
+        """Whether the critic step numbered ``critic_step`` (from 0) carries the penalty."""
+        return self.weight > 0 and critic_step % self.every == 0
+
+    def __call__(
+        self,
+        critic: nn.Module,
+        real: torch.Tensor,
+        labels: torch.Tensor | None,
+        grad_scale: torch.Tensor | float = 1.0,
+    ) -> torch.Tensor:
+        norms = input_gradient_norms(critic, real, labels, grad_scale)
+        return self.every * self.weight / 2 * (norms**2).mean()
+
+
+def user_parameters(node: Mapping[str, Any]) -> dict[str, Any]:
+    """The keys of a ``loss`` node that the schema lacks: a user's loss class's keywords."""
+    known = {f.name for f in dataclasses.fields(LossConfig)}
+    return {str(k): v for k, v in node.items() if k not in known}
+
+
+def build_loss(cfg: LossConfig, parameters: Mapping[str, Any] | None = None) -> GANLoss:
+    """The loss named by ``loss.name`` with its parameters, or the user's class named by
+    ``loss._target_`` built with ``parameters`` (:func:`user_parameters`)."""
+    if cfg._target_ is not None:
+        return _user_loss(cfg._target_, dict(parameters or {}))
     if cfg.name == LossName.bce:
         return BCELoss(cfg.generator_loss, cfg.label_smoothing)
     if cfg.name == LossName.wgan_clip:
         return WeightClippingLoss(cfg.clip_value)
+    if cfg.name == LossName.hinge:
+        return HingeLoss()
+    if cfg.name == LossName.lsgan:
+        return LeastSquaresLoss()
     return GradientPenaltyLoss(cfg.gp_weight)
+
+
+def _user_loss(target: str, parameters: dict[str, Any]) -> GANLoss:
+    """Import ``target`` (from an installed package or the folder ganexp runs in), check it
+    keeps the loss contract and takes exactly these keywords, and build it; ConfigError if not."""
+    if os.getcwd() not in sys.path:
+        sys.path.append(os.getcwd())
+    module_name, _, name = target.rpartition(".")
+    try:
+        cls = getattr(importlib.import_module(module_name), name)
+    except (ImportError, AttributeError, ValueError) as ex:
+        reason = str(ex).splitlines()[0] if module_name else "not a dotted path module.Class"
+        raise ConfigError("loss._target_", target, f"cannot be imported ({reason})") from None
+    if not inspect.isclass(cls):
+        raise ConfigError("loss._target_", target, "is not a class")
+    contract = "a subclass of ganexp.losses.GANLoss overriding d_loss and g_loss"
+    if not issubclass(cls, GANLoss):
+        raise ConfigError("loss._target_", target, f"must be {contract}")
+    missing = [m for m in ("d_loss", "g_loss") if getattr(cls, m) is getattr(GANLoss, m)]
+    if missing:
+        raise ConfigError("loss._target_", target, f"must be {contract}; it lacks {missing[0]}")
+    signature = inspect.signature(cls)
+    takes = [p.name for p in signature.parameters.values() if p.kind is p.POSITIONAL_OR_KEYWORD]
+    any_keyword = any(p.kind is p.VAR_KEYWORD for p in signature.parameters.values())
+    for key, value in parameters.items():
+        if key not in takes and not any_keyword:
+            allowed = f"takes {', '.join(takes)}" if takes else "takes no parameters"
+            raise ConfigError(f"loss.{key}", value, f"not a parameter of {target}, which {allowed}")
+    for param in signature.parameters.values():
+        required = param.default is param.empty and param.kind is param.POSITIONAL_OR_KEYWORD
+        if required and param.name not in parameters:
+            raise ConfigError(f"loss.{param.name}", None, f"missing; {target} requires it")
+    try:
+        return instantiate({"_target_": target, **parameters})
+    except Exception as ex:
+        reason = str(ex.__cause__ or ex).splitlines()[0]
+        raise ConfigError("loss._target_", target, f"failed to build: {reason}") from None

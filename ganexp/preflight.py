@@ -117,6 +117,10 @@ def _check(cfg: DictConfig, run_dir: Path | None) -> tuple[RunConfig, DataSpec]:
     from ganexp.memory import check_memory, estimate
 
     check_paper_rows(run_cfg.paper, cfg)
+    if run_cfg.loss._target_ is not None:
+        from ganexp.losses import build_loss, user_parameters
+
+        build_loss(run_cfg.loss, user_parameters(cfg.loss))
     if run_dir is None and HydraConfig.initialized():
         run_dir = Path(HydraConfig.get().runtime.output_dir)
     resumed = None

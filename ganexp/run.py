@@ -35,7 +35,7 @@ from ganexp.hooks import (
     Profile,
     SampleGrid,
 )
-from ganexp.losses import build_loss
+from ganexp.losses import R1Penalty, build_loss, user_parameters
 from ganexp.tracking import NullTracker, Tracker
 from ganexp.train import Precision, ProgressBar, Trainer
 
@@ -58,7 +58,7 @@ def run_tags(cfg: RunConfig) -> list[str]:
     tags = [
         f"norm.g={cfg.norm.generator.value}",
         f"norm.d={cfg.norm.discriminator.value}",
-        f"loss={cfg.loss.name.value}",
+        f"loss={cfg.loss._target_ or cfg.loss.name.value}",
         f"G={cfg.generator.arch.value}",
         f"D={cfg.discriminator.arch.value}",
         f"data={cfg.data.name}",
@@ -207,7 +207,7 @@ def setup(
         discriminator=discriminator,
         opt_g=build_optimizer(cfg.optim, generator.parameters(), cfg.optim.lr_g),
         opt_d=build_optimizer(cfg.optim, discriminator.parameters(), cfg.optim.lr_d),
-        loss=build_loss(cfg.loss),
+        loss=build_loss(cfg.loss, user_parameters(resolved["loss"])),
         data=data,
         spec=spec,
         device=device,
@@ -219,6 +219,7 @@ def setup(
         precision=Precision(device, resolve_precision(cfg.device.precision, device)),
         channels_last=channels_last,
         skip_nonfinite=cfg.trainer.skip_nonfinite,
+        r1=R1Penalty(cfg.loss.r1_weight, cfg.loss.r1_every) if cfg.loss.r1_weight > 0 else None,
         world=world,
     )
     if world.distributed:

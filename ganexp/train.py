@@ -20,9 +20,9 @@ from ganexp.checkpoint import rng_state, set_rng_state
 from ganexp.data import BatchSource, DataSpec
 from ganexp.distributed import World
 from ganexp.errors import Interrupted
-from ganexp.losses import GANLoss
+from ganexp.losses import GANLoss, R1Penalty
 
-STAT_KEYS = ("loss/d", "loss/g", "d/real", "d/fake", "loss/gp")
+STAT_KEYS = ("loss/d", "loss/g", "d/real", "d/fake", "loss/gp", "loss/r1")
 
 
 class StopRequested(Exception):
@@ -80,6 +80,7 @@ class Trainer:
     precision: Precision = field(default_factory=lambda: Precision(torch.device("cpu"), None))
     channels_last: bool = False
     skip_nonfinite: bool = False
+    r1: R1Penalty | None = None  # loss.r1_weight > 0: the R1 penalty, with any loss
     hooks: list[Hook] = field(default_factory=list)
     world: World = field(default_factory=World)
     step: int = 0
@@ -153,10 +154,14 @@ class Trainer:
                 real_out = D(real, labels).float()
                 fake_out = D(fake.detach(), fake_labels).float()
                 d_loss = loss.d_loss(real_out, fake_out)
-                penalty = loss.regularizer(
-                    self.discriminator, real, fake, labels, amp.grad_scale(amp.scaler_d)
-                )
-            total = d_loss if penalty is None else d_loss + penalty
+                grad_scale = amp.grad_scale(amp.scaler_d)
+                penalty = loss.regularizer(self.discriminator, real, fake, labels, grad_scale)
+                r1 = None
+                if self.r1 is not None and self.r1.due(self.step * self.n_critic + i):
+                    r1 = self.r1(self.discriminator, real, labels, grad_scale)
+            total = d_loss
+            for term in (penalty, r1):
+                total = total if term is None else total + term
             self.opt_d.zero_grad(set_to_none=True)
             amp.scaler_d.scale(total).backward()
             if self._may_step(total):
@@ -176,10 +181,11 @@ class Trainer:
         D.requires_grad_(True)
 
         with torch.no_grad():
-            gp = penalty.detach() if penalty is not None else torch.zeros((), device=self.device)
-            stats = torch.stack(
-                [d_loss.detach(), g_loss.detach(), loss.report(real_out), loss.report(fake_out), gp]
-            )
+            zero = torch.zeros((), device=self.device)
+            gp = penalty.detach() if penalty is not None else zero
+            r1 = r1.detach() if r1 is not None else zero
+            reports = [loss.report(real_out), loss.report(fake_out)]
+            stats = torch.stack([d_loss.detach(), g_loss.detach(), *reports, gp, r1])
             self._sums += stats
             self.d_outputs = (real_out.detach(), fake_out.detach())
             if not self.skip_nonfinite:  # skipped steps are not faults; weights are still checked
@@ -258,6 +264,8 @@ class Trainer:
             stats["wasserstein"] = -stats["loss/d"]
         if not self._has_penalty():
             del stats["loss/gp"]
+        if self.r1 is None:
+            del stats["loss/r1"]
         return stats
 
     def _has_penalty(self) -> bool:

@@ -26,7 +26,7 @@ def test_every_group_of_the_design_exists() -> None:
     for group in GROUPS:
         assert _options(group), group
     assert set(_options("norm")) == {"batch", "layer", "instance", "group", "spectral", "none"}
-    assert set(_options("loss")) == {"bce", "wgan_clip", "wgan_gp"}
+    assert set(_options("loss")) == {"bce", "wgan_clip", "wgan_gp", "hinge", "lsgan"}
     assert set(_options("data")) >= {"fashion_mnist", "mnist", "cifar10", "image_folder"}
     assert {"smoke", "dcgan_fashion_mnist"} <= set(_options("experiment"))
 
@@ -92,7 +92,10 @@ def test_sweep_expands_to_every_job() -> None:
 
 BAD_INPUTS = [
     (["norm=foo"], "norm='foo': allowed: batch, group, instance, layer, none, spectral"),
-    (["loss=hinge"], "loss='hinge': allowed: bce, wgan_clip, wgan_gp"),
+    (["loss=hinges"], "loss='hinges': allowed: bce, hinge, lsgan, wgan_clip, wgan_gp"),
+    (["loss.gp_wieght=5"], "loss.gp_wieght=5: no such key; keys of loss: name, generator_loss"),
+    (["loss.r1_weight=-1"], "loss.r1_weight=-1.0: must be >= 0"),
+    (["loss.r1_every=0"], "loss.r1_every=0: must be an integer >= 1"),
     (["device=tpu"], "device='tpu': allowed: auto, cpu, cuda, mps"),
     (["norm.discriminator=foo"], "norm.discriminator='foo': allowed: batch, layer, instance"),
     (["trainer.batch_size=abc"], "trainer.batch_size='abc': must be an integer"),

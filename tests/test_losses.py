@@ -10,9 +10,14 @@ from helpers import LinearCritic
 from torch import nn
 
 from ganexp.config import LossConfig, LossName
+from ganexp.errors import ConfigError
 from ganexp.losses import (
     BCELoss,
+    GANLoss,
     GradientPenaltyLoss,
+    HingeLoss,
+    LeastSquaresLoss,
+    R1Penalty,
     WassersteinLoss,
     WeightClippingLoss,
     build_loss,
@@ -113,6 +118,8 @@ def test_build_loss_follows_the_config() -> None:
     assert isinstance(clip, WeightClippingLoss) and clip.clip_value == 0.05
     gp = build_loss(LossConfig(name=LossName.wgan_gp, gp_weight=5.0))
     assert isinstance(gp, GradientPenaltyLoss) and gp.gp_weight == 5.0
+    assert isinstance(build_loss(LossConfig(name=LossName.hinge)), HingeLoss)
+    assert isinstance(build_loss(LossConfig(name=LossName.lsgan)), LeastSquaresLoss)
 
 
 def test_gradient_penalty_of_a_packed_critic_is_per_pack() -> None:
@@ -134,3 +141,102 @@ def test_gradient_penalty_of_a_packed_critic_is_per_pack() -> None:
     GradientPenaltyLoss().regularizer(Packed(recording, pack), real, fake, None)
     eps = (recording.seen - fake.reshape(4, 4)) / (real - fake).reshape(4, 4)
     torch.testing.assert_close(eps, eps[:, :1].expand(4, 4))  # one e per pack
+
+
+def test_hinge_loss_by_hand() -> None:
+    """Inside the margins both terms count; beyond them (D(x) > 1, D(G(z)) < -1) they vanish."""
+    real, fake = torch.tensor([0.5, 2.0]), torch.tensor([-0.5, -3.0])
+    # D: mean(relu(1 - [0.5, 2])) + mean(relu(1 + [-0.5, -3])) = 0.25 + 0.25
+    assert HingeLoss().d_loss(real, fake).item() == pytest.approx(0.5)
+    assert HingeLoss().g_loss(fake).item() == pytest.approx(1.75)
+    assert HingeLoss().report(real).item() == pytest.approx(1.25)  # raw values, not sigmoid
+
+
+def test_least_squares_loss_by_hand() -> None:
+    """a-b-c = 0-1-1: D pulls real outputs to 1 and fake ones to 0; G pulls fakes to 1."""
+    real, fake = torch.tensor([1.0, 0.0]), torch.tensor([0.0, 2.0])
+    # D: 1/2 mean([0, 1]) + 1/2 mean([0, 4]) = 0.25 + 1.0
+    assert LeastSquaresLoss().d_loss(real, fake).item() == pytest.approx(1.25)
+    # G: 1/2 mean([1, 1]) = 0.5
+    assert LeastSquaresLoss().g_loss(fake).item() == pytest.approx(0.5)
+
+
+@pytest.mark.parametrize("w_norm", [0.5, 2.0])
+def test_r1_of_a_linear_critic_in_closed_form(w_norm: float) -> None:
+    """D(x) = w.x: ||grad|| = |w| at every real point, so R1 = gamma / 2 * |w|^2, and the lazy
+    form (every k-th critic step) carries k times that."""
+    w = torch.randn(12)
+    critic = LinearCritic(w / w.norm() * w_norm)
+    real = torch.randn(16, 3, 2, 2)
+    expected = 10.0 / 2 * w_norm**2
+    assert R1Penalty(10.0)(critic, real, None).item() == pytest.approx(expected, rel=1e-5)
+    lazy = R1Penalty(10.0, every=4)
+    assert lazy(critic, real, None).item() == pytest.approx(4 * expected, rel=1e-5)
+    assert [step for step in range(10) if lazy.due(step)] == [0, 4, 8]
+    assert not R1Penalty(0.0).due(0)
+
+
+def test_r1_is_on_real_data_only_and_trains_the_critic() -> None:
+    """With D(x) = s |x|^2 / 2 the gradient at x is s x: R1 = gamma / 2 * s^2 * mean |x|^2, whose
+    derivative in s is gamma * s * mean |x|^2 (double backward through the critic)."""
+
+    class Quadratic(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.scale = nn.Parameter(torch.tensor(1.0))
+
+        def forward(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+            return 0.5 * self.scale * x.flatten(1).pow(2).sum(1)
+
+    critic = Quadratic()
+    real = torch.tensor([[1.0, 0.0], [0.0, 3.0]])  # |x|^2: 1 and 9, mean 5
+    penalty = R1Penalty(2.0)(critic, real, None)
+    assert penalty.item() == pytest.approx(5.0)
+    penalty.backward()
+    assert critic.scale.grad.item() == pytest.approx(10.0)
+    assert real.grad is None  # the real batch itself is left alone
+
+
+class MarginLoss(GANLoss):
+    """A user's loss as the README's contract has it: d_loss, g_loss and keywords only."""
+
+    def __init__(self, margin: float = 1.0) -> None:
+        self.margin = margin
+
+    def d_loss(self, real_out: torch.Tensor, fake_out: torch.Tensor) -> torch.Tensor:
+        return torch.relu(self.margin - real_out).mean() + torch.relu(self.margin + fake_out).mean()
+
+    def g_loss(self, fake_out: torch.Tensor) -> torch.Tensor:
+        return -fake_out.mean()
+
+
+class OnlyDLoss(GANLoss):
+    def d_loss(self, real_out: torch.Tensor, fake_out: torch.Tensor) -> torch.Tensor:
+        return real_out.mean()
+
+
+def test_a_users_loss_class_is_built_with_its_keywords() -> None:
+    loss = build_loss(LossConfig(_target_=f"{__name__}.MarginLoss"), {"margin": 2.0})
+    assert isinstance(loss, MarginLoss) and loss.margin == 2.0
+    real, fake = torch.tensor([1.0]), torch.tensor([0.5])
+    assert loss.d_loss(real, fake).item() == pytest.approx(1.0 + 2.5)
+    assert loss.report(real).item() == 1.0  # the interface's defaults fill in the rest
+
+
+@pytest.mark.parametrize(
+    ("target", "parameters", "expected"),
+    [
+        ("MarginLoss", {"margn": 2.0}, "loss.margn=2.0: not a parameter of "),
+        ("OnlyDLoss", {}, "must be a subclass of ganexp.losses.GANLoss overriding d_loss and "),
+        ("LinearCritic", {}, "must be a subclass of ganexp.losses.GANLoss"),
+        ("Nothing", {}, "cannot be imported (module "),
+    ],
+)
+def test_a_users_loss_that_breaks_the_contract_is_refused(
+    target: str, parameters: dict, expected: str
+) -> None:
+    module = __name__ if target != "LinearCritic" else "helpers"
+    with pytest.raises(ConfigError) as raised:
+        build_loss(LossConfig(_target_=f"{module}.{target}"), parameters)
+    assert expected in str(raised.value), str(raised.value)
+    assert "\n" not in str(raised.value)
