@@ -172,6 +172,7 @@ class TrainerConfig:
     checkpoint_every: int = 500
     keep_checkpoints: int = 3  # step checkpoints kept besides last.pt and best.pt
     skip_nonfinite: bool = False  # true: skip optimizer steps on NaN/Inf losses instead of stopping
+    ema_decay: float = 0.0  # > 0: samples, evaluation and best.pt use an EMA of G (0: off)
     num_samples: int = 64  # images in the fixed-noise grid (rounded to one row per class for cGAN)
     progress_bar: bool = True
     profile: bool = False  # a torch.profiler trace of a few steps in the run folder's profile/
@@ -226,11 +227,17 @@ class RunConfig:
     paper: list[Any] = field(default_factory=list)
 
 
+def schema() -> DictConfig:
+    """RunConfig as a config with its defaults, typed, and closed to unknown keys except in
+    ``loss``: a user's loss class (``loss._target_``) takes keys of its own."""
+    typed = OmegaConf.structured(RunConfig)
+    OmegaConf.set_struct(typed.loss, False)
+    return typed
+
+
 def register_schema() -> None:
     """Make ``ganexp_schema`` available as the first entry of config.yaml's defaults list."""
-    schema = OmegaConf.structured(RunConfig)
-    OmegaConf.set_struct(schema.loss, False)  # a user's loss class takes keys of its own
-    ConfigStore.instance().store(name="ganexp_schema", node=schema)
+    ConfigStore.instance().store(name="ganexp_schema", node=schema())
     # ${mul:a,b}: a size derived from another key, e.g. PacGAN's batch of 100 packs of m samples
     OmegaConf.register_new_resolver("mul", lambda a, b: a * b, replace=True)
 
@@ -345,7 +352,7 @@ def validate(cfg: DictConfig) -> RunConfig:
             _require(data[key] == default, f"data.{key}", data[key], only_toy)
     no_modes = "swissroll has no modes; leave it 0"
     _require(data.name != "swissroll" or data.modes == 0, "data.modes", data.modes, no_modes)
-    for key in ("optim.beta1", "optim.beta2"):
+    for key in ("optim.beta1", "optim.beta2", "trainer.ema_decay"):
         value = OmegaConf.select(cfg, key)
         _require(0 <= value < 1, key, value, "must be in [0, 1)")
     smoothing = cfg.loss.label_smoothing

@@ -117,7 +117,7 @@ class SampleGrid(Hook):
     def after_step(self, trainer: Trainer) -> None:
         if not self.due(trainer):
             return
-        samples = generate(trainer.generator, self.fixed.noise, self.fixed.labels)
+        samples = generate(trainer.sampler, self.fixed.noise, self.fixed.labels)
         if trainer.spec.kind == "points":
             self.tracker.log_points(trainer.step, samples, self.centers)
         else:
@@ -192,7 +192,7 @@ class Evaluate(Hook):
         should_stop = None if trainer.world.distributed else trainer.stop_requested
         try:
             self.latest = {
-                f"eval/{k}": v for k, v in self.evaluate(trainer.generator, should_stop).items()
+                f"eval/{k}": v for k, v in self.evaluate(trainer.sampler, should_stop).items()
             }
         except StopRequested:
             self.checkpoint.extra[PENDING_EVAL] = trainer.step
@@ -203,7 +203,7 @@ class Evaluate(Hook):
         self.tracker.log(trainer.step, self.latest)
         if self.fixed is not None and trainer.spec.kind == "image" and self.tracker.wandb_on:
             fixed = self.fixed
-            samples = generate(trainer.generator, fixed.noise, fixed.labels)
+            samples = generate(trainer.sampler, fixed.noise, fixed.labels)
             self.tracker.log_sample_table(trainer.step, samples, fixed.labels, self.class_names)
         key = f"eval/{self.evaluate.headline}"
         value = self.latest.get(key)

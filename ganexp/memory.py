@@ -2,12 +2,13 @@
 
 The estimate, in bytes, for one process:
 
-- networks: parameters and buffers, one gradient per parameter, and the optimizer's state (Adam
-  keeps two copies of the parameters, RMSprop one). Exact.
+- networks: parameters and buffers (and those of G's EMA), one gradient per parameter, and the
+  optimizer's state (Adam keeps two copies of the parameters, RMSprop one). Exact.
 - a training step: the output of every layer, measured with forward hooks while both networks run
   on the meta device (shapes only). The last critic step keeps G's graph for one batch and D's for
   two (real and fake) until its backward pass; WGAN-GP's penalty runs D once more and keeps the
-  graph of its input gradient for the double backward, counted as two more D passes. The sum is
+  graph of its input gradient for the double backward, counted as two more D passes (R1, on the
+  real batch, two more again). The sum is
   multiplied by ``STEP_FACTOR``: autograd also keeps some inputs (a norm layer keeps what it
   normalized, an activation what it activated) and the backward pass holds the gradients of the
   activations as it goes. Measured on the CPU (peak resident memory of real steps, DCGAN with
@@ -160,13 +161,15 @@ def estimate(
     one tensor (:func:`ganexp.data.data_plan`)."""
     act_g, act_d = activations(generator, discriminator, cfg, spec)
     batch = max(cfg.trainer.batch_size // processes, 1)
-    d_passes = 4 if cfg.loss.name == LossName.wgan_gp else 2
+    gp, r1 = cfg.loss.name == LossName.wgan_gp, cfg.loss.r1_weight > 0
+    d_passes = 2 + 2 * gp + 2 * r1
     step = STEP_FACTOR * (act_g.at(batch) + d_passes * act_d.at(batch))
 
     g_params, d_params = _parameter_bytes(generator), _parameter_bytes(discriminator)
     params = g_params + d_params
     copies = 2 if cfg.optim.name == OptimName.adam else 1
     buffers = _buffer_bytes(generator) + _buffer_bytes(discriminator)
+    ema = g_params + _buffer_bytes(generator) if cfg.trainer.ema_decay else 0  # G's EMA copy
     # with several critic steps, each step starts with a copy of what it may have to put back:
     # D, its optimizer state and G's buffers (ganexp.train.Trainer.rewind_step)
     rewind = 0
@@ -191,7 +194,7 @@ def estimate(
 
     network_key = "generator.width" if g_params >= d_params else "discriminator.width"
     return Estimate(
-        weights=params + buffers,
+        weights=params + buffers + ema,
         gradients=params,
         optimizer=copies * params,
         rewind=rewind,

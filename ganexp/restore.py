@@ -16,7 +16,7 @@ from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 from torch import nn
 
-from ganexp.config import RunConfig, validate
+from ganexp.config import RunConfig, schema, validate
 from ganexp.data import DataSpec
 from ganexp.errors import ConfigError, GanexpError
 
@@ -57,6 +57,15 @@ def parse_args(argv: list[str], known: dict[str, Any]) -> tuple[Path, dict[str, 
     return checkpoint, own, overrides
 
 
+def sampler_weights(state: dict[str, Any]) -> dict[str, Any]:
+    """The weights a checkpoint samples with: its generator's EMA (trainer.ema_decay) where it
+    holds one, else the generator's own."""
+    if "generator_ema" not in state:
+        return state["generator"]
+    averaged = state["generator_ema"].items()  # AveragedModel's: module.*, n_averaged
+    return {k.removeprefix("module."): v for k, v in averaged if k.startswith("module.")}
+
+
 def restore(path: Path, overrides: list[str]) -> Restored:
     """The generator of checkpoint ``path`` on the configured device, in eval mode."""
     from ganexp.build import build_generator
@@ -70,7 +79,7 @@ def restore(path: Path, overrides: list[str]) -> Restored:
     if not isinstance(state.get("config"), dict):
         raise ConfigError("checkpoint", str(path), "has no run config (not written by ganexp)")
     try:
-        merged = OmegaConf.merge(OmegaConf.structured(RunConfig), state["config"])
+        merged = OmegaConf.merge(schema(), state["config"])
     except OmegaConfBaseException as ex:
         first = str(ex).splitlines()[0]
         raise ConfigError(
@@ -86,7 +95,7 @@ def restore(path: Path, overrides: list[str]) -> Restored:
     device = resolve_device(cfg.device.name)
     spec = DataSpec(**{k: tuple(v) if isinstance(v, list) else v for k, v in state["spec"].items()})
     generator = build_generator(cfg, spec).to(device)
-    generator.load_state_dict(state["generator"])
+    generator.load_state_dict(sampler_weights(state))
     return Restored(cfg, spec, generator.eval(), device, state, path)
 
 

@@ -37,7 +37,7 @@ from ganexp.hooks import (
 )
 from ganexp.losses import R1Penalty, build_loss, user_parameters
 from ganexp.tracking import NullTracker, Tracker
-from ganexp.train import Precision, ProgressBar, Trainer
+from ganexp.train import Precision, ProgressBar, Trainer, generator_ema
 
 BN_CRITIC_TAG = "bn-critic-gp"
 
@@ -220,6 +220,7 @@ def setup(
         channels_last=channels_last,
         skip_nonfinite=cfg.trainer.skip_nonfinite,
         r1=R1Penalty(cfg.loss.r1_weight, cfg.loss.r1_every) if cfg.loss.r1_weight > 0 else None,
+        ema=generator_ema(generator, cfg.trainer.ema_decay) if cfg.trainer.ema_decay else None,
         world=world,
     )
     if world.distributed:

@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm import tqdm
 
 from ganexp.checkpoint import rng_state, set_rng_state
@@ -81,6 +82,7 @@ class Trainer:
     channels_last: bool = False
     skip_nonfinite: bool = False
     r1: R1Penalty | None = None  # loss.r1_weight > 0: the R1 penalty, with any loss
+    ema: AveragedModel | None = None  # trainer.ema_decay > 0: the EMA of G, updated each step
     hooks: list[Hook] = field(default_factory=list)
     world: World = field(default_factory=World)
     step: int = 0
@@ -100,6 +102,12 @@ class Trainer:
         self._bad_step = torch.full((), -1, dtype=torch.long, device=self.device)
         self._bad_which = torch.zeros(len(STAT_KEYS), dtype=torch.bool, device=self.device)
         self._before_step: dict[str, Any] | None = None  # what rewind_step puts back
+
+    @property
+    def sampler(self) -> nn.Module:
+        """The generator that samples, is evaluated and is judged best: G's EMA when there
+        is one, else G itself."""
+        return self.generator if self.ema is None else self.ema.module
 
     def distribute(self, wrap: Callable[[nn.Module], nn.Module]) -> None:
         """Train both networks through ``wrap`` (DistributedDataParallel); hooks, checkpoints and
@@ -178,6 +186,8 @@ class Trainer:
         amp.scaler_g.scale(g_loss).backward()
         if self._may_step(g_loss):
             amp.step(amp.scaler_g, self.opt_g)
+        if self.ema is not None:
+            self.ema.update_parameters(self.generator)
         D.requires_grad_(True)
 
         with torch.no_grad():
@@ -310,7 +320,7 @@ class Trainer:
             "skipped_steps": self.skipped_steps,
             "precision": self.precision.state_dict(),
             "data": self.data.state_dict(),
-        }
+        } | ({"generator_ema": self.ema.state_dict()} if self.ema is not None else {})
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.generator.load_state_dict(state["generator"])
@@ -322,6 +332,15 @@ class Trainer:
         self.skipped_steps = state["skipped_steps"]
         self.precision.load_state_dict(state["precision"])
         self.data.load_state_dict(state["data"])
+        if self.ema is not None and "generator_ema" in state:
+            self.ema.load_state_dict(state["generator_ema"])
+
+
+def generator_ema(generator: nn.Module, decay: float) -> AveragedModel:
+    """An exponential moving average of ``generator``'s weights and buffers (batch norm's
+    running statistics too), torch's own: after each step e <- decay * e + (1 - decay) * w,
+    starting from a copy at the first step."""
+    return AveragedModel(generator, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
 
 
 class Hook:

@@ -21,9 +21,9 @@ def compose_config(*overrides: str) -> DictConfig:
 
 
 def checkpoint_weights(path: Path) -> dict[str, torch.Tensor]:
-    """Every tensor of a checkpoint's generator and discriminator, by name."""
+    """Every tensor of a checkpoint's generator, discriminator and generator EMA, by name."""
     state = load_checkpoint(path)
-    nets = ("generator", "discriminator")
+    nets = [net for net in ("generator", "discriminator", "generator_ema") if net in state]
     return {f"{net}.{key}": value for net in nets for key, value in state[net].items()}
 
 

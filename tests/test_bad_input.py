@@ -352,6 +352,18 @@ def test_activations_grow_with_the_batch_the_penalty_and_shrink_per_process() ->
     assert estimate(cfg, spec, *nets, processes=4, tensor_data=True).step == small.step
     gp = validate(compose_config("loss=wgan_gp"))
     assert estimate(gp, spec, *nets, tensor_data=True).step > 1.5 * small.step
+    r1 = validate(compose_config("loss.r1_weight=1"))
+    assert estimate(r1, spec, *nets, tensor_data=True).step > 1.5 * small.step
+
+
+def test_the_ema_generator_is_counted_exactly() -> None:
+    cfg = validate(compose_config("trainer.ema_decay=0.999"))
+    spec = data_spec(cfg.data)
+    nets = check_buildable(cfg, spec)
+    plain = estimate(validate(compose_config()), spec, *nets, tensor_data=True)
+    tensors = (*nets[0].parameters(), *nets[0].buffers())  # G's, copied once
+    ema = sum(t.numel() * t.element_size() for t in tensors)
+    assert estimate(cfg, spec, *nets, tensor_data=True).weights == plain.weights + ema
 
 
 MEASURE = """

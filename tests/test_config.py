@@ -96,6 +96,7 @@ BAD_INPUTS = [
     (["loss.gp_wieght=5"], "loss.gp_wieght=5: no such key; keys of loss: name, generator_loss"),
     (["loss.r1_weight=-1"], "loss.r1_weight=-1.0: must be >= 0"),
     (["loss.r1_every=0"], "loss.r1_every=0: must be an integer >= 1"),
+    (["trainer.ema_decay=1"], "trainer.ema_decay=1.0: must be in [0, 1)"),
     (["device=tpu"], "device='tpu': allowed: auto, cpu, cuda, mps"),
     (["norm.discriminator=foo"], "norm.discriminator='foo': allowed: batch, layer, instance"),
     (["trainer.batch_size=abc"], "trainer.batch_size='abc': must be an integer"),

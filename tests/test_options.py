@@ -1,5 +1,5 @@
-"""The design-space options through the `ganexp` command: hinge and least-squares losses with
-every norm, R1 with any loss, and a user's own loss class from a folder outside the repository."""
+"""The design-space options: hinge and least-squares losses with every norm, R1 with any loss, a
+user's own loss class from a folder outside the repository, and the generator's EMA."""
 
 from __future__ import annotations
 
@@ -8,8 +8,14 @@ import textwrap
 from pathlib import Path
 
 import pytest
+import torch
+from helpers import assert_same_weights, smoke_session
 from test_sweeps import TINY, ganexp_cmd
 from wandb_runfile import load_run
+
+from ganexp.checkpoint import load_checkpoint
+from ganexp.restore import sampler_weights
+from ganexp.run import execute
 
 NORMS = ("batch", "layer", "instance", "group", "spectral", "none")
 
@@ -162,3 +168,48 @@ def test_a_bad_users_loss_is_one_line_before_training(
     assert result.stderr.strip().splitlines()[-1].startswith(f"ganexp: error: {expected}")
     assert "Traceback" not in result.stderr
     assert not run_dir.exists()
+
+
+# --- the generator's EMA (trainer.ema_decay) ---------------------------------------------------
+
+
+def test_the_ema_generator_is_the_hand_computed_average(tmp_path: Path) -> None:
+    """e_1 = w_1, then e_t = d * e_(t-1) + (1 - d) * w_t, for weights and batch norm buffers."""
+    decay = 0.75
+    trainer = smoke_session(tmp_path, f"trainer.ema_decay={decay}").trainer
+    expected: dict[str, torch.Tensor] = {}
+    for _ in range(3):
+        trainer.run_step()
+        trainer.step += 1
+        now = {k: v.detach().clone() for k, v in trainer.generator.state_dict().items()}
+        now = {k: v for k, v in now.items() if v.is_floating_point()}
+        expected = {
+            k: decay * expected[k] + (1 - decay) * w if expected else w for k, w in now.items()
+        }
+    averaged = trainer.sampler.state_dict()
+    assert trainer.sampler is not trainer.generator
+    assert not torch.equal(averaged["net.0.weight"], trainer.generator.state_dict()["net.0.weight"])
+    for key, value in expected.items():
+        torch.testing.assert_close(averaged[key], value, rtol=1e-5, atol=1e-6, msg=key)
+
+
+def test_without_ema_the_generator_samples(tmp_path: Path) -> None:
+    trainer = smoke_session(tmp_path).trainer
+    assert trainer.ema is None and trainer.sampler is trainer.generator
+
+
+@pytest.mark.slow
+def test_ema_is_checkpointed_resumed_exactly_and_sampled_from(tmp_path: Path) -> None:
+    ema = ("trainer.ema_decay=0.9", "trainer.checkpoint_every=2", "trainer.eval_every=2")
+    execute(smoke_session(tmp_path / "whole", *ema, "trainer.max_steps=4"))
+    execute(smoke_session(tmp_path / "halves", *ema, "trainer.max_steps=2"))
+    execute(smoke_session(tmp_path / "halves", *ema, "trainer.max_steps=4"))  # resumes at 2
+    whole, halves = (tmp_path / name / "checkpoints" for name in ("whole", "halves"))
+    assert_same_weights(whole / "last.pt", halves / "last.pt")  # G, D and G's EMA
+    for name in ("last.pt", "best.pt"):
+        state = load_checkpoint(whole / name)
+        assert int(state["generator_ema"]["n_averaged"]) == state["step"]
+        weights = sampler_weights(state)  # what ganexp-sample and ganexp-eval restore
+        assert weights.keys() == state["generator"].keys()
+        assert torch.equal(weights["net.0.weight"], state["generator_ema"]["module.net.0.weight"])
+        assert not torch.equal(weights["net.0.weight"], state["generator"]["net.0.weight"])
