@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ganexp.augment import attach
 from ganexp.config import (
     Activation,
     Arch,
@@ -79,7 +80,10 @@ def build_discriminator(cfg: RunConfig, spec: DataSpec) -> nn.Module:
     model = arch(shape, net.width, net.depth, norm, classes, activation=act)
     initialize(model, Init(net.init))
     model = apply_weight_norm(model, norm.kind)
-    return Packed(model, net.pack) if net.pack > 1 else model
+    model = Packed(model, net.pack) if net.pack > 1 else model
+    if cfg.data.augment == "diffaug":  # each sample augmented, then packed
+        model = attach(model, cfg.data.augment_policy)
+    return model
 
 
 # the sizes a network's layers are made of, for a layer too large to exist

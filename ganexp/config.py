@@ -111,6 +111,8 @@ class DataConfig:
     std: float = 0.01
     scale: float = 1.0  # toy points are divided by this (the WGAN-GP toy code's 1.414, 2.828)
     train_size: int = 0  # toy: a fixed set of this many points, resampled; 0: fresh every batch
+    augment: str = "none"  # none | diffaug: D sees real and fake through DiffAugment (images)
+    augment_policy: list[str] = field(default_factory=lambda: ["color", "translation", "cutout"])
 
 
 @dataclass
@@ -244,6 +246,8 @@ def register_schema() -> None:
 
 DATASETS = ("fashion_mnist", "mnist", "cifar10", "image_folder", "ring8", "grid25", "swissroll")
 GENERATOR_LOSSES = ("non_saturating", "minimax")
+AUGMENTS = ("none", "diffaug")
+AUGMENT_POLICIES = ("color", "translation", "cutout")  # ganexp.augment.POLICIES
 LOGGERS = ("wandb", "none")
 FEATURES = ("auto", "inception", "classifier")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
@@ -350,6 +354,18 @@ def validate(cfg: DictConfig) -> RunConfig:
         for key, default in (("scale", 1.0), ("train_size", 0)):
             only_toy = "toy data only (images: data.limit)"
             _require(data[key] == default, f"data.{key}", data[key], only_toy)
+    _require(data.augment in AUGMENTS, "data.augment", data.augment, _one_of(AUGMENTS))
+    if data.augment == "diffaug":
+        policy = list(data.augment_policy)
+        good = (
+            policy
+            and all(p in AUGMENT_POLICIES for p in policy)
+            and len(set(policy)) == len(policy)
+        )
+        allowed = f"a list of distinct policies from {', '.join(AUGMENT_POLICIES)}"
+        _require(good, "data.augment_policy", policy, allowed)
+        toy = data.name in ("ring8", "grid25", "swissroll")
+        _require(not toy, "data.augment", data.augment, "images only (DiffAugment shifts pixels)")
     no_modes = "swissroll has no modes; leave it 0"
     _require(data.name != "swissroll" or data.modes == 0, "data.modes", data.modes, no_modes)
     for key in ("optim.beta1", "optim.beta2", "trainer.ema_decay"):
