@@ -148,6 +148,7 @@ class LossConfig:
     gp_weight: float = 10.0  # wgan_gp only
     r1_weight: float = 0.0  # any loss: gamma of the R1 penalty on real data (0: off)
     r1_every: int = 1  # R1 on every k-th critic step, weighted by k (lazy regularization)
+    historical_weight: float = 0.0  # any loss: historical averaging of both players (0: off)
     _target_: str | None = None  # the user's GANLoss subclass, e.g. mylosses.MyLoss
 
 
@@ -342,7 +343,7 @@ def validate(cfg: DictConfig) -> RunConfig:
     if cfg.data.limit is not None:
         _positive(cfg, "data.limit")
     positive = ("optim.lr_g", "optim.lr_d", "norm.eps", "loss.clip_value", "loss.gp_weight")
-    _non_negative(cfg, "loss.r1_weight")
+    _non_negative(cfg, "loss.r1_weight", "loss.historical_weight")
     _positive(cfg, "loss.r1_every")
     for key in (*positive, "data.std", "data.radius", "data.spacing"):
         value = OmegaConf.select(cfg, key)

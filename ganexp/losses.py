@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from hydra.utils import instantiate
 from torch import nn
+from torch.optim.swa_utils import AveragedModel
 
 from ganexp.config import LossConfig, LossName
 from ganexp.errors import ConfigError
@@ -200,6 +201,33 @@ class R1Penalty:
     ) -> torch.Tensor:
         norms = input_gradient_norms(critic, real, labels, grad_scale)
         return self.every * self.weight / 2 * (norms**2).mean()
+
+
+class HistoricalAverage:
+    """Historical averaging (Salimans et al. 2016, sec. 3.3): a player's cost gains
+    ``weight`` * ||theta - (1/t) sum_i theta[i]||^2, the distance of its parameters from the
+    mean of all their past values (one value per optimizer step, the current one included).
+    The mean is torch's AveragedModel (its default averaging is that equal-weight mean) and is
+    a constant in the gradient."""
+
+    def __init__(self, net: nn.Module, weight: float) -> None:
+        self.weight = weight
+        self.mean = AveragedModel(net)
+        self.mean.update_parameters(net)  # theta[1]: the initial parameters
+
+    def __call__(self, net: nn.Module) -> torch.Tensor:
+        pairs = zip(net.parameters(), self.mean.module.parameters(), strict=True)
+        return self.weight * sum(((p - m.detach()) ** 2).sum() for p, m in pairs)
+
+    def update(self, net: nn.Module) -> None:
+        """Add the parameters after an optimizer step to the mean."""
+        self.mean.update_parameters(net)
+
+    def state_dict(self) -> dict[str, Any]:
+        return self.mean.state_dict()
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.mean.load_state_dict(state)
 
 
 def user_parameters(node: Mapping[str, Any]) -> dict[str, Any]:

@@ -2,8 +2,9 @@
 
 The estimate, in bytes, for one process:
 
-- networks: parameters and buffers (and those of G's EMA), one gradient per parameter, and the
-  optimizer's state (Adam keeps two copies of the parameters, RMSprop one). Exact.
+- networks: parameters and buffers (and those of G's EMA, and both players' historical means),
+  one gradient per parameter, and the optimizer's state (Adam keeps two copies of the
+  parameters, RMSprop one). Exact.
 - a training step: the output of every layer, measured with forward hooks while both networks run
   on the meta device (shapes only). The last critic step keeps G's graph for one batch and D's for
   two (real and fake) until its backward pass; WGAN-GP's penalty runs D once more and keeps the
@@ -15,7 +16,7 @@ The estimate, in bytes, for one process:
   each norm, WGAN-GP, MLPs), a step took 1.1 to 1.9 times the layer outputs. Sizes are fp32;
   bf16/fp16 autocast makes some smaller, so it errs high.
 - a step's copy of what it puts back when a stop signal abandons it (several critic steps only):
-  D, its optimizer state and G's buffers. Exact.
+  D, its optimizer state, G's buffers (and D's historical mean). Exact.
 - the training set, when it is held as one uint8 tensor (``data.loader`` tensor, or auto on an
   array-backed set), and once more while evaluation reads its real images from a copy of it.
 - evaluation: G on batches of up to 500 (all samples at once for toy data), and the features of
@@ -170,11 +171,13 @@ def estimate(
     copies = 2 if cfg.optim.name == OptimName.adam else 1
     buffers = _buffer_bytes(generator) + _buffer_bytes(discriminator)
     ema = g_params + _buffer_bytes(generator) if cfg.trainer.ema_decay else 0  # G's EMA copy
+    historical = params if cfg.loss.historical_weight else 0  # each player's mean parameters
     # with several critic steps, each step starts with a copy of what it may have to put back:
     # D, its optimizer state and G's buffers (ganexp.train.Trainer.rewind_step)
     rewind = 0
     if cfg.trainer.n_critic > 1:
         rewind = (1 + copies) * d_params + _buffer_bytes(discriminator) + _buffer_bytes(generator)
+        rewind += d_params if cfg.loss.historical_weight else 0  # D's historical mean
 
     data = 0
     if spec.size is not None and tensor_data:
@@ -194,7 +197,7 @@ def estimate(
 
     network_key = "generator.width" if g_params >= d_params else "discriminator.width"
     return Estimate(
-        weights=params + buffers + ema,
+        weights=params + buffers + ema + historical,
         gradients=params,
         optimizer=copies * params,
         rewind=rewind,

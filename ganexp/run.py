@@ -35,7 +35,7 @@ from ganexp.hooks import (
     Profile,
     SampleGrid,
 )
-from ganexp.losses import R1Penalty, build_loss, user_parameters
+from ganexp.losses import HistoricalAverage, R1Penalty, build_loss, user_parameters
 from ganexp.tracking import NullTracker, Tracker
 from ganexp.train import Precision, ProgressBar, Trainer, generator_ema
 
@@ -166,6 +166,14 @@ def _own_state(state: dict[str, Any], world: World) -> dict[str, Any]:
     return {"rng": None, "data": state["data"]}
 
 
+def _historical(
+    generator: nn.Module, discriminator: nn.Module, weight: float
+) -> tuple[HistoricalAverage, HistoricalAverage] | None:
+    if not weight:
+        return None
+    return HistoricalAverage(generator, weight), HistoricalAverage(discriminator, weight)
+
+
 def setup(
     cfg: RunConfig,
     resolved: dict[str, Any],
@@ -221,6 +229,7 @@ def setup(
         skip_nonfinite=cfg.trainer.skip_nonfinite,
         r1=R1Penalty(cfg.loss.r1_weight, cfg.loss.r1_every) if cfg.loss.r1_weight > 0 else None,
         ema=generator_ema(generator, cfg.trainer.ema_decay) if cfg.trainer.ema_decay else None,
+        historical=_historical(generator, discriminator, cfg.loss.historical_weight),
         world=world,
     )
     if world.distributed:

@@ -21,9 +21,18 @@ from ganexp.checkpoint import rng_state, set_rng_state
 from ganexp.data import BatchSource, DataSpec
 from ganexp.distributed import World
 from ganexp.errors import Interrupted
-from ganexp.losses import GANLoss, R1Penalty
+from ganexp.losses import GANLoss, HistoricalAverage, R1Penalty
 
-STAT_KEYS = ("loss/d", "loss/g", "d/real", "d/fake", "loss/gp", "loss/r1")
+STAT_KEYS = (
+    "loss/d",
+    "loss/g",
+    "d/real",
+    "d/fake",
+    "loss/gp",
+    "loss/r1",
+    "loss/hist_d",
+    "loss/hist_g",
+)
 
 
 class StopRequested(Exception):
@@ -82,6 +91,8 @@ class Trainer:
     channels_last: bool = False
     skip_nonfinite: bool = False
     r1: R1Penalty | None = None  # loss.r1_weight > 0: the R1 penalty, with any loss
+    # loss.historical_weight > 0: each player's historical average, (G's, D's)
+    historical: tuple[HistoricalAverage, HistoricalAverage] | None = None
     ema: AveragedModel | None = None  # trainer.ema_decay > 0: the EMA of G, updated each step
     hooks: list[Hook] = field(default_factory=list)
     world: World = field(default_factory=World)
@@ -167,14 +178,17 @@ class Trainer:
                 r1 = None
                 if self.r1 is not None and self.r1.due(self.step * self.n_critic + i):
                     r1 = self.r1(self.discriminator, real, labels, grad_scale)
+            hist_d = self.historical[1](self.discriminator) if self.historical else None
             total = d_loss
-            for term in (penalty, r1):
+            for term in (penalty, r1, hist_d):
                 total = total if term is None else total + term
             self.opt_d.zero_grad(set_to_none=True)
             amp.scaler_d.scale(total).backward()
             if self._may_step(total):
                 amp.step(amp.scaler_d, self.opt_d)
                 loss.after_d_step(D)
+            if self.historical:
+                self.historical[1].update(self.discriminator)
 
         if interruptible and self.stop_requested():
             raise StopRequested
@@ -182,20 +196,23 @@ class Trainer:
         D.requires_grad_(False)  # the generator step needs no discriminator gradients
         with amp.autocast():
             g_loss = loss.g_loss(D(fake, fake_labels).float())
+        hist_g = self.historical[0](self.generator) if self.historical else None
+        g_total = g_loss if hist_g is None else g_loss + hist_g
         self.opt_g.zero_grad(set_to_none=True)
-        amp.scaler_g.scale(g_loss).backward()
-        if self._may_step(g_loss):
+        amp.scaler_g.scale(g_total).backward()
+        if self._may_step(g_total):
             amp.step(amp.scaler_g, self.opt_g)
+        if self.historical:
+            self.historical[0].update(self.generator)
         if self.ema is not None:
             self.ema.update_parameters(self.generator)
         D.requires_grad_(True)
 
         with torch.no_grad():
             zero = torch.zeros((), device=self.device)
-            gp = penalty.detach() if penalty is not None else zero
-            r1 = r1.detach() if r1 is not None else zero
+            terms = [t.detach() if t is not None else zero for t in (penalty, r1, hist_d, hist_g)]
             reports = [loss.report(real_out), loss.report(fake_out)]
-            stats = torch.stack([d_loss.detach(), g_loss.detach(), *reports, gp, r1])
+            stats = torch.stack([d_loss.detach(), g_loss.detach(), *reports, *terms])
             self._sums += stats
             self.d_outputs = (real_out.detach(), fake_out.detach())
             if not self.skip_nonfinite:  # skipped steps are not faults; weights are still checked
@@ -216,7 +233,7 @@ class Trainer:
             "data": clone(self.data.state_dict()),
             "rng": rng_state(),
             "skipped_steps": self.skipped_steps,
-        }
+        } | ({"historical_d": clone(self.historical[1].state_dict())} if self.historical else {})
 
     def rewind_step(self) -> None:
         """Undo an abandoned step: back to the state after the last completed one."""
@@ -230,6 +247,8 @@ class Trainer:
         self.data.load_state_dict(state["data"])
         set_rng_state(state["rng"])
         self.skipped_steps = state["skipped_steps"]
+        if self.historical:
+            self.historical[1].load_state_dict(state["historical_d"])
         self.opt_d.zero_grad(set_to_none=True)
         self.discriminator.requires_grad_(True)
 
@@ -276,6 +295,8 @@ class Trainer:
             del stats["loss/gp"]
         if self.r1 is None:
             del stats["loss/r1"]
+        if self.historical is None:
+            del stats["loss/hist_d"], stats["loss/hist_g"]
         return stats
 
     def _has_penalty(self) -> bool:
@@ -320,7 +341,15 @@ class Trainer:
             "skipped_steps": self.skipped_steps,
             "precision": self.precision.state_dict(),
             "data": self.data.state_dict(),
-        } | ({"generator_ema": self.ema.state_dict()} if self.ema is not None else {})
+        } | self._averages()
+
+    def _averages(self) -> dict[str, Any]:
+        """The state of G's EMA and of the historical averages, where the run keeps them."""
+        state = {"generator_ema": self.ema.state_dict()} if self.ema is not None else {}
+        if self.historical:
+            state["historical_g"] = self.historical[0].state_dict()
+            state["historical_d"] = self.historical[1].state_dict()
+        return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.generator.load_state_dict(state["generator"])
@@ -334,6 +363,9 @@ class Trainer:
         self.data.load_state_dict(state["data"])
         if self.ema is not None and "generator_ema" in state:
             self.ema.load_state_dict(state["generator_ema"])
+        if self.historical and "historical_g" in state:
+            self.historical[0].load_state_dict(state["historical_g"])
+            self.historical[1].load_state_dict(state["historical_d"])
 
 
 def generator_ema(generator: nn.Module, decay: float) -> AveragedModel:

@@ -21,9 +21,10 @@ def compose_config(*overrides: str) -> DictConfig:
 
 
 def checkpoint_weights(path: Path) -> dict[str, torch.Tensor]:
-    """Every tensor of a checkpoint's generator, discriminator and generator EMA, by name."""
+    """Every tensor of a checkpoint's networks and of their averages, by name."""
     state = load_checkpoint(path)
-    nets = [net for net in ("generator", "discriminator", "generator_ema") if net in state]
+    kept = ("generator", "discriminator", "generator_ema", "historical_g", "historical_d")
+    nets = [net for net in kept if net in state]
     return {f"{net}.{key}": value for net in nets for key, value in state[net].items()}
 
 

@@ -356,7 +356,7 @@ def test_activations_grow_with_the_batch_the_penalty_and_shrink_per_process() ->
     assert estimate(r1, spec, *nets, tensor_data=True).step > 1.5 * small.step
 
 
-def test_the_ema_generator_is_counted_exactly() -> None:
+def test_the_ema_generator_and_historical_means_are_counted_exactly() -> None:
     cfg = validate(compose_config("trainer.ema_decay=0.999"))
     spec = data_spec(cfg.data)
     nets = check_buildable(cfg, spec)
@@ -364,6 +364,9 @@ def test_the_ema_generator_is_counted_exactly() -> None:
     tensors = (*nets[0].parameters(), *nets[0].buffers())  # G's, copied once
     ema = sum(t.numel() * t.element_size() for t in tensors)
     assert estimate(cfg, spec, *nets, tensor_data=True).weights == plain.weights + ema
+    hist = validate(compose_config("loss.historical_weight=0.1"))
+    params = sum(p.numel() * p.element_size() for net in nets for p in net.parameters())
+    assert estimate(hist, spec, *nets, tensor_data=True).weights == plain.weights + params
 
 
 MEASURE = """

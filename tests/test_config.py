@@ -97,6 +97,7 @@ BAD_INPUTS = [
     (["loss.r1_weight=-1"], "loss.r1_weight=-1.0: must be >= 0"),
     (["loss.r1_every=0"], "loss.r1_every=0: must be an integer >= 1"),
     (["trainer.ema_decay=1"], "trainer.ema_decay=1.0: must be in [0, 1)"),
+    (["loss.historical_weight=-1"], "loss.historical_weight=-1.0: must be >= 0"),
     (["device=tpu"], "device='tpu': allowed: auto, cpu, cuda, mps"),
     (["norm.discriminator=foo"], "norm.discriminator='foo': allowed: batch, layer, instance"),
     (["trainer.batch_size=abc"], "trainer.batch_size='abc': must be an integer"),

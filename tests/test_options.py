@@ -1,5 +1,6 @@
 """The design-space options: hinge and least-squares losses with every norm, R1 with any loss, a
-user's own loss class from a folder outside the repository, and the generator's EMA."""
+user's own loss class from a folder outside the repository, the generator's EMA and historical
+averaging."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from test_sweeps import TINY, ganexp_cmd
 from wandb_runfile import load_run
 
 from ganexp.checkpoint import load_checkpoint
+from ganexp.losses import HistoricalAverage
 from ganexp.restore import sampler_weights
 from ganexp.run import execute
 
@@ -213,3 +215,53 @@ def test_ema_is_checkpointed_resumed_exactly_and_sampled_from(tmp_path: Path) ->
         assert weights.keys() == state["generator"].keys()
         assert torch.equal(weights["net.0.weight"], state["generator_ema"]["module.net.0.weight"])
         assert not torch.equal(weights["net.0.weight"], state["generator"]["net.0.weight"])
+
+
+# --- historical averaging (loss.historical_weight) ---------------------------------------------
+
+
+def test_historical_averaging_by_hand() -> None:
+    """After parameters w0 (initial), w1, w2 the mean is (w0 + w1 + w2) / 3; the penalty is
+    weight * |w - mean|^2 and its gradient 2 * weight * (w - mean), the mean held constant."""
+    net = torch.nn.Linear(2, 1, bias=False)
+    with torch.no_grad():
+        net.weight.copy_(torch.tensor([[0.0, 3.0]]))
+    hist = HistoricalAverage(net, weight=0.5)
+    for value in ([[3.0, 0.0]], [[6.0, 3.0]]):
+        with torch.no_grad():
+            net.weight.copy_(torch.tensor(value))
+        hist.update(net)
+    # mean [3, 2]; w = [6, 3]: |w - mean|^2 = 9 + 1
+    penalty = hist(net)
+    assert penalty.item() == pytest.approx(0.5 * 10)
+    penalty.backward()
+    torch.testing.assert_close(net.weight.grad, torch.tensor([[3.0, 1.0]]))
+
+
+def test_historical_averages_follow_every_step_and_a_rewind(tmp_path: Path) -> None:
+    trainer = smoke_session(tmp_path, "loss.historical_weight=0.01", "loss=wgan_gp").trainer
+    g_hist, d_hist = trainer.historical
+    for _ in range(2):
+        trainer.run_step()
+        trainer.step += 1
+    assert int(g_hist.state_dict()["n_averaged"]) == 1 + 2  # the initial weights, then 2 steps
+    assert int(d_hist.state_dict()["n_averaged"]) == 1 + 2 * trainer.n_critic
+    stats = trainer.pop_stats()
+    assert stats["loss/hist_d"] > 0 and stats["loss/hist_g"] > 0
+    before = {k: v.clone() for k, v in d_hist.state_dict().items()}
+    trainer._before_step = trainer._step_state()
+    trainer.run_step()  # a step a stop signal abandons: everything it changed goes back
+    trainer.rewind_step()
+    for key, value in d_hist.state_dict().items():
+        assert torch.equal(value, before[key]), key
+
+
+@pytest.mark.slow
+def test_historical_averages_are_checkpointed_and_resumed_exactly(tmp_path: Path) -> None:
+    hist = ("loss.historical_weight=0.01", "trainer.checkpoint_every=2")
+    execute(smoke_session(tmp_path / "whole", *hist, "trainer.max_steps=4"))
+    execute(smoke_session(tmp_path / "halves", *hist, "trainer.max_steps=2"))
+    execute(smoke_session(tmp_path / "halves", *hist, "trainer.max_steps=4"))
+    whole, halves = (tmp_path / name / "checkpoints" / "last.pt" for name in ("whole", "halves"))
+    assert_same_weights(whole, halves)
+    assert {"historical_g", "historical_d"} <= load_checkpoint(whole).keys()
