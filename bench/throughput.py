@@ -71,6 +71,12 @@ VARIANTS = (
     Variant("ganexp device.channels_last=false", ("device.channels_last=false",)),
     Variant("ganexp optim.implementation=for_loop", ("optim.implementation=for_loop",)),
     Variant("ganexp device.compile=true", ("device.compile=true",), full_only=True),
+    Variant("ganexp trainer.ema_decay=0.999", ("trainer.ema_decay=0.999",)),
+    Variant("ganexp data.augment=diffaug", ("data.augment=diffaug",)),
+    Variant("ganexp loss.r1_weight=10", ("loss.r1_weight=10",)),
+    Variant("ganexp loss.r1_weight=10 loss.r1_every=16", ("loss.r1_weight=10", "loss.r1_every=16")),
+    Variant("ganexp loss.historical_weight=1e-4", ("loss.historical_weight=1e-4",)),
+    Variant("ganexp norm.generator=virtual_batch", ("norm.generator=virtual_batch",)),
 )
 
 

@@ -22,12 +22,23 @@ from ganexp.errors import ConfigError
 from ganexp.models.common import ActivationSpec, NormSpec, Packed, initialize
 from ganexp.models.dcgan import DCGANDiscriminator, DCGANGenerator
 from ganexp.models.mlp import MLPDiscriminator, MLPGenerator
-from ganexp.models.norms import apply_weight_norm
+from ganexp.models.norms import WithReferenceBatch, apply_weight_norm
+from ganexp.models.resnet import ResNetDiscriminator, ResNetGenerator
+
+REFERENCE_SEED = 0x5EED  # the reference batch's codes: a stream apart from the run's own
+
+# the convolutional architectures: (G, D), built alike and conditioned by net.conditioning
+_CONV = {
+    Arch.dcgan: (DCGANGenerator, DCGANDiscriminator),
+    Arch.resnet: (ResNetGenerator, ResNetDiscriminator),
+}
 
 
 def _norm_spec(cfg: RunConfig, network: str) -> NormSpec:
     kind = Norm(getattr(cfg.norm, network))
-    return NormSpec(kind, cfg.norm.num_groups, cfg.norm.eps, key=f"norm.{network}")
+    # virtual batch norm's reference batch: as large as a training batch (improved-gan's)
+    reference = cfg.trainer.batch_size if network == "generator" else 0
+    return NormSpec(kind, cfg.norm.num_groups, cfg.norm.eps, f"norm.{network}", reference)
 
 
 def _activation_spec(net: NetConfig, network: str) -> ActivationSpec:
@@ -37,9 +48,9 @@ def _activation_spec(net: NetConfig, network: str) -> ActivationSpec:
 
 
 def _check_arch(net: NetConfig, network: str, spec: DataSpec, data_name: str) -> None:
-    if net.arch == Arch.dcgan and spec.kind != "image":
+    if net.arch in _CONV and spec.kind != "image":
         raise ConfigError(
-            f"{network}.arch", "dcgan", f"data={data_name} is 2-D points; use {network}=mlp"
+            f"{network}.arch", net.arch.value, f"data={data_name} is 2-D points; use {network}=mlp"
         )
 
 
@@ -59,13 +70,17 @@ def build_generator(cfg: RunConfig, spec: DataSpec) -> nn.Module:
     _check_arch(net, "generator", spec, cfg.data.name)
     classes, act = _num_classes(cfg, spec), _activation_spec(net, "generator")
     args = (cfg.trainer.z_dim, spec.shape, net.width, net.depth, norm, classes)
-    if net.arch == Arch.dcgan:
-        model = DCGANGenerator(*args, activation=act)
+    if net.arch in _CONV:
+        model = _CONV[net.arch][0](*args, activation=act, conditioning=net.conditioning)
     else:
         tanh = spec.kind == "image"  # images live in [-1, 1]; toy points do not
         model = MLPGenerator(*args, tanh=tanh, activation=act)
     initialize(model, Init(net.init))
-    return apply_weight_norm(model, norm.kind)
+    model = apply_weight_norm(model, norm.kind)
+    if norm.kind == Norm.virtual_batch:  # the reference batch goes in front of every batch
+        reference = norm.reference_size, cfg.trainer.z_dim, classes, cfg.seed + REFERENCE_SEED
+        model = WithReferenceBatch(model, *reference)
+    return model
 
 
 def build_discriminator(cfg: RunConfig, spec: DataSpec) -> nn.Module:
@@ -76,8 +91,11 @@ def build_discriminator(cfg: RunConfig, spec: DataSpec) -> nn.Module:
         raise ConfigError("discriminator.pack", net.pack, "packing is for unconditional GANs")
     # a pack of m samples is one input of m times the channels (images) or features (points)
     shape = (spec.shape[0] * net.pack, *spec.shape[1:])
-    arch = DCGANDiscriminator if net.arch == Arch.dcgan else MLPDiscriminator
-    model = arch(shape, net.width, net.depth, norm, classes, activation=act)
+    args = (shape, net.width, net.depth, norm, classes)
+    if net.arch in _CONV:
+        model = _CONV[net.arch][1](*args, activation=act, conditioning=net.conditioning)
+    else:
+        model = MLPDiscriminator(*args, activation=act)
     initialize(model, Init(net.init))
     model = apply_weight_norm(model, norm.kind)
     model = Packed(model, net.pack) if net.pack > 1 else model

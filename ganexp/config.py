@@ -29,6 +29,7 @@ class Norm(StrEnum):
     group = "group"
     spectral = "spectral"
     none = "none"
+    virtual_batch = "virtual_batch"  # generator only (Salimans et al. 2016)
 
 
 class LossName(StrEnum):
@@ -47,6 +48,7 @@ class OptimName(StrEnum):
 class Arch(StrEnum):
     mlp = "mlp"
     dcgan = "dcgan"
+    resnet = "resnet"  # SNGAN's / WGAN-GP's CIFAR ResNets
 
 
 class Activation(StrEnum):
@@ -118,12 +120,13 @@ class DataConfig:
 @dataclass
 class NetConfig:
     arch: Arch = Arch.dcgan
-    width: int = 64  # base channel count (dcgan) or hidden units (mlp)
-    depth: int = 0  # dcgan: extra 3x3 layers at full resolution; mlp: hidden layers
+    width: int = 64  # base channel count (dcgan; resnet: every block's) or hidden units (mlp)
+    depth: int = 0  # extra 3x3 layers (dcgan) or residual blocks (resnet); mlp: hidden layers
     activation: Activation = Activation.default
     maxout_pieces: int = 5  # activation=maxout only
     init: Init = Init.default
     pack: int = 1  # discriminator only: D judges packs of this many samples (PacGAN)
+    conditioning: str = "concat"  # cGAN: concat | cbn (generator) | projection (discriminator)
 
 
 @dataclass
@@ -390,6 +393,23 @@ def validate(cfg: DictConfig) -> RunConfig:
         "trainer.batch_size",
         batch,
         f"counts samples and must divide into packs of discriminator.pack={pack}",
+    )
+    # how a cGAN's networks take the class: concat (both), cbn (G), projection (D)
+    for net, own in (("generator", "cbn"), ("discriminator", "projection")):
+        key, how = f"{net}.conditioning", cfg[net].conditioning
+        allowed = f"allowed: concat, {own} (cbn is the generator's, projection the discriminator's)"
+        _require(how in ("concat", own), key, how, allowed)
+        if how != "concat":
+            _require(cfg.conditional, key, how, "conditions a cGAN: needs conditional=true")
+            mlp = cfg[net].arch == Arch.mlp
+            _require(not mlp, key, how, f"is for dcgan and resnet; {net}=mlp takes concat")
+    norm_g, cbn_norms = cfg.norm.generator, ("batch", "layer", "instance", "group")
+    _require(
+        cfg.generator.conditioning != "cbn" or norm_g in cbn_norms,
+        "generator.conditioning",
+        "cbn",
+        f"makes the affine of G's norm layers per class; norm.generator={norm_g} has none "
+        f"(use {', '.join(cbn_norms)})",
     )
     return OmegaConf.to_object(cfg)
 

@@ -25,7 +25,8 @@ def _options(group: str) -> list[str]:
 def test_every_group_of_the_design_exists() -> None:
     for group in GROUPS:
         assert _options(group), group
-    assert set(_options("norm")) == {"batch", "layer", "instance", "group", "spectral", "none"}
+    norms = {"batch", "layer", "instance", "group", "spectral", "none", "virtual_batch"}
+    assert set(_options("norm")) == norms
     assert set(_options("loss")) == {"bce", "wgan_clip", "wgan_gp", "hinge", "lsgan"}
     assert set(_options("data")) >= {"fashion_mnist", "mnist", "cifar10", "image_folder"}
     assert {"smoke", "dcgan_fashion_mnist"} <= set(_options("experiment"))

@@ -22,6 +22,7 @@ class NormSpec:
     num_groups: int = 8
     eps: float = 1e-5
     key: str = "norm"
+    reference_size: int = 0  # virtual batch norm's reference batch (the generator's)
 
     @property
     def bias(self) -> bool:
@@ -36,16 +37,92 @@ class NormSpec:
             num_groups=self.num_groups,
             eps=self.eps,
             key=self.key,
+            reference_size=self.reference_size,
         )
+
+
+def _need(labels: torch.Tensor | None) -> torch.Tensor:
+    if labels is None:
+        raise ValueError("a conditional network needs class labels")
+    return labels
 
 
 def one_hot(labels: torch.Tensor | None, num_classes: int) -> torch.Tensor | None:
     """Float one-hot codes for conditioning, or None for an unconditional network."""
     if num_classes == 0:
         return None
-    if labels is None:
-        raise ValueError("a conditional network needs class labels")
-    return F.one_hot(labels, num_classes).float()
+    return F.one_hot(_need(labels), num_classes).float()
+
+
+def with_label_maps(x: torch.Tensor, labels: torch.Tensor | None, num_classes: int) -> torch.Tensor:
+    """D's input images with the one-hot class as constant maps next to their channels (x as it
+    is for an unconditional network)."""
+    code = one_hot(labels, num_classes)
+    if code is None:
+        return x
+    maps = code[:, :, None, None].expand(-1, -1, x.shape[2], x.shape[3])
+    return torch.cat([x, maps], dim=1)
+
+
+def concat_classes(num_classes: int, conditioning: str) -> int:
+    """The classes one-hot-concatenated to a network's input: all under ``concat``, none
+    under ``projection`` (D) or ``cbn`` (G), which condition elsewhere."""
+    return num_classes if conditioning == "concat" else 0
+
+
+class ConditionalNorm(nn.Module):
+    """Categorical conditional normalization, G's ``conditioning=cbn`` (conditional batch norm
+    of de Vries et al. 2017, as in SNGAN's and BigGAN's generators): the norm layer without its
+    own affine, then a scale gamma_y and a shift beta_y of each sample's class y, rows of two
+    embeddings. Scales start at 1 and shifts at 0: at first, the plain norm for every class."""
+
+    def __init__(self, norm: nn.Module, channels: int, num_classes: int) -> None:
+        super().__init__()
+        for name in ("weight", "bias"):  # the class's affine replaces the norm's own
+            norm.register_parameter(name, None)
+        for flag in ("affine", "elementwise_affine"):
+            if hasattr(norm, flag):
+                setattr(norm, flag, False)
+        self.norm = norm
+        self.gamma = nn.Embedding(num_classes, channels)
+        self.beta = nn.Embedding(num_classes, channels)
+        nn.init.ones_(self.gamma.weight)
+        nn.init.zeros_(self.beta.weight)
+
+    def forward(self, x: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
+        labels = _need(labels)
+        shape = (len(labels), -1) + (1,) * (x.dim() - 2)  # per channel of maps or vectors
+        return self.norm(x) * self.gamma(labels).view(shape) + self.beta(labels).view(shape)
+
+
+def norm_layer(norm: NormSpec, channels: int, num_classes: int = 0) -> nn.Module:
+    """``norm``'s layer for conv maps; with ``num_classes`` (G's ``cbn``), a
+    :class:`ConditionalNorm` whose affine the class picks."""
+    layer = norm.layer(channels, spatial=True)
+    return ConditionalNorm(layer, channels, num_classes) if num_classes else layer
+
+
+def conditioned(layer: nn.Module, x: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
+    """``layer(x)``, with the labels for a class-conditional norm."""
+    return layer(x, labels) if isinstance(layer, ConditionalNorm) else layer(x)
+
+
+class Projection(nn.Module):
+    """The projection discriminator's class term (Miyato & Koyama 2018), D's
+    ``conditioning=projection``: <embed(y), phi(x)>, added to the unconditional output
+    linear(phi(x)), where phi(x) are D's features (what enters its output layer). The embedding
+    starts Glorot-uniform, and is spectrally normalized in a spectral-norm D (SNGAN's
+    SNEmbedID)."""
+
+    def __init__(self, num_classes: int, features: int, spectral: bool = False) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(num_classes, features)
+        nn.init.xavier_uniform_(self.embed.weight)
+        if spectral:
+            nn.utils.parametrizations.spectral_norm(self.embed)
+
+    def forward(self, phi: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
+        return (self.embed(_need(labels)) * phi).sum(dim=1)
 
 
 class Maxout(nn.Module):
@@ -85,12 +162,15 @@ class ActivationSpec:
             return Maxout(fan_in, width, self.pieces, bias=bias)
         return nn.Linear(fan_in, width, bias=bias)
 
-    def layer(self) -> nn.Module:
-        """The activation after a hidden layer (nothing after a maxout layer)."""
+    def layer(self, inplace: bool = True) -> nn.Module:
+        """The activation after a hidden layer (nothing after a maxout layer). ``inplace=False``
+        where its input is used again (a residual block's input feeds the shortcut too)."""
         kind = self.resolved
         if kind == Activation.maxout:
             return nn.Identity()
-        return nn.LeakyReLU(0.2, inplace=True) if kind == Activation.leaky_relu else nn.ReLU(True)
+        if kind == Activation.leaky_relu:
+            return nn.LeakyReLU(0.2, inplace=inplace)
+        return nn.ReLU(inplace)
 
     def conv_only(self, arch: str) -> None:
         """Refuse maxout where layers are convolutions."""

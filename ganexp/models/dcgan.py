@@ -1,7 +1,8 @@
 """DCGAN (Radford et al. 2015): strided convs in D, transposed convs in G, no pooling.
 
 G: BN (or the chosen norm) + ReLU, tanh output. D: LeakyReLU(0.2), no norm on the input layer,
-logits out. Conditioning concatenates the one-hot class to z, and as constant maps to D's input.
+logits out. Conditioning (``concat``) concatenates the one-hot class to z, and as constant maps to
+D's input; ``cbn`` makes G's norm layers class-conditional, ``projection`` adds D's class term.
 """
 
 from __future__ import annotations
@@ -9,9 +10,19 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ganexp.config import Activation
+from ganexp.config import Activation, Norm
 from ganexp.errors import ConfigError
-from ganexp.models.common import ActivationSpec, NormSpec, dcgan_init, one_hot
+from ganexp.models.common import (
+    ActivationSpec,
+    NormSpec,
+    Projection,
+    concat_classes,
+    conditioned,
+    dcgan_init,
+    norm_layer,
+    one_hot,
+    with_label_maps,
+)
 
 IMAGE_SIZES = (16, 28, 32, 56, 64, 112, 128)
 
@@ -68,30 +79,32 @@ class DCGANGenerator(nn.Module):
         norm: NormSpec,
         num_classes: int = 0,
         activation: ActivationSpec | None = None,
+        conditioning: str = "concat",
     ) -> None:
         super().__init__()
         act = activation or ActivationSpec(Activation.default)
         act.conv_only("dcgan")
         channels, size, _ = image_shape
-        self.num_classes = num_classes
+        self.num_classes = concat_classes(num_classes, conditioning)
+        cbn = num_classes if conditioning == "cbn" else 0
         n_up = _num_upsamples(size)
         ch = width * 2 ** (n_up - 1)
         layers: list[nn.Module] = [
-            Project(z_dim + num_classes, ch, start_size(size), 1, 0, bias=norm.bias),
-            norm.layer(ch, spatial=True),
+            Project(z_dim + self.num_classes, ch, start_size(size), 1, 0, bias=norm.bias),
+            norm_layer(norm, ch, cbn),
             act.layer(),
         ]
         for _ in range(n_up - 1):
             layers += [
                 nn.ConvTranspose2d(ch, ch // 2, 4, 2, 1, bias=norm.bias),
-                norm.layer(ch // 2, spatial=True),
+                norm_layer(norm, ch // 2, cbn),
                 act.layer(),
             ]
             ch //= 2
         for _ in range(depth):
             layers += [
                 nn.Conv2d(ch, ch, 3, 1, 1, bias=norm.bias),
-                norm.layer(ch, spatial=True),
+                norm_layer(norm, ch, cbn),
                 act.layer(),
             ]
         layers += [nn.ConvTranspose2d(ch, channels, 4, 2, 1), nn.Tanh()]
@@ -102,7 +115,9 @@ class DCGANGenerator(nn.Module):
         code = one_hot(labels, self.num_classes)
         if code is not None:
             z = torch.cat([z, code], dim=1)
-        return self.net(z)
+        for layer in self.net:
+            z = conditioned(layer, z, labels)
+        return z
 
 
 class DCGANDiscriminator(nn.Module):
@@ -114,16 +129,17 @@ class DCGANDiscriminator(nn.Module):
         norm: NormSpec,
         num_classes: int = 0,
         activation: ActivationSpec | None = None,
+        conditioning: str = "concat",
     ) -> None:
         super().__init__()
         act = activation or ActivationSpec(Activation.default, discriminator=True)
         act.conv_only("dcgan")
         channels, size, _ = image_shape
-        self.num_classes = num_classes
+        self.num_classes = concat_classes(num_classes, conditioning)
         start = start_size(size)
         ch, side = width, size // 2
         layers: list[nn.Module] = [
-            nn.Conv2d(channels + num_classes, ch, 4, 2, 1),
+            nn.Conv2d(channels + self.num_classes, ch, 4, 2, 1),
             act.layer(),
         ]
         for _ in range(depth):
@@ -142,10 +158,22 @@ class DCGANDiscriminator(nn.Module):
         layers.append(Score(ch, 1, start, 1, 0))
         self.net = nn.Sequential(*layers)
         dcgan_init(self)
+        spectral = norm.kind == Norm.spectral
+        projection = conditioning == "projection" and num_classes > 0
+        features = ch * start * start
+        self.projection = Projection(num_classes, features, spectral) if projection else None
+
+    def _maps(self, x: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
+        return self.net[:-1](with_label_maps(x, labels, self.num_classes))
+
+    def features(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """What enters the output layer: the last feature maps, flattened (channel-major)."""
+        return self._maps(x, labels).flatten(1)
 
     def forward(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
-        code = one_hot(labels, self.num_classes)
-        if code is not None:
-            maps = code[:, :, None, None].expand(-1, -1, x.shape[2], x.shape[3])
-            x = torch.cat([x, maps], dim=1)
-        return self.net(x).flatten()
+        # the output layer on the maps that features() flattens, kept in their memory format
+        maps = self._maps(x, labels)
+        out = self.net[-1](maps).flatten()
+        if self.projection is None:
+            return out
+        return out + self.projection(maps.flatten(1), labels)

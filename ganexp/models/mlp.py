@@ -82,9 +82,13 @@ class MLPDiscriminator(nn.Module):
         layers.append(nn.Linear(width, 1))
         self.net = nn.Sequential(*layers)
 
-    def forward(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+    def features(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """What enters the output layer: the last hidden layer's activations."""
         x = x.flatten(1)
         code = one_hot(labels, self.num_classes)
         if code is not None:
             x = torch.cat([x, code], dim=1)
-        return self.net(x).flatten()
+        return self.net[:-1](x)
+
+    def forward(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        return self.net[-1](self.features(x, labels)).flatten()
