@@ -15,8 +15,9 @@ The policies are the paper's (its code: mit-han-lab/data-efficient-gans, DiffAug
 It is applied by a forward pre-hook on D (:func:`attach`), so every pass through D (the critic
 steps, the generator step, and the gradient penalty and R1, whose gradients are then taken with
 respect to the images before augmentation) sees augmented inputs, and D's weights and checkpoint
-keys stay what they are. Written here because no kept library ships it; its random draws come
-from torch's global generator, which checkpoints carry, so a resumed run draws the same ones.
+keys stay what they are; D's ``features`` (feature matching) is wrapped alike. Written here
+because no kept library ships it; its random draws come from torch's global generator, which
+checkpoints carry, so a resumed run draws the same ones.
 """
 
 from __future__ import annotations
@@ -90,10 +91,13 @@ def diff_augment(x: torch.Tensor, policy: Sequence[str]) -> torch.Tensor:
 
 
 def attach(discriminator: nn.Module, policy: Sequence[str]) -> nn.Module:
-    """Make every call of ``discriminator`` see ``diff_augment(x, policy)`` instead of x."""
+    """Make every call of ``discriminator``, and of its ``features`` (feature matching's view of
+    D), see ``diff_augment(x, policy)`` instead of x."""
 
     def augment_input(module: nn.Module, args: tuple) -> tuple:
         return (diff_augment(args[0], policy), *args[1:])
 
     discriminator.register_forward_pre_hook(augment_input)
+    features = discriminator.features
+    discriminator.features = lambda x, labels=None: features(diff_augment(x, policy), labels)
     return discriminator

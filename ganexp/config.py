@@ -145,7 +145,8 @@ class LossConfig:
     schema lacks; :func:`validate` checks them against the class)."""
 
     name: LossName = LossName.bce
-    generator_loss: str = "non_saturating"  # bce only: non_saturating | minimax
+    # non_saturating | minimax (bce only) | feature_matching (any loss; Salimans et al. 2016)
+    generator_loss: str = "non_saturating"
     label_smoothing: float = 0.0  # bce only: one-sided, real target = 1 - label_smoothing
     clip_value: float = 0.01  # wgan_clip only
     gp_weight: float = 10.0  # wgan_gp only
@@ -249,7 +250,7 @@ def register_schema() -> None:
 
 
 DATASETS = ("fashion_mnist", "mnist", "cifar10", "image_folder", "ring8", "grid25", "swissroll")
-GENERATOR_LOSSES = ("non_saturating", "minimax")
+GENERATOR_LOSSES = ("non_saturating", "minimax", "feature_matching")
 AUGMENTS = ("none", "diffaug")
 AUGMENT_POLICIES = ("color", "translation", "cutout")  # ganexp.augment.POLICIES
 LOGGERS = ("wandb", "none")

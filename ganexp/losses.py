@@ -203,6 +203,23 @@ class R1Penalty:
         return self.every * self.weight / 2 * (norms**2).mean()
 
 
+def feature_matching(
+    critic: nn.Module,
+    real: torch.Tensor,
+    real_labels: torch.Tensor | None,
+    fake: torch.Tensor,
+    fake_labels: torch.Tensor | None,
+) -> torch.Tensor:
+    """Feature matching (Salimans et al. 2016, sec. 3.1), G's loss instead of the adversarial
+    one: the mean over features of (E f(G(z)) - E f(x))^2, f = D's features (what enters its
+    output layer), E the batch mean; the real batch's mean is a constant, as in
+    openai/improved-gan's ``loss_gen = T.mean(T.square(mom_gen - mom_real))``."""
+    with torch.no_grad():
+        real_mean = critic.features(real, real_labels).float().mean(0)
+    fake_mean = critic.features(fake, fake_labels).float().mean(0)
+    return (fake_mean - real_mean).square().mean()
+
+
 class HistoricalAverage:
     """Historical averaging (Salimans et al. 2016, sec. 3.3): a player's cost gains
     ``weight`` * ||theta - (1/t) sum_i theta[i]||^2, the distance of its parameters from the

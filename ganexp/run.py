@@ -230,6 +230,7 @@ def setup(
         r1=R1Penalty(cfg.loss.r1_weight, cfg.loss.r1_every) if cfg.loss.r1_weight > 0 else None,
         ema=generator_ema(generator, cfg.trainer.ema_decay) if cfg.trainer.ema_decay else None,
         historical=_historical(generator, discriminator, cfg.loss.historical_weight),
+        feature_matching=cfg.loss.generator_loss == "feature_matching",
         world=world,
     )
     if world.distributed:

@@ -21,7 +21,7 @@ from ganexp.checkpoint import rng_state, set_rng_state
 from ganexp.data import BatchSource, DataSpec
 from ganexp.distributed import World
 from ganexp.errors import Interrupted
-from ganexp.losses import GANLoss, HistoricalAverage, R1Penalty
+from ganexp.losses import GANLoss, HistoricalAverage, R1Penalty, feature_matching
 
 STAT_KEYS = (
     "loss/d",
@@ -94,6 +94,7 @@ class Trainer:
     # loss.historical_weight > 0: each player's historical average, (G's, D's)
     historical: tuple[HistoricalAverage, HistoricalAverage] | None = None
     ema: AveragedModel | None = None  # trainer.ema_decay > 0: the EMA of G, updated each step
+    feature_matching: bool = False  # loss.generator_loss=feature_matching: G matches D's features
     hooks: list[Hook] = field(default_factory=list)
     world: World = field(default_factory=World)
     step: int = 0
@@ -195,7 +196,10 @@ class Trainer:
         D = self.discriminator
         D.requires_grad_(False)  # the generator step needs no discriminator gradients
         with amp.autocast():
-            g_loss = loss.g_loss(D(fake, fake_labels).float())
+            if self.feature_matching:
+                g_loss = feature_matching(D, real, labels, fake, fake_labels)
+            else:
+                g_loss = loss.g_loss(D(fake, fake_labels).float())
         hist_g = self.historical[0](self.generator) if self.historical else None
         g_total = g_loss if hist_g is None else g_loss + hist_g
         self.opt_g.zero_grad(set_to_none=True)

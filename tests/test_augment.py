@@ -151,3 +151,20 @@ def test_diffaug_trains_under_wgan_gp_through_the_cli_and_logs_to_wandb(tmp_path
     run = load_run(run_dir)
     assert run.config["data"]["augment"] == "diffaug"
     assert [row["step"] for row in run.history if "loss/gp" in row] == [1, 2]
+
+
+def test_ds_features_see_the_augmentation_too() -> None:
+    """Feature matching reads D.features: with cutout attached, some features of an all-ones
+    batch are zero, as D's forward sees them."""
+
+    class Identity(torch.nn.Module):
+        def features(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+            return x.flatten(1)
+
+        def forward(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+            return self.features(x, labels).sum(1)
+
+    critic = attach(Identity(), ["cutout"])
+    ones = torch.ones(4, 1, 8, 8)
+    assert (critic.features(ones) == 0).sum(1).gt(0).all()
+    assert (critic(ones) < 64).all()

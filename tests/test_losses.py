@@ -21,6 +21,7 @@ from ganexp.losses import (
     WassersteinLoss,
     WeightClippingLoss,
     build_loss,
+    feature_matching,
 )
 from ganexp.models.common import Packed
 
@@ -240,3 +241,42 @@ def test_a_users_loss_that_breaks_the_contract_is_refused(
         build_loss(LossConfig(_target_=f"{module}.{target}"), parameters)
     assert expected in str(raised.value), str(raised.value)
     assert "\n" not in str(raised.value)
+
+
+class FeatureCritic(nn.Module):
+    """A critic whose features are its input scaled by s: f(x) = s x, D(x) = sum f(x)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.scale = nn.Parameter(torch.tensor(2.0))
+
+    def features(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        return self.scale * x.flatten(1)
+
+    def forward(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        return self.features(x, labels).sum(1)
+
+
+def test_feature_matching_by_hand() -> None:
+    """Batch means of f: real [2, 4] (x means [1, 2]), fake [4, 0] (x means [2, 0]); the loss is
+    the mean over features of the squared difference, ((4-2)^2 + (0-4)^2) / 2 = 10, and only
+    the fakes get a gradient: d/dfake_ij = 2 / F (mf_j - mr_j) s / n = (mf_j - mr_j) for F = 2
+    features, n = 2 fakes, s = 2."""
+    critic = FeatureCritic()
+    real = torch.tensor([[0.0, 1.0], [2.0, 3.0]], requires_grad=True)
+    fake = torch.tensor([[1.0, 0.0], [3.0, 0.0]], requires_grad=True)
+    loss = feature_matching(critic, real, None, fake, None)
+    assert loss.item() == pytest.approx(10.0)
+    loss.backward()
+    torch.testing.assert_close(fake.grad, torch.tensor([[2.0, -4.0], [2.0, -4.0]]))
+    assert real.grad is None  # the real batch's mean is a constant
+
+
+def test_feature_matching_sees_each_pack() -> None:
+    """A packed D's features are those of its packs: with f = s x, the features of pack p are
+    the concatenation of its samples."""
+    critic = Packed(FeatureCritic(), 2)
+    x = torch.arange(8.0).view(4, 2)
+    torch.testing.assert_close(critic.features(x), 2 * x.view(2, 4))
+    loss = feature_matching(critic, x, None, torch.zeros(4, 2), None)
+    assert loss.item() == pytest.approx((2 * x.view(2, 4).mean(0)).square().mean().item())

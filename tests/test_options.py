@@ -265,3 +265,21 @@ def test_historical_averages_are_checkpointed_and_resumed_exactly(tmp_path: Path
     whole, halves = (tmp_path / name / "checkpoints" / "last.pt" for name in ("whole", "halves"))
     assert_same_weights(whole, halves)
     assert {"historical_g", "historical_d"} <= load_checkpoint(whole).keys()
+
+
+@pytest.mark.slow
+def test_feature_matching_trains_with_packing_and_diffaug(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    result = ganexp_cmd(
+        *TINY,
+        "loss.generator_loss=feature_matching",
+        "discriminator.pack=2",
+        "data.augment=diffaug",
+        "logger.mode=offline",
+        f"hydra.run.dir={run_dir}",
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = logged(run_dir)
+    assert [row["step"] for row in rows] == [1, 2]
+    assert all(row["loss/g"] >= 0 for row in rows)  # a mean of squares, not an adversarial loss

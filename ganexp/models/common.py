@@ -225,8 +225,14 @@ class Packed(nn.Module):
         self.pack = pack
 
     def forward(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
-        packs = x.reshape(x.shape[0] // self.pack, self.pack * x.shape[1], *x.shape[2:])
-        return self.critic(packs, labels)
+        return self.critic(self._packs(x), labels)
+
+    def features(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """D's features of each pack."""
+        return self.critic.features(self._packs(x), labels)
+
+    def _packs(self, x: torch.Tensor) -> torch.Tensor:
+        return x.reshape(x.shape[0] // self.pack, self.pack * x.shape[1], *x.shape[2:])
 
 
 def pack_of(critic: nn.Module) -> int:
