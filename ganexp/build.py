@@ -19,7 +19,15 @@ from ganexp.config import (
 )
 from ganexp.data import DataSpec
 from ganexp.errors import ConfigError
-from ganexp.models.common import ActivationSpec, NormSpec, Packed, initialize
+from ganexp.models.common import (
+    ActivationSpec,
+    BatchStatistic,
+    MinibatchDiscrimination,
+    MinibatchStddev,
+    NormSpec,
+    Packed,
+    initialize,
+)
 from ganexp.models.dcgan import DCGANDiscriminator, DCGANGenerator
 from ganexp.models.mlp import MLPDiscriminator, MLPGenerator
 from ganexp.models.norms import WithReferenceBatch, apply_weight_norm
@@ -96,12 +104,21 @@ def build_discriminator(cfg: RunConfig, spec: DataSpec) -> nn.Module:
         model = _CONV[net.arch][1](*args, activation=act, conditioning=net.conditioning)
     else:
         model = MLPDiscriminator(*args, activation=act)
+    if net.batch_view != "none":  # a statistic of the batch (of packs) next to D's features
+        model = BatchStatistic(model, _batch_statistic(net, model))
     initialize(model, Init(net.init))
     model = apply_weight_norm(model, norm.kind)
     model = Packed(model, net.pack) if net.pack > 1 else model
     if cfg.data.augment == "diffaug":  # each sample augmented, then packed
         model = attach(model, cfg.data.augment_policy)
     return model
+
+
+def _batch_statistic(net: NetConfig, critic: nn.Module) -> nn.Module:
+    if net.batch_view == "minibatch_stddev":
+        return MinibatchStddev(net.stddev_group)
+    kernels, dims = net.minibatch_kernels, net.minibatch_kernel_dims
+    return MinibatchDiscrimination(critic.feature_width, kernels, dims)
 
 
 # the sizes a network's layers are made of, for a layer too large to exist

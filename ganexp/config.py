@@ -126,6 +126,11 @@ class NetConfig:
     maxout_pieces: int = 5  # activation=maxout only
     init: Init = Init.default
     pack: int = 1  # discriminator only: D judges packs of this many samples (PacGAN)
+    # discriminator only: none | minibatch_discrimination | minibatch_stddev
+    batch_view: str = "none"
+    minibatch_kernels: int = 100  # minibatch_discrimination: B kernels (Salimans et al.)
+    minibatch_kernel_dims: int = 5  # minibatch_discrimination: C dims per kernel
+    stddev_group: int = 4  # minibatch_stddev: samples per group (Karras et al.)
     conditioning: str = "concat"  # cGAN: concat | cbn (generator) | projection (discriminator)
 
 
@@ -252,6 +257,7 @@ def register_schema() -> None:
 DATASETS = ("fashion_mnist", "mnist", "cifar10", "image_folder", "ring8", "grid25", "swissroll")
 GENERATOR_LOSSES = ("non_saturating", "minimax", "feature_matching")
 AUGMENTS = ("none", "diffaug")
+BATCH_VIEWS = ("none", "minibatch_discrimination", "minibatch_stddev")
 AUGMENT_POLICIES = ("color", "translation", "cutout")  # ganexp.augment.POLICIES
 LOGGERS = ("wandb", "none")
 FEATURES = ("auto", "inception", "classifier")
@@ -388,6 +394,19 @@ def validate(cfg: DictConfig) -> RunConfig:
         _require(pieces >= 2, f"{net}.maxout_pieces", pieces, "must be an integer >= 2")
     pack = cfg.generator.pack
     _require(pack == 1, "generator.pack", pack, "packing is D's view of the batch: must be 1")
+    view = cfg.discriminator.batch_view
+    _require(view in BATCH_VIEWS, "discriminator.batch_view", view, _one_of(BATCH_VIEWS))
+    g_view = cfg.generator.batch_view
+    _require(
+        g_view == "none", "generator.batch_view", g_view, "D's view of the batch: must be none"
+    )
+    keys = ("minibatch_kernels", "minibatch_kernel_dims", "stddev_group")
+    _positive(cfg, *(f"discriminator.{key}" for key in keys))
+    judged = cfg.trainer.batch_size // cfg.discriminator.pack  # what D sees in one call
+    group = cfg.discriminator.stddev_group
+    if view == "minibatch_stddev" and judged > group and judged % group:
+        allowed = f"must divide the {judged} inputs D judges at once (trainer.batch_size / pack)"
+        _require(False, "discriminator.stddev_group", group, allowed)
     batch, pack = cfg.trainer.batch_size, cfg.discriminator.pack
     _require(
         batch % pack == 0,

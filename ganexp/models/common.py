@@ -235,6 +235,73 @@ class Packed(nn.Module):
         return x.reshape(x.shape[0] // self.pack, self.pack * x.shape[1], *x.shape[2:])
 
 
+class MinibatchDiscrimination(nn.Module):
+    """Minibatch discrimination (Salimans et al. 2016, sec. 3.2), as openai/improved-gan's
+    ``MinibatchLayer``: D's features f (N, A) times a tensor T (A, B, C) give M (N, B, C);
+    o(x_i)_b = sum over j != i of exp(-||M_i,b - M_j,b||_L1) + bias_b, B kernels of C dims.
+    T is weight-normalized as there: theta ~ N(0, 0.05), each (b, c) column scaled to norm
+    exp(log_scale), log_scale 0, biases -1. Deviation, named: improved-gan also rescales both at
+    a data-dependent initialization; this starts from the plain values."""
+
+    def __init__(self, features: int, kernels: int = 100, dims: int = 5) -> None:
+        super().__init__()
+        self.theta = nn.Parameter(torch.randn(features, kernels, dims) * 0.05)
+        self.log_scale = nn.Parameter(torch.zeros(kernels, dims))
+        self.bias = nn.Parameter(torch.full((kernels,), -1.0))
+        self.width = kernels
+
+    def forward(self, f: torch.Tensor) -> torch.Tensor:
+        weight = self.theta * (self.log_scale.exp() / self.theta.norm(dim=0))
+        m = torch.einsum("na,abc->nbc", f, weight)
+        l1 = (m[:, None] - m[None, :]).abs().sum(-1)  # (N, N, B): ||M_i,b - M_j,b||_1
+        others = 1 - torch.eye(len(f), dtype=f.dtype, device=f.device)
+        return (torch.exp(-l1) * others[:, :, None]).sum(1) + self.bias
+
+
+class MinibatchStddev(nn.Module):
+    """Minibatch standard deviation (Karras et al. 2018, ProGAN): the batch of N in groups of
+    ``group`` samples (the whole batch when smaller; as ProGAN's reshape to [group, N / group],
+    group m holds samples m, m + N/group, ...), each feature's standard deviation over its group
+    (sqrt(var + 1e-8)), averaged over features: one value per group, given to each of its
+    samples as one more feature. ProGAN appends it as a constant map to
+    D's last maps; next to the flattened features that enter D's (linear) output layer, as here,
+    that is the same input."""
+
+    def __init__(self, group: int = 4) -> None:
+        super().__init__()
+        self.group = group
+        self.width = 1
+
+    def forward(self, f: torch.Tensor) -> torch.Tensor:
+        group = min(self.group, len(f))
+        while len(f) % group:  # the training batch splits (validated); other calls may not
+            group -= 1
+        grouped = f.reshape(group, -1, f.shape[1])  # ProGAN's [G, M, ...]: sample g * M + m
+        std = (grouped.var(0, unbiased=False) + 1e-8).sqrt().mean(1)  # one per group m
+        return std.repeat(group)[:, None]
+
+
+class BatchStatistic(nn.Module):
+    """D with a statistic of the whole batch next to each sample's features (minibatch
+    discrimination or standard deviation: D's view of the batch, as packing is at its input):
+    D(x) = D's output from its features f(x) + w . s(f)(x), which is D's linear output layer
+    applied to the concatenation [f(x), s(f)(x)]."""
+
+    def __init__(self, critic: nn.Module, statistic: nn.Module) -> None:
+        super().__init__()
+        self.critic = critic
+        self.statistic = statistic
+        self.linear = nn.Linear(statistic.width, 1, bias=False)
+
+    def forward(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        f = self.critic.features(x, labels)
+        return self.critic.head(f, labels) + self.linear(self.statistic(f)).flatten()
+
+    def features(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        f = self.critic.features(x, labels)
+        return torch.cat([f, self.statistic(f)], dim=1)
+
+
 def pack_of(critic: nn.Module) -> int:
     """The packing degree of a discriminator (through DDP; torch.compile's wrapper forwards)."""
     return getattr(getattr(critic, "module", critic), "pack", 1)

@@ -8,6 +8,7 @@ D's input; ``cbn`` makes G's norm layers class-conditional, ``projection`` adds 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ganexp.config import Activation, Norm
@@ -160,8 +161,9 @@ class DCGANDiscriminator(nn.Module):
         dcgan_init(self)
         spectral = norm.kind == Norm.spectral
         projection = conditioning == "projection" and num_classes > 0
-        features = ch * start * start
-        self.projection = Projection(num_classes, features, spectral) if projection else None
+        self.feature_width = ch * start * start
+        width = self.feature_width
+        self.projection = Projection(num_classes, width, spectral) if projection else None
 
     def _maps(self, x: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
         return self.net[:-1](with_label_maps(x, labels, self.num_classes))
@@ -169,6 +171,12 @@ class DCGANDiscriminator(nn.Module):
     def features(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         """What enters the output layer: the last feature maps, flattened (channel-major)."""
         return self._maps(x, labels).flatten(1)
+
+    def head(self, phi: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """D's output from its (flattened) features: the Score layer as the dot product it is."""
+        score = self.net[-1]
+        out = F.linear(phi, score.weight.flatten(1), score.bias).flatten()
+        return out if self.projection is None else out + self.projection(phi, labels)
 
     def forward(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         # the output layer on the maps that features() flattens, kept in their memory format

@@ -81,6 +81,7 @@ class MLPDiscriminator(nn.Module):
             ]
         layers.append(nn.Linear(width, 1))
         self.net = nn.Sequential(*layers)
+        self.feature_width = width
 
     def features(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         """What enters the output layer: the last hidden layer's activations."""
@@ -90,5 +91,9 @@ class MLPDiscriminator(nn.Module):
             x = torch.cat([x, code], dim=1)
         return self.net[:-1](x)
 
+    def head(self, phi: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """D's output from its features."""
+        return self.net[-1](phi).flatten()
+
     def forward(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
-        return self.net[-1](self.features(x, labels)).flatten()
+        return self.head(self.features(x, labels), labels)

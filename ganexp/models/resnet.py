@@ -193,6 +193,7 @@ class ResNetDiscriminator(nn.Module):
         self.blocks = nn.Sequential(*blocks)
         self.act = act.layer()
         self.linear = _glorot(nn.Linear(width, 1))
+        self.feature_width = width
         spectral = norm.kind == Norm.spectral
         projection = conditioning == "projection" and num_classes > 0
         self.projection = Projection(num_classes, width, spectral) if projection else None
@@ -202,7 +203,10 @@ class ResNetDiscriminator(nn.Module):
         x = with_label_maps(x, labels, self.num_classes)
         return self.act(self.blocks(x)).sum(dim=(2, 3))
 
-    def forward(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
-        phi = self.features(x, labels)
+    def head(self, phi: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """D's output from its features."""
         out = self.linear(phi).flatten()
         return out if self.projection is None else out + self.projection(phi, labels)
+
+    def forward(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        return self.head(self.features(x, labels), labels)
