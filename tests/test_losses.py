@@ -26,6 +26,17 @@ from ganexp.losses import (
 from ganexp.models.common import Packed
 
 
+class Quadratic(nn.Module):
+    """D(x) = s |x|^2 / 2, s = 1 at the start: its input gradient at x is s x."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.scale = nn.Parameter(torch.tensor(1.0))
+
+    def forward(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        return 0.5 * self.scale * x.flatten(1).pow(2).sum(1)
+
+
 def _logit(p: float) -> float:
     return math.log(p / (1 - p))
 
@@ -83,14 +94,6 @@ def test_gradient_penalty_of_a_linear_critic_in_closed_form(w_norm: float) -> No
 def test_gradient_penalty_is_per_sample_and_differentiable() -> None:
     """With D(x) = |x|^2 / 2 the gradient at x_hat is x_hat itself: the penalty must use each
     interpolate's own norm, and gradients must flow back to the critic (double backward)."""
-
-    class Quadratic(nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.scale = nn.Parameter(torch.tensor(1.0))
-
-        def forward(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
-            return 0.5 * self.scale * x.flatten(1).pow(2).sum(1)
 
     critic = Quadratic()
     real = torch.full((2, 4), 1.0)
@@ -180,14 +183,6 @@ def test_r1_of_a_linear_critic_in_closed_form(w_norm: float) -> None:
 def test_r1_is_on_real_data_only_and_trains_the_critic() -> None:
     """With D(x) = s |x|^2 / 2 the gradient at x is s x: R1 = gamma / 2 * s^2 * mean |x|^2, whose
     derivative in s is gamma * s * mean |x|^2 (double backward through the critic)."""
-
-    class Quadratic(nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.scale = nn.Parameter(torch.tensor(1.0))
-
-        def forward(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
-            return 0.5 * self.scale * x.flatten(1).pow(2).sum(1)
 
     critic = Quadratic()
     real = torch.tensor([[1.0, 0.0], [0.0, 3.0]])  # |x|^2: 1 and 9, mean 5
