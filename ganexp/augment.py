@@ -92,12 +92,25 @@ def diff_augment(x: torch.Tensor, policy: Sequence[str]) -> torch.Tensor:
 
 def attach(discriminator: nn.Module, policy: Sequence[str]) -> nn.Module:
     """Make every call of ``discriminator``, and of its ``features`` (feature matching's view of
-    D), see ``diff_augment(x, policy)`` instead of x."""
+    D), see ``diff_augment(x, policy)`` instead of x: once, also where D's forward itself calls
+    ``features`` on the input the hook has already augmented."""
+    in_forward = False
 
     def augment_input(module: nn.Module, args: tuple) -> tuple:
+        nonlocal in_forward
+        in_forward = True
         return (diff_augment(args[0], policy), *args[1:])
 
-    discriminator.register_forward_pre_hook(augment_input)
+    def forward_done(module: nn.Module, args: tuple, output: object) -> None:
+        nonlocal in_forward
+        in_forward = False
+
     features = discriminator.features
-    discriminator.features = lambda x, labels=None: features(diff_augment(x, policy), labels)
+
+    def augmented_features(x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        return features(x if in_forward else diff_augment(x, policy), labels)
+
+    discriminator.register_forward_pre_hook(augment_input)
+    discriminator.register_forward_hook(forward_done, always_call=True)
+    discriminator.features = augmented_features
     return discriminator

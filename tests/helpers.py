@@ -60,5 +60,8 @@ class LinearCritic(nn.Module):
         super().__init__()
         self.weight = nn.Parameter(weight)
 
+    def features(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        return x.flatten(1)
+
     def forward(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
-        return x.flatten(1) @ self.weight
+        return self.features(x) @ self.weight
