@@ -197,7 +197,8 @@ def test_python_dash_m_refuses_bad_input_with_one_line_and_no_run_folder(tmp_pat
     )
     assert result.returncode == 2
     assert result.stderr.strip() == (
-        "ganexp: error: norm='batchy': allowed: batch, group, instance, layer, none, spectral"
+        "ganexp: error: norm='batchy': allowed: batch, group, instance, layer, none, spectral, "
+        "virtual_batch"
     )
     assert "Traceback" not in result.stderr
     assert list(tmp_path.iterdir()) == []
