@@ -19,6 +19,7 @@ from ganexp.tracking import Tracker
 from ganexp.train import Hook, ProgressBar, StopRequested, Trainer, grad_norm
 
 PENDING_EVAL = "pending_eval"  # checkpoint key: the step whose evaluation a signal cut short
+LATEST_EVAL = "latest_eval"  # checkpoint key: the last evaluation's metrics
 
 
 class LogScalars(Hook):
@@ -171,12 +172,15 @@ class Evaluate(Hook):
         return super().due(trainer) or (self.every == 0 and trainer.step == trainer.max_steps)
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """The best value so far and a pending evaluation, from a checkpoint."""
+        """The best value so far, the last evaluation and a pending one, from a checkpoint."""
         if state.get("best"):
             self.best = dict(state["best"])
             self.checkpoint.extra["best"] = self.best
         if state.get(PENDING_EVAL) is not None:
             self.checkpoint.extra[PENDING_EVAL] = state[PENDING_EVAL]
+        if state.get(LATEST_EVAL):  # a finished run started again still reports its results
+            self.latest = dict(state[LATEST_EVAL])
+            self.checkpoint.extra[LATEST_EVAL] = self.latest
 
     def before_train(self, trainer: Trainer) -> None:
         if self.checkpoint.extra.get(PENDING_EVAL) == trainer.step:
@@ -200,6 +204,7 @@ class Evaluate(Hook):
         self.checkpoint.extra.pop(PENDING_EVAL, None)
         if not self.latest:
             return
+        self.checkpoint.extra[LATEST_EVAL] = self.latest
         self.tracker.log(trainer.step, self.latest)
         if self.fixed is not None and trainer.spec.kind == "image" and self.tracker.wandb_on:
             fixed = self.fixed

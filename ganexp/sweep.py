@@ -33,6 +33,7 @@ import math
 import os
 import sys
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -123,10 +124,31 @@ def read_job(sweep_dir: Path, path: Path) -> JobResult:
         overrides=list(record.get("overrides") or []),
         steps=record.get("steps"),
         wall_time_s=record.get("wall_time_s"),
-        final=dict(record.get("final") or {}),
+        final=dict(record.get("final") or {}) or last_evaluation(path),
         best=dict(record.get("best") or {}),
         group=record.get("group"),
     )
+
+
+def metrics_rows(job_dir: Path) -> Iterator[dict[str, Any]]:
+    """The rows of a job's metrics.jsonl; a cut last line is skipped."""
+    path = job_dir / "metrics.jsonl"
+    if path.is_file():
+        for line in path.read_text(encoding="utf-8").splitlines():
+            try:
+                yield json.loads(line)
+            except json.JSONDecodeError:
+                continue
+
+
+def last_evaluation(job_dir: Path) -> dict[str, float]:
+    """The ``eval/`` metrics of the last evaluation in a job's metrics.jsonl: its final values
+    where its record has none (a finished job started again by an earlier ganexp, whose
+    checkpoints kept no results to report)."""
+    latest: dict[str, float] = {}
+    for row in metrics_rows(job_dir):
+        latest = {k: v for k, v in row.items() if k.startswith("eval/")} or latest
+    return latest
 
 
 def collect_jobs(sweep_dir: Path) -> list[JobResult]:
@@ -230,15 +252,9 @@ def read_curve(job: JobResult, key: str) -> tuple[list[int], list[float]]:
     killed after its last checkpoint logs those steps again when it resumes) keeps its last
     value; a cut last line is skipped."""
     points: dict[int, float] = {}
-    path = job.path / "metrics.jsonl"
-    if path.is_file():
-        for line in path.read_text(encoding="utf-8").splitlines():
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            if key in row and "step" in row:
-                points[row["step"]] = row[key]
+    for row in metrics_rows(job.path):
+        if key in row and "step" in row:
+            points[row["step"]] = row[key]
     steps = sorted(points)
     return steps, [points[step] for step in steps]
 

@@ -399,3 +399,23 @@ def test_a_paper_row_on_a_key_the_config_lacks_is_refused_before_training() -> N
     message = refusal("experiment=pacgan_ring", f"paper=[{row % 'pak'}]")
     assert message.startswith("paper[0].where.discriminator.pak=2: no such config key"), message
     preflight(["experiment=pacgan_ring", f"paper=[{row % 'pack'}]"])
+
+
+def test_a_job_record_without_final_values_takes_them_from_its_log(tmp_path: Path) -> None:
+    """A finished job that an earlier ganexp started again kept no results in job.json: its
+    final values are its last evaluation in metrics.jsonl (a cut last line skipped)."""
+    from ganexp.sweep import read_job
+
+    folder = tmp_path / "0"
+    write_job_record(folder, {"status": "completed", "overrides": ["seed=0"], "final": {}})
+    rows = [
+        {"step": 1, "loss/d": 1.0},
+        {"step": 2, "eval/fd": 9.0, "eval/is": 1.0},
+        {"step": 3, "loss/d": 0.5},
+        {"step": 4, "eval/fd": 7.0, "eval/is": 2.0},
+    ]
+    text = "".join(json.dumps(row) + "\n" for row in rows) + '{"step": 5, "eval/f'
+    (folder / "metrics.jsonl").write_text(text)
+    assert read_job(tmp_path, folder).final == {"eval/fd": 7.0, "eval/is": 2.0}
+    write_job_record(folder, {"status": "completed", "final": {"eval/fd": 1.0}})
+    assert read_job(tmp_path, folder).final == {"eval/fd": 1.0}  # the record wins

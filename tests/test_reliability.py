@@ -255,3 +255,14 @@ def test_same_seed_gives_identical_losses_and_weights(tmp_path: Path) -> None:
     assert_same_weights(tmp_path / "a/checkpoints/last.pt", tmp_path / "b/checkpoints/last.pt")
     execute(smoke_session(tmp_path / "c", "seed=8", "loss=wgan_gp", "norm=layer"))
     assert losses(tmp_path / "c") != losses(tmp_path / "a")
+
+
+@pytest.mark.slow
+def test_a_finished_run_started_again_reports_its_results(tmp_path: Path) -> None:
+    """A sweep started again (to resume its unfinished jobs) re-runs the finished ones too:
+    they have nothing to train and must still report their final and best metrics."""
+    first = execute(smoke_session(tmp_path))
+    again = execute(smoke_session(tmp_path))
+    assert again.steps == first.steps
+    assert first.final and again.final == first.final
+    assert again.best == first.best
