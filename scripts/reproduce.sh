@@ -15,13 +15,14 @@ status=0
 for preset in "${presets[@]}"; do
   sweep="$out/$preset"
   cmd=(.venv/bin/ganexp -m "experiment=$preset" "hydra.sweep.dir=$sweep" ${OVERRIDES:-})
+  commit=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)  # the code that runs
   start=$(date +%s)
   "${cmd[@]}" > "$out/$preset.log" 2>&1
   rc=$?
   wall=$(( $(date +%s) - start ))
   {
     echo "command: ${cmd[*]}"
-    echo "commit:  $(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
+    echo "commit:  $commit"
     echo "machine: $(lscpu 2>/dev/null | sed -n 's/^Model name: *//p' | head -1), $(nproc) cores"
     echo "wall:    ${wall} s, exit ${rc}"
   } > "$out/$preset.txt"
