@@ -209,6 +209,7 @@ class GanexpLoop:
 
     def step(self) -> int:
         self.trainer.run_step()
+        self.trainer.step += 1  # as train() counts them (R1's lazy interval reads the step)
         return self.trainer.batch_size * self.trainer.n_critic
 
     def probe(self) -> None:
