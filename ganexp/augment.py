@@ -105,12 +105,14 @@ def attach(discriminator: nn.Module, policy: Sequence[str]) -> nn.Module:
         nonlocal in_forward
         in_forward = False
 
+    discriminator.register_forward_pre_hook(augment_input)
+    discriminator.register_forward_hook(forward_done, always_call=True)
+    if not hasattr(discriminator, "features"):  # a user's D may have none
+        return discriminator
     features = discriminator.features
 
     def augmented_features(x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         return features(x if in_forward else diff_augment(x, policy), labels)
 
-    discriminator.register_forward_pre_hook(augment_input)
-    discriminator.register_forward_hook(forward_done, always_call=True)
     discriminator.features = augmented_features
     return discriminator

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from functools import partial
+from typing import Any
+
 import torch
 from torch import nn
 
@@ -32,6 +35,7 @@ from ganexp.models.dcgan import DCGANDiscriminator, DCGANGenerator
 from ganexp.models.mlp import MLPDiscriminator, MLPGenerator
 from ganexp.models.norms import WithReferenceBatch, apply_weight_norm
 from ganexp.models.resnet import ResNetDiscriminator, ResNetGenerator
+from ganexp.parts import Contract, build_part, settings
 
 REFERENCE_SEED = 0x5EED  # the reference batch's codes: a stream apart from the run's own
 
@@ -42,11 +46,41 @@ _CONV = {
 }
 
 
+# what a user's class of each kind must be (ganexp.parts), and the run facts it may take
+NETWORK_CONTRACT = Contract(nn.Module, ("forward",), "a torch.nn.Module subclass with a forward")
+_NETWORK_CONTEXT = {
+    "z_dim": "from trainer.z_dim",
+    "shape": "the shape of one sample (C, H, W) or (2,); D's: of one pack",
+    "num_classes": "the data's classes for a cGAN (conditional=true), else 0",
+    "norm": "the factory of norm.<network>'s layers: norm(num_features, spatial=True)",
+}
+_NORM_CONTEXT = {
+    "num_features": "the channels (or features) of the layer the norm follows",
+    "spatial": "true for NCHW maps, false for NC vectors",
+}
+
+
 def _norm_spec(cfg: RunConfig, network: str) -> NormSpec:
     kind = Norm(getattr(cfg.norm, network))
     # virtual batch norm's reference batch: as large as a training batch (improved-gan's)
     reference = cfg.trainer.batch_size if network == "generator" else 0
-    return NormSpec(kind, cfg.norm.num_groups, cfg.norm.eps, f"norm.{network}", reference)
+    custom = partial(_custom_norm, cfg) if kind == Norm.custom else None
+    return NormSpec(kind, cfg.norm.num_groups, cfg.norm.eps, f"norm.{network}", reference, custom)
+
+
+def _custom_norm(cfg: RunConfig, num_features: int, spatial: bool) -> nn.Module:
+    """A layer of the user's norm class (``norm._target_``)."""
+    values = settings(cfg.norm) | {"num_features": num_features, "spatial": spatial}
+    target, parameters = cfg.norm._target_, cfg.norm.parameters
+    return build_part("norm", target, NETWORK_CONTRACT, parameters, _NORM_CONTEXT, values)
+
+
+def _users_network(cfg: RunConfig, network: str, **context: Any) -> nn.Module:
+    """The user's network class (``generator._target_`` / ``discriminator._target_``)."""
+    net = getattr(cfg, network)
+    values = settings(net) | context
+    allowed = {k: v for k, v in _NETWORK_CONTEXT.items() if k in context}
+    return build_part(network, net._target_, NETWORK_CONTRACT, net.parameters, allowed, values)
 
 
 def _activation_spec(net: NetConfig, network: str) -> ActivationSpec:
@@ -56,7 +90,7 @@ def _activation_spec(net: NetConfig, network: str) -> ActivationSpec:
 
 
 def _check_arch(net: NetConfig, network: str, spec: DataSpec, data_name: str) -> None:
-    if net.arch in _CONV and spec.kind != "image":
+    if net._target_ is None and net.arch in _CONV and spec.kind != "image":
         raise ConfigError(
             f"{network}.arch", net.arch.value, f"data={data_name} is 2-D points; use {network}=mlp"
         )
@@ -78,7 +112,10 @@ def build_generator(cfg: RunConfig, spec: DataSpec) -> nn.Module:
     _check_arch(net, "generator", spec, cfg.data.name)
     classes, act = _num_classes(cfg, spec), _activation_spec(net, "generator")
     args = (cfg.trainer.z_dim, spec.shape, net.width, net.depth, norm, classes)
-    if net.arch in _CONV:
+    if net._target_ is not None:
+        context = {"z_dim": args[0], "shape": spec.shape, "num_classes": classes}
+        model = _users_network(cfg, "generator", norm=norm.layer, **context)
+    elif net.arch in _CONV:
         model = _CONV[net.arch][0](*args, activation=act, conditioning=net.conditioning)
     else:
         tanh = spec.kind == "image"  # images live in [-1, 1]; toy points do not
@@ -100,7 +137,11 @@ def build_discriminator(cfg: RunConfig, spec: DataSpec) -> nn.Module:
     # a pack of m samples is one input of m times the channels (images) or features (points)
     shape = (spec.shape[0] * net.pack, *spec.shape[1:])
     args = (shape, net.width, net.depth, norm, classes)
-    if net.arch in _CONV:
+    if net._target_ is not None:
+        context = {"shape": shape, "num_classes": classes, "norm": norm.layer}
+        model = _users_network(cfg, "discriminator", **context)
+        _check_features(cfg, model)
+    elif net.arch in _CONV:
         model = _CONV[net.arch][1](*args, activation=act, conditioning=net.conditioning)
     else:
         model = MLPDiscriminator(*args, activation=act)
@@ -112,6 +153,24 @@ def build_discriminator(cfg: RunConfig, spec: DataSpec) -> nn.Module:
     if cfg.data.augment == "diffaug":  # each sample augmented, then packed
         model = attach(model, cfg.data.augment_policy)
     return model
+
+
+def _check_features(cfg: RunConfig, critic: nn.Module) -> None:
+    """The options that read D's features (what enters its output layer) need a user's D to
+    have ``features(x, labels)`` and, for a batch view, ``head(phi, labels)`` and
+    ``feature_width``."""
+    needs = []
+    if cfg.loss.generator_loss == "feature_matching":
+        needs.append(("loss.generator_loss", "feature_matching", ("features",)))
+    if cfg.discriminator.batch_view != "none":
+        parts = ("features", "head", "feature_width")
+        needs.append(("discriminator.batch_view", cfg.discriminator.batch_view, parts))
+    for key, value, parts in needs:
+        missing = [name for name in parts if not hasattr(critic, name)]
+        if missing:
+            target = cfg.discriminator._target_
+            allowed = f"reads D's features; {target} lacks {', '.join(missing)}"
+            raise ConfigError(key, value, allowed)
 
 
 def _batch_statistic(net: NetConfig, critic: nn.Module) -> nn.Module:
@@ -130,13 +189,50 @@ def check_buildable(cfg: RunConfig, spec: DataSpec) -> tuple[nn.Module, nn.Modul
     here, before any work, at no memory cost. Returns the meta networks (G, D)."""
     try:
         with torch.device("meta"):
-            return build_generator(cfg, spec), build_discriminator(cfg, spec)
+            generator, discriminator = build_generator(cfg, spec), build_discriminator(cfg, spec)
+            _check_users_outputs(cfg, spec, generator, discriminator)
+            return generator, discriminator
     except (RuntimeError, TypeError) as ex:  # a tensor size beyond int64
         if "overflow" not in str(ex).lower():
             raise
         values = {key: lookup(cfg, key) for key in _SIZE_KEYS}
         key = max(values, key=values.__getitem__)
         raise ConfigError(key, values[key], "too large: a layer's size overflows int64") from ex
+
+
+def _check_users_outputs(
+    cfg: RunConfig, spec: DataSpec, generator: nn.Module, discriminator: nn.Module
+) -> None:
+    """A user's network, run on one training batch of meta tensors (no memory, no arithmetic),
+    must give what the loop needs: G a batch of samples, D one score per sample (per pack)."""
+    n = cfg.trainer.batch_size
+    labels = torch.zeros(n, dtype=torch.long) if _num_classes(cfg, spec) else None
+    checks = (
+        ("generator", generator, torch.empty(n, cfg.trainer.z_dim), (n, *spec.shape)),
+        (
+            "discriminator",
+            discriminator,
+            torch.empty(n, *spec.shape),
+            (n // cfg.discriminator.pack,),
+        ),
+    )
+    for network, model, batch, want in checks:
+        target = getattr(cfg, network)._target_
+        if target is None:
+            continue
+        try:
+            out = model(batch, labels)
+        except Exception as ex:
+            reason = str(ex).splitlines()[0] if str(ex) else type(ex).__name__
+            raise ConfigError(f"{network}._target_", target, f"forward failed: {reason}") from None
+        got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+        scores = (
+            network == "discriminator" and isinstance(out, torch.Tensor) and out.numel() == want[0]
+        )
+        if got != want and not (scores and got[0] == want[0]):
+            shape = "one score per input" if network == "discriminator" else "a batch of samples"
+            allowed = f"forward gives {got} for a batch of {n}; must give {shape}, {want}"
+            raise ConfigError(f"{network}._target_", target, allowed)
 
 
 def _implementation(cfg: OptimConfig) -> dict[str, bool]:

@@ -30,6 +30,7 @@ class Norm(StrEnum):
     spectral = "spectral"
     none = "none"
     virtual_batch = "virtual_batch"  # generator only (Salimans et al. 2016)
+    custom = "custom"  # the user's norm class, norm._target_
 
 
 class LossName(StrEnum):
@@ -118,7 +119,22 @@ class DataConfig:
 
 
 @dataclass
-class NetConfig:
+class UserClass:
+    """A node that may name the user's own class (``_target_``, ganexp.parts): its keys that
+    the schema lacks are that class's constructor keywords, which :func:`validate` collects
+    into ``parameters`` (an attribute, not a config key)."""
+
+    _target_: str | None = None
+
+    def __post_init__(self) -> None:
+        self.parameters: dict[str, Any] = {}
+
+
+@dataclass
+class NetConfig(UserClass):
+    """A built-in network (``arch`` and the keys below), or the user's nn.Module class
+    (``_target_``), which ignores them."""
+
     arch: Arch = Arch.dcgan
     width: int = 64  # base channel count (dcgan; resnet: every block's) or hidden units (mlp)
     depth: int = 0  # extra 3x3 layers (dcgan) or residual blocks (resnet); mlp: hidden layers
@@ -135,7 +151,9 @@ class NetConfig:
 
 
 @dataclass
-class NormConfig:
+class NormConfig(UserClass):
+    """Each network's norm; ``custom`` is the user's class named by ``_target_``."""
+
     generator: Norm = Norm.batch
     discriminator: Norm = Norm.batch
     num_groups: int = 8
@@ -144,7 +162,7 @@ class NormConfig:
 
 
 @dataclass
-class LossConfig:
+class LossConfig(UserClass):
     """A built-in loss (``name``), or the user's own class (``_target_``, a GANLoss subclass),
     whose constructor keywords are the node's other keys (the one node Hydra lets hold keys the
     schema lacks; :func:`validate` checks them against the class)."""
@@ -158,7 +176,6 @@ class LossConfig:
     r1_weight: float = 0.0  # any loss: gamma of the R1 penalty on real data (0: off)
     r1_every: int = 1  # R1 on every k-th critic step, weighted by k (lazy regularization)
     historical_weight: float = 0.0  # any loss: historical averaging of both players (0: off)
-    _target_: str | None = None  # the user's GANLoss subclass, e.g. mylosses.MyLoss
 
 
 @dataclass
@@ -239,11 +256,15 @@ class RunConfig:
     paper: list[Any] = field(default_factory=list)
 
 
+USER_PARTS = ("loss", "generator", "discriminator", "norm")  # nodes that may name a _target_
+
+
 def schema() -> DictConfig:
     """RunConfig as a config with its defaults, typed, and closed to unknown keys except in
-    ``loss``: a user's loss class (``loss._target_``) takes keys of its own."""
+    the nodes that may name a user's class (``_target_``), which takes keys of its own."""
     typed = OmegaConf.structured(RunConfig)
-    OmegaConf.set_struct(typed.loss, False)
+    for node in USER_PARTS:
+        OmegaConf.set_struct(typed[node], False)
     return typed
 
 
@@ -431,7 +452,30 @@ def validate(cfg: DictConfig) -> RunConfig:
         f"makes the affine of G's norm layers per class; norm.generator={norm_g} has none "
         f"(use {', '.join(cbn_norms)})",
     )
-    return OmegaConf.to_object(cfg)
+    _custom_norm(cfg)
+    typed = OmegaConf.to_object(cfg)
+    for node in USER_PARTS:  # the keywords of the user's classes
+        part = getattr(typed, node)
+        if part._target_ is not None:
+            known = {f.name for f in dataclasses.fields(part)}
+            own = OmegaConf.to_container(cfg[node], resolve=True)
+            part.parameters = {str(k): v for k, v in own.items() if k not in known}
+    return typed
+
+
+def _custom_norm(cfg: DictConfig) -> None:
+    """``custom`` (in either network) and ``norm._target_`` go together."""
+    target = cfg.norm.get("_target_")
+    users = [net for net in ("generator", "discriminator") if cfg.norm[net] == Norm.custom]
+    for net in users:
+        _require(target is not None, f"norm.{net}", "custom", "needs norm._target_: the norm class")
+    if target is not None and not users:
+        _require(
+            False,
+            "norm._target_",
+            target,
+            "names a norm no network uses: set norm.generator and/or norm.discriminator to custom",
+        )
 
 
 def lookup(config: object, key: str) -> Any:

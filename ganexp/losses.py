@@ -11,23 +11,16 @@ A loss of the user's own (``loss._target_``) subclasses :class:`GANLoss` and ove
 
 from __future__ import annotations
 
-import dataclasses
-import importlib
-import inspect
-import os
-import sys
-from collections.abc import Mapping
 from typing import Any
 
 import torch
 import torch.nn.functional as F
-from hydra.utils import instantiate
 from torch import nn
 from torch.optim.swa_utils import AveragedModel
 
 from ganexp.config import LossConfig, LossName
-from ganexp.errors import ConfigError
 from ganexp.models.common import pack_of
+from ganexp.parts import Contract, build_part, settings
 
 
 class GANLoss:
@@ -247,17 +240,18 @@ class HistoricalAverage:
         self.mean.load_state_dict(state)
 
 
-def user_parameters(node: Mapping[str, Any]) -> dict[str, Any]:
-    """The keys of a ``loss`` node that the schema lacks: a user's loss class's keywords."""
-    known = {f.name for f in dataclasses.fields(LossConfig)}
-    return {str(k): v for k, v in node.items() if k not in known}
+LOSS_CONTRACT = Contract(
+    GANLoss,
+    ("d_loss", "g_loss"),
+    "a subclass of ganexp.losses.GANLoss overriding d_loss and g_loss",
+)
 
 
-def build_loss(cfg: LossConfig, parameters: Mapping[str, Any] | None = None) -> GANLoss:
+def build_loss(cfg: LossConfig) -> GANLoss:
     """The loss named by ``loss.name`` with its parameters, or the user's class named by
-    ``loss._target_`` built with ``parameters`` (:func:`user_parameters`)."""
+    ``loss._target_`` (ganexp.parts)."""
     if cfg._target_ is not None:
-        return _user_loss(cfg._target_, dict(parameters or {}))
+        return build_part("loss", cfg._target_, LOSS_CONTRACT, cfg.parameters, values=settings(cfg))
     if cfg.name == LossName.bce:
         return BCELoss(cfg.generator_loss, cfg.label_smoothing)
     if cfg.name == LossName.wgan_clip:
@@ -267,40 +261,3 @@ def build_loss(cfg: LossConfig, parameters: Mapping[str, Any] | None = None) -> 
     if cfg.name == LossName.lsgan:
         return LeastSquaresLoss()
     return GradientPenaltyLoss(cfg.gp_weight)
-
-
-def _user_loss(target: str, parameters: dict[str, Any]) -> GANLoss:
-    """Import ``target`` (from an installed package or the folder ganexp runs in), check it
-    keeps the loss contract and takes exactly these keywords, and build it; ConfigError if not."""
-    if os.getcwd() not in sys.path:
-        sys.path.append(os.getcwd())
-    module_name, _, name = target.rpartition(".")
-    try:
-        cls = getattr(importlib.import_module(module_name), name)
-    except (ImportError, AttributeError, ValueError) as ex:
-        reason = str(ex).splitlines()[0] if module_name else "not a dotted path module.Class"
-        raise ConfigError("loss._target_", target, f"cannot be imported ({reason})") from None
-    if not inspect.isclass(cls):
-        raise ConfigError("loss._target_", target, "is not a class")
-    contract = "a subclass of ganexp.losses.GANLoss overriding d_loss and g_loss"
-    if not issubclass(cls, GANLoss):
-        raise ConfigError("loss._target_", target, f"must be {contract}")
-    missing = [m for m in ("d_loss", "g_loss") if getattr(cls, m) is getattr(GANLoss, m)]
-    if missing:
-        raise ConfigError("loss._target_", target, f"must be {contract}; it lacks {missing[0]}")
-    signature = inspect.signature(cls)
-    takes = [p.name for p in signature.parameters.values() if p.kind is p.POSITIONAL_OR_KEYWORD]
-    any_keyword = any(p.kind is p.VAR_KEYWORD for p in signature.parameters.values())
-    for key, value in parameters.items():
-        if key not in takes and not any_keyword:
-            allowed = f"takes {', '.join(takes)}" if takes else "takes no parameters"
-            raise ConfigError(f"loss.{key}", value, f"not a parameter of {target}, which {allowed}")
-    for param in signature.parameters.values():
-        required = param.default is param.empty and param.kind is param.POSITIONAL_OR_KEYWORD
-        if required and param.name not in parameters:
-            raise ConfigError(f"loss.{param.name}", None, f"missing; {target} requires it")
-    try:
-        return instantiate({"_target_": target, **parameters})
-    except Exception as ex:
-        reason = str(ex.__cause__ or ex).splitlines()[0]
-        raise ConfigError("loss._target_", target, f"failed to build: {reason}") from None

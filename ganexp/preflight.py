@@ -118,9 +118,9 @@ def _check(cfg: DictConfig, run_dir: Path | None) -> tuple[RunConfig, DataSpec]:
 
     check_paper_rows(run_cfg.paper, cfg)
     if run_cfg.loss._target_ is not None:
-        from ganexp.losses import build_loss, user_parameters
+        from ganexp.losses import build_loss
 
-        build_loss(run_cfg.loss, user_parameters(cfg.loss))
+        build_loss(run_cfg.loss)
     if run_dir is None and HydraConfig.initialized():
         run_dir = Path(HydraConfig.get().runtime.output_dir)
     resumed = None

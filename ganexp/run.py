@@ -35,7 +35,7 @@ from ganexp.hooks import (
     Profile,
     SampleGrid,
 )
-from ganexp.losses import HistoricalAverage, R1Penalty, build_loss, user_parameters
+from ganexp.losses import HistoricalAverage, R1Penalty, build_loss
 from ganexp.tracking import NullTracker, Tracker
 from ganexp.train import Precision, ProgressBar, Trainer, generator_ema
 
@@ -59,8 +59,8 @@ def run_tags(cfg: RunConfig) -> list[str]:
         f"norm.g={cfg.norm.generator.value}",
         f"norm.d={cfg.norm.discriminator.value}",
         f"loss={cfg.loss._target_ or cfg.loss.name.value}",
-        f"G={cfg.generator.arch.value}",
-        f"D={cfg.discriminator.arch.value}",
+        f"G={cfg.generator._target_ or cfg.generator.arch.value}",
+        f"D={cfg.discriminator._target_ or cfg.discriminator.arch.value}",
         f"data={cfg.data.name}",
     ]
     if cfg.conditional:
@@ -215,7 +215,7 @@ def setup(
         discriminator=discriminator,
         opt_g=build_optimizer(cfg.optim, generator.parameters(), cfg.optim.lr_g),
         opt_d=build_optimizer(cfg.optim, discriminator.parameters(), cfg.optim.lr_d),
-        loss=build_loss(cfg.loss, user_parameters(resolved["loss"])),
+        loss=build_loss(cfg.loss),
         data=data,
         spec=spec,
         device=device,

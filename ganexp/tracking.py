@@ -244,7 +244,9 @@ class Tracker:
             return
         import wandb
 
-        data = {k: wandb.Histogram(v.detach().float().cpu().numpy()) for k, v in values.items()}
+        # in float64: numpy cannot bin float32 values a few ulps apart (a D whose outputs
+        # barely differ, e.g. right after initialization) into 64 finite-sized bins
+        data = {k: wandb.Histogram(v.detach().double().cpu().numpy()) for k, v in values.items()}
         self._wandb_log(data, step)
 
     def log_sample_table(

@@ -94,7 +94,10 @@ def test_sweep_expands_to_every_job() -> None:
 BAD_INPUTS = [
     (["norm=foo"], "norm='foo': allowed: batch, group, instance, layer, none, spectral"),
     (["loss=hinges"], "loss='hinges': allowed: bce, hinge, lsgan, wgan_clip, wgan_gp"),
-    (["loss.gp_wieght=5"], "loss.gp_wieght=5: no such key; keys of loss: name, generator_loss"),
+    (
+        ["loss.gp_wieght=5"],
+        "loss.gp_wieght=5: no such key; keys of loss: _target_, name, generator_loss",
+    ),
     (["loss.r1_weight=-1"], "loss.r1_weight=-1.0: must be >= 0"),
     (["loss.r1_every=0"], "loss.r1_every=0: must be an integer >= 1"),
     (["trainer.ema_decay=1"], "trainer.ema_decay=1.0: must be in [0, 1)"),

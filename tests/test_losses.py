@@ -211,8 +211,14 @@ class OnlyDLoss(GANLoss):
         return real_out.mean()
 
 
+def _users_loss(target: str, parameters: dict) -> GANLoss:
+    cfg = LossConfig(_target_=target)
+    cfg.parameters = parameters  # what validate collects from the loss node's own keys
+    return build_loss(cfg)
+
+
 def test_a_users_loss_class_is_built_with_its_keywords() -> None:
-    loss = build_loss(LossConfig(_target_=f"{__name__}.MarginLoss"), {"margin": 2.0})
+    loss = _users_loss(f"{__name__}.MarginLoss", {"margin": 2.0})
     assert isinstance(loss, MarginLoss) and loss.margin == 2.0
     real, fake = torch.tensor([1.0]), torch.tensor([0.5])
     assert loss.d_loss(real, fake).item() == pytest.approx(1.0 + 2.5)
@@ -233,7 +239,7 @@ def test_a_users_loss_that_breaks_the_contract_is_refused(
 ) -> None:
     module = __name__ if target != "LinearCritic" else "helpers"
     with pytest.raises(ConfigError) as raised:
-        build_loss(LossConfig(_target_=f"{module}.{target}"), parameters)
+        _users_loss(f"{module}.{target}", parameters)
     assert expected in str(raised.value), str(raised.value)
     assert "\n" not in str(raised.value)
 

@@ -283,3 +283,106 @@ def test_feature_matching_trains_with_packing_and_diffaug(tmp_path: Path) -> Non
     rows = logged(run_dir)
     assert [row["step"] for row in rows] == [1, 2]
     assert all(row["loss/g"] >= 0 for row in rows)  # a mean of squares, not an adversarial loss
+
+
+# --- every option with every norm it allows ------------------------------------------------------
+
+# each option as a user would give it, and what shows it took effect in the finished job
+OPTIONS = {
+    "r1": ("loss:\n  r1_weight: 1.0\n  r1_every: 2", lambda job: job.logged("loss/r1")),
+    "feature_matching": (
+        "loss:\n  generator_loss: feature_matching",
+        lambda job: job.config["loss"]["generator_loss"] == "feature_matching",
+    ),
+    "historical": (
+        "loss:\n  historical_weight: 0.01",
+        lambda job: "historical_d" in job.state,
+    ),
+    "ema": ("trainer:\n  ema_decay: 0.9", lambda job: "generator_ema" in job.state),
+    "diffaug": (
+        "data:\n  augment: diffaug",
+        lambda job: job.config["data"]["augment"] == "diffaug",
+    ),
+    "resnet": (
+        "defaults:\n  - override /generator: resnet\n  - override /discriminator: resnet",
+        lambda job: any(".shortcut." in key for key in job.state["discriminator"]),
+    ),
+    "minibatch_discrimination": (
+        "discriminator:\n  batch_view: minibatch_discrimination",
+        lambda job: "statistic.theta" in job.state["discriminator"],
+    ),
+    "minibatch_stddev": (
+        "discriminator:\n  batch_view: minibatch_stddev",
+        lambda job: "linear.weight" in job.state["discriminator"],
+    ),
+    "pack": ("discriminator:\n  pack: 2", lambda job: job.config["discriminator"]["pack"] == 2),
+    "projection": (
+        "conditional: true\ndiscriminator:\n  conditioning: projection",
+        lambda job: any("embed" in key for key in job.state["discriminator"]),
+    ),
+    "init_orthogonal": (
+        "generator:\n  init: orthogonal\ndiscriminator:\n  init: orthogonal",
+        lambda job: job.config["generator"]["init"] == "orthogonal",
+    ),
+    # G's norm is virtual batch norm whatever the norm axis says; the axis sets D's
+    "virtual_batch": (
+        "norm:\n  generator: virtual_batch",
+        lambda job: "reference_z" in job.state["generator"],
+    ),
+}
+CBN_NORMS = ("batch", "layer", "instance", "group")  # G's norms that have an affine
+
+
+class FinishedJob:
+    def __init__(self, folder: Path) -> None:
+        self.run = load_run(folder)
+        self.config = self.run.config
+        self.state = load_checkpoint(folder / "checkpoints" / "last.pt")
+        self.rows = logged(folder)
+
+    def logged(self, key: str) -> bool:
+        return any(row.get(key, 0) > 0 for row in self.rows)
+
+
+def _option_sweep(tmp_path: Path, name: str, options: list[str], norms: tuple[str, ...]) -> Path:
+    conf = tmp_path / "conf" / "option"
+    conf.mkdir(parents=True, exist_ok=True)
+    for option in options:
+        text = OPTIONS[option][0] if option in OPTIONS else CBN
+        (conf / f"{option}.yaml").write_text(f"# @package _global_\n{text}\n")
+    sweep = tmp_path / name
+    result = ganexp_cmd(
+        "-m",
+        *TINY,
+        f"hydra.searchpath=[file://{tmp_path}/conf]",
+        f"+option={','.join(options)}",
+        f"norm={','.join(norms)}",
+        "logger.mode=offline",
+        f"hydra.sweep.dir={sweep}",
+        cwd=tmp_path,
+        timeout=900,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return sweep
+
+
+CBN = "conditional: true\ngenerator:\n  conditioning: cbn"
+
+
+@pytest.mark.slow
+def test_every_option_trains_with_every_norm_it_allows_and_logs_to_wandb(tmp_path: Path) -> None:
+    """Each option x each of the six norms (cbn: the four with an affine) through one CLI sweep,
+    W&B offline: every job completes, logs both steps, and shows its option took effect."""
+    sweep = _option_sweep(tmp_path, "sweep", list(OPTIONS), NORMS)
+    jobs = [(option, norm) for option in OPTIONS for norm in NORMS]
+    for num, (option, norm) in enumerate(jobs):
+        job = FinishedJob(sweep / str(num))
+        assert json.loads((sweep / str(num) / "job.json").read_text())["status"] == "completed"
+        assert job.config["norm"]["discriminator"] == norm, (num, option, norm)
+        assert [row["step"] for row in job.rows] == [1, 2], (option, norm)
+        assert OPTIONS[option][1](job), (option, norm)
+    cbn = _option_sweep(tmp_path, "cbn", ["cbn"], CBN_NORMS)
+    for num, norm in enumerate(CBN_NORMS):
+        job = FinishedJob(cbn / str(num))
+        assert any(".gamma.weight" in key for key in job.state["generator"]), norm
+        assert job.config["norm"]["generator"] == norm

@@ -3,6 +3,7 @@ label conditioning, and packing (D judging several samples at once)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -23,13 +24,17 @@ class NormSpec:
     eps: float = 1e-5
     key: str = "norm"
     reference_size: int = 0  # virtual batch norm's reference batch (the generator's)
+    custom: Callable[[int, bool], nn.Module] | None = None  # the user's norm: (features, spatial)
 
     @property
     def bias(self) -> bool:
         """Layers followed by an activation norm carry no bias."""
         return not has_activation_norm(self.kind)
 
-    def layer(self, channels: int, *, spatial: bool) -> nn.Module:
+    def layer(self, channels: int, spatial: bool = True) -> nn.Module:
+        """A layer of this norm for ``channels`` features (``spatial``: NCHW maps, else NC)."""
+        if self.custom is not None:
+            return self.custom(channels, spatial)
         return make_norm(
             self.kind,
             channels,

@@ -15,7 +15,15 @@ from torch import nn
 from ganexp.config import Norm
 from ganexp.errors import ConfigError
 
-ACTIVATION_NORMS = (Norm.batch, Norm.layer, Norm.instance, Norm.group, Norm.virtual_batch)
+# custom: the user's class (norm._target_), placed and built like these (ganexp.build)
+ACTIVATION_NORMS = (
+    Norm.batch,
+    Norm.layer,
+    Norm.instance,
+    Norm.group,
+    Norm.virtual_batch,
+    Norm.custom,
+)
 
 
 class VirtualBatchNorm(nn.Module):
