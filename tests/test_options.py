@@ -313,7 +313,7 @@ OPTIONS = {
     ),
     "minibatch_stddev": (
         "discriminator:\n  batch_view: minibatch_stddev",
-        lambda job: "linear.weight" in job.state["discriminator"],
+        lambda job: any(key.startswith("linear.") for key in job.state["discriminator"]),
     ),
     "pack": ("discriminator:\n  pack: 2", lambda job: job.config["discriminator"]["pack"] == 2),
     "projection": (
