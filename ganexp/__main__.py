@@ -18,7 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from ganexp.config import register_schema
 from ganexp.errors import ConfigError, GanexpError, Interrupted
-from ganexp.job import write_job_record
+from ganexp.job import read_job_record, write_job_record
 from ganexp.preflight import check_config, flags_first, preflight, run_settings
 
 if TYPE_CHECKING:
@@ -88,6 +88,9 @@ def _job(cfg: DictConfig) -> float | None:
     record: dict = {"status": "failed", "error": None, "overrides": list(hydra_cfg.overrides.task)}
     record |= {"group": group, "steps": 0, "wall_time_s": 0.0, "final": {}, "best": {}}
     start = time.monotonic()
+    # a job started again (a resume, or a finished job re-run by its sweep) adds its time to
+    # that of its earlier attempts in the folder
+    earlier = (read_job_record(run_dir) or {}).get("wall_time_s") or 0.0
     main_process = True
     try:
         run_cfg = check_config(cfg)
@@ -137,7 +140,7 @@ def _job(cfg: DictConfig) -> float | None:
         return None
     finally:
         if record is not None and main_process:
-            record["wall_time_s"] = round(time.monotonic() - start, 3)
+            record["wall_time_s"] = round(earlier + time.monotonic() - start, 3)
             write_job_record(run_dir, record)
 
 

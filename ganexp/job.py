@@ -2,7 +2,8 @@
 
 Fields: ``status`` (completed | failed | interrupted), ``error`` (the one-line message or null),
 ``overrides`` (the job's command-line overrides), ``group`` (its W&B group), ``steps``
-(generator steps done), ``wall_time_s``, ``final`` (the last ``eval/...`` metrics) and ``best``
+(generator steps done), ``wall_time_s`` (summed over the job's attempts in its folder:
+a resume adds to it), ``final`` (the last ``eval/...`` metrics) and ``best``
 (``key``, ``value``, ``step`` of the best headline metric, or empty).
 """
 

@@ -266,3 +266,21 @@ def test_a_finished_run_started_again_reports_its_results(tmp_path: Path) -> Non
     assert again.steps == first.steps
     assert first.final and again.final == first.final
     assert again.best == first.best
+
+
+def test_a_job_started_again_adds_its_time_to_the_earlier_attempts(tmp_path: Path) -> None:
+    """job.json's wall_time_s is the job's whole time: a job started again (a resume, or a
+    finished job re-run by a resumed sweep) adds its own time to the earlier attempts'."""
+    from test_sweeps import TINY, ganexp_cmd
+
+    run_dir = tmp_path / "run"
+    result = ganexp_cmd(*TINY, "logger=none", f"hydra.run.dir={run_dir}", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    record = json.loads((run_dir / "job.json").read_text())
+    assert record["wall_time_s"] > 0
+    record["wall_time_s"] = 1000.0  # as if the first attempt had taken 1000 s
+    (run_dir / "job.json").write_text(json.dumps(record))
+    result = ganexp_cmd(*TINY, "logger=none", f"hydra.run.dir={run_dir}", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    again = json.loads((run_dir / "job.json").read_text())
+    assert again["status"] == "completed" and again["wall_time_s"] > 1000.0
