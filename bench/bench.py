@@ -38,12 +38,13 @@ import torch
 from common import OtherLoad, Table, machine, section
 from evaluation import evaluation
 from memory import peak_memory
+from replicas import print_replicas, replicas
 from startup import SMOKE, startup
 from throughput import TUTORIAL, VARIANTS, hook_overhead, interleaved
 
 RESULTS = Path(__file__).resolve().parent / "results" / "latest.json"
 BATCH = 128  # the default trainer.batch_size, which the tutorial loop uses too
-SECTIONS = ("throughput", "hooks", "startup", "evaluation", "memory")
+SECTIONS = ("throughput", "hooks", "startup", "evaluation", "memory", "replicas")
 
 
 @dataclass(frozen=True)
@@ -412,6 +413,15 @@ def main(argv: list[str]) -> None:
                 "4. Peak memory of a short default training run",
                 lambda: peak_memory(tmp, steps=s.memory_steps, floor=s.memory_floor),
                 print_memory,
+            )
+        if "replicas" in only:
+            run_section(
+                results,
+                "replicas",
+                f"5. Replicas (trainer.replicas=K) against K sequential runs; {s.rounds} "
+                f"interleaved rounds x {s.steps} steps after {s.warmup} warm-up step(s)",
+                lambda: replicas(s.rounds, s.steps, s.warmup),
+                print_replicas,
             )
     results["load_average_end"] = list(os.getloadavg())
     results["wall_s"] = time.perf_counter() - start

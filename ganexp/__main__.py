@@ -22,6 +22,7 @@ from ganexp.job import read_job_record, write_job_record
 from ganexp.preflight import check_config, flags_first, preflight, run_settings
 
 if TYPE_CHECKING:
+    from ganexp.config import RunConfig
     from ganexp.run import RunResult
 
 
@@ -104,6 +105,8 @@ def _job(cfg: DictConfig) -> float | None:
         if main_process:
             _save_config(resolved, run_dir, show=not multirun)
 
+        if run_cfg.trainer.replicas > 1:
+            return _replicas(run_cfg, resolved, run_dir, record, _run_name(hydra_cfg), multirun)
         result = run(
             run_cfg,
             resolved,
@@ -142,6 +145,36 @@ def _job(cfg: DictConfig) -> float | None:
         if record is not None and main_process:
             record["wall_time_s"] = round(earlier + time.monotonic() - start, 3)
             write_job_record(run_dir, record)
+
+
+def _replicas(
+    cfg: RunConfig, resolved: dict, run_dir: Path, record: dict, name: str, multirun: bool
+) -> float | None:
+    """trainer.replicas=K: K runs in RUN/replica_k/, each with a job.json of its own as a job
+    with seed=seed+k would write (so a sweep's cells count replicas as seeds); the job's own
+    job.json lists them. Returns the mean of their best headline values (for sweepers)."""
+    from ganexp.replicas import replica_dir, train_replicas
+
+    start = time.monotonic()
+    outcomes = train_replicas(cfg, resolved, run_dir, name=name, group=record["group"])
+    wall = round(time.monotonic() - start, 3)
+    overrides = [o for o in record["overrides"] if not o.startswith("seed=")]
+    names, bests = [], []
+    for k, (result, error) in enumerate(outcomes):
+        own = dict(record, overrides=[*overrides, f"seed={cfg.seed + k}"], wall_time_s=wall)
+        if result is None:
+            own |= {"status": "failed", "error": error}
+        else:
+            own |= {"status": "completed", "steps": result.steps}
+            own |= {"final": result.final, "best": result.best}
+            _finished(result, replica_dir(run_dir, k), wall, multirun=True)
+            bests += [result.best["value"]] if result.best.get("value") is not None else []
+        write_job_record(replica_dir(run_dir, k), own)
+        names.append(replica_dir(run_dir, k).name)
+    failed = sum(result is None for result, _ in outcomes)
+    record |= {"status": "completed" if not failed else "failed", "replicas": names}
+    record["error"] = f"{failed} of {len(outcomes)} replicas failed" if failed else None
+    return sum(bests) / len(bests) if bests else None
 
 
 def _join_processes(argv: list[str]) -> list[str]:

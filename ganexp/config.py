@@ -202,6 +202,7 @@ class TrainerConfig:
     keep_checkpoints: int = 3  # step checkpoints kept besides last.pt and best.pt
     skip_nonfinite: bool = False  # true: skip optimizer steps on NaN/Inf losses instead of stopping
     ema_decay: float = 0.0  # > 0: samples, evaluation and best.pt use an EMA of G (0: off)
+    replicas: int = 1  # K > 1: seeds seed .. seed+K-1 trained as one stacked model (replica_k/)
     num_samples: int = 64  # images in the fixed-noise grid (rounded to one row per class for cGAN)
     progress_bar: bool = True
     profile: bool = False  # a torch.profiler trace of a few steps in the run folder's profile/
@@ -453,6 +454,7 @@ def validate(cfg: DictConfig) -> RunConfig:
         f"(use {', '.join(cbn_norms)})",
     )
     _custom_norm(cfg)
+    _replicas(cfg)
     typed = OmegaConf.to_object(cfg)
     for node in USER_PARTS:  # the keywords of the user's classes
         part = getattr(typed, node)
@@ -461,6 +463,34 @@ def validate(cfg: DictConfig) -> RunConfig:
             own = OmegaConf.to_container(cfg[node], resolve=True)
             part.parameters = {str(k): v for k, v in own.items() if k not in known}
     return typed
+
+
+def _replicas(cfg: DictConfig) -> None:
+    """What replicas (ganexp.replicas) cannot vectorize, refused with trainer.replicas > 1."""
+    _positive(cfg, "trainer.replicas")
+    replicas = cfg.trainer.replicas
+    if replicas == 1:
+        return
+    norms = (cfg.norm.generator, cfg.norm.discriminator)
+    refused = {
+        "loss.r1_weight": cfg.loss.r1_weight > 0,
+        "loss.generator_loss": cfg.loss.generator_loss == "feature_matching",
+        "loss.historical_weight": cfg.loss.historical_weight > 0,
+        "data.augment": cfg.data.augment != "none",
+        "discriminator.batch_view": cfg.discriminator.batch_view != "none",
+        "norm.generator": cfg.norm.generator == Norm.virtual_batch or Norm.custom in norms,
+        "loss._target_": cfg.loss.get("_target_") is not None,
+        "generator._target_": cfg.generator.get("_target_") is not None,
+        "discriminator._target_": cfg.discriminator.get("_target_") is not None,
+        "trainer.skip_nonfinite": cfg.trainer.skip_nonfinite,
+        "device.compile": cfg.device.compile,
+        "logger.watch": cfg.logger.watch,
+        "device.precision": cfg.device.precision in ("bf16", "fp16"),
+    }
+    for key, taken in refused.items():
+        value = OmegaConf.select(cfg, key)
+        allowed = f"not vectorized across replicas; use it with trainer.replicas=1 (not {replicas})"
+        _require(not taken, key, value, allowed)
 
 
 def _custom_norm(cfg: DictConfig) -> None:

@@ -335,33 +335,38 @@ def stop_on_signals(trainer: Trainer) -> Iterator[None]:
 
 def execute(session: Session) -> RunResult:
     """Train to the end; the W&B run is finished whatever happens."""
-    trainer, tracker = session.trainer, session.tracker
+    return execute_sessions([session], session.trainer.train)[0]
+
+
+def execute_sessions(sessions: list[Session], train: Callable[[], None]) -> list[RunResult]:
+    """Run ``train`` (one trainer's loop, or replicas' shared one); every W&B run is finished
+    whatever happens. Stop signals reach the first session's trainer."""
     exit_code = 1
     completed = False
     try:
-        with stop_on_signals(trainer):
-            trainer.train()
+        with stop_on_signals(sessions[0].trainer):
+            train()
         exit_code = 0
         completed = True
     except Interrupted:
-        tracker.mark_preempting()
+        for session in sessions:
+            session.tracker.mark_preempting()
         exit_code = 0
         raise
     finally:
-        wandb = tracker.finish(exit_code)
+        links = [session.tracker.finish(exit_code) for session in sessions]
         if not completed:  # a completed run says it in its report
-            _say(trainer.world, f"W&B: {wandb}")
-    if trainer.skipped_steps:
-        print(
-            f"ganexp: skipped {trainer.skipped_steps} non-finite optimizer steps", file=sys.stderr
-        )
-    evaluate = session.evaluate
-    return RunResult(
-        trainer.step,
-        evaluate.latest if evaluate else {},
-        evaluate.best if evaluate else {},
-        wandb,
-    )
+            for link in links:
+                _say(sessions[0].trainer.world, f"W&B: {link}")
+    results = []
+    for session, wandb in zip(sessions, links, strict=True):
+        trainer, evaluate = session.trainer, session.evaluate
+        if trainer.skipped_steps:
+            skipped = trainer.skipped_steps
+            print(f"ganexp: skipped {skipped} non-finite optimizer steps", file=sys.stderr)
+        latest, best = (evaluate.latest, evaluate.best) if evaluate else ({}, {})
+        results.append(RunResult(trainer.step, latest, best, wandb))
+    return results
 
 
 def _duration(seconds: float) -> str:

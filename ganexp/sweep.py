@@ -87,9 +87,14 @@ class JobResult:
         return {k.lstrip("+~"): v for k, v in pairs if not k.lstrip("+~").startswith("hydra")}
 
     @property
-    def order(self) -> tuple[int, int, str]:
-        """Sort key: numbered job folders by number, others by name after them."""
-        return (0, int(self.name), "") if self.name.isdigit() else (1, 0, self.name)
+    def order(self) -> tuple[int, int, int, str]:
+        """Sort key: numbered job folders by number (their replicas, ``N/replica_k``, by k),
+        others by name after them."""
+        number, _, replica = self.name.partition("/")
+        k = replica.removeprefix("replica_")
+        if number.isdigit() and (not replica or k.isdigit()):
+            return (0, int(number), int(k) if replica else -1, "")
+        return (1, 0, 0, self.name)
 
 
 def find_job_dirs(sweep_dir: Path) -> list[Path]:
@@ -152,9 +157,23 @@ def last_evaluation(job_dir: Path) -> dict[str, float]:
 
 
 def collect_jobs(sweep_dir: Path) -> list[JobResult]:
-    """Every job of the sweep, in job order."""
-    jobs = [read_job(sweep_dir, path) for path in find_job_dirs(sweep_dir)]
+    """Every job of the sweep, in job order; a job of replicas (trainer.replicas) is its
+    replicas, each a job with its own seed."""
+    jobs = []
+    for path in find_job_dirs(sweep_dir):
+        record = _record_or_none(path)
+        replicas = (record or {}).get("replicas") or []
+        jobs += [read_job(sweep_dir, path / name) for name in replicas] or [
+            read_job(sweep_dir, path)
+        ]
     return sorted(jobs, key=lambda job: job.order)
+
+
+def _record_or_none(path: Path) -> dict[str, Any] | None:
+    try:
+        return read_job_record(path)
+    except (OSError, ValueError):
+        return None
 
 
 def headline_key(jobs: list[JobResult]) -> str | None:

@@ -159,7 +159,9 @@ class Tracker:
                 mode=self.mode,
                 id=resume_id,
                 resume="allow" if resume_id else None,
-                reinit="finish_previous",  # sets wandb.run, which wandb.watch's hooks use
+                # several at once: replicas (trainer.replicas) each log a run of their own;
+                # wandb.watch's hooks use wandb.run, which only finish_previous sets
+                reinit="finish_previous" if cfg.watch else "create_new",
                 settings=wandb.Settings(console="off", silent=True),
             )
             self.run.define_metric(STEP_KEY)

@@ -12,7 +12,7 @@ from torch import nn
 
 from ganexp.config import Activation, Init, Norm
 from ganexp.errors import ConfigError
-from ganexp.models.norms import has_activation_norm, make_norm
+from ganexp.models.norms import has_activation_norm, make_norm, spectral_norm
 
 
 @dataclass(frozen=True)
@@ -124,7 +124,7 @@ class Projection(nn.Module):
         self.embed = nn.Embedding(num_classes, features)
         nn.init.xavier_uniform_(self.embed.weight)
         if spectral:
-            nn.utils.parametrizations.spectral_norm(self.embed)
+            spectral_norm(self.embed)
 
     def forward(self, phi: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
         return (self.embed(_need(labels)) * phi).sum(dim=1)

@@ -40,6 +40,15 @@ def _num_upsamples(image_size: int) -> int:
     return (image_size // start_size(image_size)).bit_length() - 1
 
 
+def channels_last(t: torch.Tensor) -> bool:
+    """Whether ``t`` has channels_last strides; False under ``vmap`` (replicas), which cannot
+    be asked."""
+    try:
+        return t.is_contiguous(memory_format=torch.channels_last)
+    except RuntimeError:
+        return False
+
+
 class Project(nn.ConvTranspose2d):
     """G's first layer: a transposed convolution of z seen as a 1x1 map, which is a matrix
     product (the DCGAN paper's "project and reshape"), computed as one. The CPU's transposed
@@ -49,7 +58,7 @@ class Project(nn.ConvTranspose2d):
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         weight = self.weight  # (in, out, k, k)
         n, (_, out, k, _) = z.shape[0], weight.shape
-        if weight.is_contiguous(memory_format=torch.channels_last) and out > 1:
+        if channels_last(weight) and out > 1:
             maps = (z @ weight.permute(0, 2, 3, 1).flatten(1)).view(n, k, k, out)
             maps = maps.permute(0, 3, 1, 2)  # NCHW shape, channels_last strides, no copy
         else:
@@ -64,7 +73,7 @@ class Score(nn.Conv2d):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         weight = self.weight  # (out, in, k, k), k = the map's side
-        if x.is_contiguous(memory_format=torch.channels_last):
+        if channels_last(x):
             x, weight = x.permute(0, 2, 3, 1), weight.permute(0, 2, 3, 1)  # free views
         scores = x.flatten(1) @ weight.flatten(1).T
         return scores if self.bias is None else scores + self.bias

@@ -10,7 +10,10 @@ reference batch: :class:`WithReferenceBatch` wraps a generator that uses it.
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
+from torch.nn.utils import parametrize
+from torch.nn.utils.parametrizations import _SpectralNorm
 
 from ganexp.config import Norm
 from ganexp.errors import ConfigError
@@ -151,10 +154,32 @@ def make_norm(
     return nn.Identity()
 
 
+class SpectralNorm(_SpectralNorm):
+    """torch's spectral norm parametrization (``nn.utils.parametrizations.spectral_norm``), with
+    its power iteration written without ``out=`` (which ``torch.func.vmap`` cannot batch), so
+    that replicas (``trainer.replicas``) can run it; the same arithmetic, the same state dict."""
+
+    @torch.no_grad()
+    def _power_method(self, weight_mat: torch.Tensor, n_power_iterations: int) -> None:
+        for _ in range(n_power_iterations):
+            self._u.copy_(F.normalize(torch.mv(weight_mat, self._v), dim=0, eps=self.eps))
+            self._v.copy_(F.normalize(torch.mv(weight_mat.H, self._u), dim=0, eps=self.eps))
+
+
+def spectral_norm(module: nn.Module, name: str = "weight") -> nn.Module:
+    """``nn.utils.parametrizations.spectral_norm(module)`` with :class:`SpectralNorm`."""
+    weight = getattr(module, name)
+    dim = (
+        1 if isinstance(module, nn.ConvTranspose1d | nn.ConvTranspose2d | nn.ConvTranspose3d) else 0
+    )
+    parametrize.register_parametrization(module, name, SpectralNorm(weight, 1, dim, 1e-12))
+    return module
+
+
 def apply_weight_norm(net: nn.Module, kind: Norm) -> nn.Module:
     """Spectral norm on every linear/conv weight of ``net`` when ``kind`` is spectral."""
     if kind == Norm.spectral:
         for module in net.modules():
             if isinstance(module, nn.Linear | nn.Conv2d | nn.ConvTranspose2d):
-                nn.utils.parametrizations.spectral_norm(module)
+                spectral_norm(module)
     return net

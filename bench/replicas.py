@@ -1,0 +1,85 @@
+"""Section 5: replicas (``trainer.replicas=K``) against K sequential runs of the same setting.
+
+Two settings (issue 13): the PacGAN toy (``experiment=pacgan_ring``: G 4 x 400, D 3 x 200 maxout
+at batch 100) with K = 10, and DCGAN-32 on Fashion-MNIST at batch 64 with K = 4. The sequential
+baseline is K sessions built by ``ganexp.run.setup`` (seeds 0..K-1), each calling its
+``trainer.run_step()``; the replicas are the same K sessions stacked by
+``ganexp.replicas.build_replicas``, calling the group's ``run_step()`` once per step. Both are
+timed in interleaved rounds (the order alternating), after warm-up steps; the figure is
+replica-steps per second (K x steps / time), its median over rounds, and the ratio is the median
+of the per-round ratios.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from pathlib import Path
+
+from common import QUIET, Table, compose_config, median, resolved, sync
+
+SETTINGS = {
+    "toy (pacgan_ring), K=10": (("experiment=pacgan_ring",), 10),
+    "dcgan-32 fashion_mnist batch 64, K=4": (("trainer.batch_size=64",), 4),
+}
+
+
+def _sequential_and_replicas(overrides: tuple[str, ...], k: int, tmp: Path):
+    from ganexp.replicas import build_replicas
+    from ganexp.run import setup
+
+    base = (*QUIET, *overrides, "trainer.progress_bar=false")
+    sessions = []
+    for seed in range(k):
+        cfg, run_cfg = compose_config((*base, f"seed={seed}"))
+        sessions.append(setup(run_cfg, resolved(cfg), tmp / f"run{seed}", name="b", group=None))
+    cfg, run_cfg = compose_config((*base, f"trainer.replicas={k}"))
+    _, group = build_replicas(run_cfg, resolved(cfg), tmp / "replicas", name="b", group=None)
+    return sessions, group
+
+
+def _timed(step, steps: int, device) -> float:
+    sync(device)
+    start = time.perf_counter()
+    for _ in range(steps):
+        step()
+    sync(device)
+    return time.perf_counter() - start
+
+
+def replicas(rounds: int, steps: int, warmup: int) -> dict[str, dict[str, float]]:
+    """Replica-steps per second of K sequential runs and of K replicas, and their ratio."""
+    results = {}
+    for name, (overrides, k) in SETTINGS.items():
+        with tempfile.TemporaryDirectory() as tmp:
+            sessions, group = _sequential_and_replicas(overrides, k, Path(tmp))
+            device = sessions[0].trainer.device
+
+            def sequential(sessions=sessions) -> None:
+                for session in sessions:
+                    session.trainer.run_step()
+
+            for _ in range(warmup):
+                sequential()
+                group.run_step()
+            seq, rep, ratios = [], [], []
+            for r in range(rounds):
+                order = [sequential, group.run_step] if r % 2 == 0 else [group.run_step, sequential]
+                times = {fn: _timed(fn, steps, device) for fn in order}
+                seq.append(k * steps / times[sequential])
+                rep.append(k * steps / times[group.run_step])
+                ratios.append(times[sequential] / times[group.run_step])
+        results[name] = {
+            "sequential_replica_steps_per_s": median(seq),
+            "replicas_replica_steps_per_s": median(rep),
+            "ratio": median(ratios),
+        }
+    return results
+
+
+def print_replicas(results: dict[str, dict[str, float]]) -> None:
+    table = Table(["setting", "sequential rep-steps/s", "replicas rep-steps/s", "ratio"])
+    for name, row in results.items():
+        seq, rep = row["sequential_replica_steps_per_s"], row["replicas_replica_steps_per_s"]
+        table.add(name, f"{seq:.1f}", f"{rep:.1f}", f"{row['ratio']:.2f}x")
+    table.print()

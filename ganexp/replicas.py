@@ -1,0 +1,347 @@
+"""``trainer.replicas=K``: K independent runs (seeds ``seed .. seed+K-1``) trained as one stacked
+model in one process: what makes several seeds cost little more than one when small networks
+leave the hardware idle.
+
+Each replica is a whole run of its own, built by :func:`ganexp.run.setup` in ``replica_k/``: its
+networks, data order, fixed noise, hooks, checkpoints, metrics.jsonl and W&B run. Training does
+not call their steps one by one. Their weights, buffers (batch norm statistics, spectral norm's
+power-iteration vectors) and optimizer states are stacked along a leading replica axis
+(``torch.func.stack_module_state``), each replica's networks are left holding *views* of its
+slice (so its hooks, samples, evaluations and checkpoints see its current weights at no cost),
+and one step runs every replica's forward passes as one ``torch.func.vmap`` of
+``functional_call``. The losses are vmapped too, so each replica's loss is its own batch mean,
+and the sum over replicas is differentiated: each slice of the stacked gradient is its own
+replica's gradient. Adam and RMSprop are elementwise, so one optimizer over the stacked weights
+is K optimizers. Every random draw (noise, the gradient penalty's interpolation) comes from the
+replica's own global torch stream, swapped in around its draws and its hooks: replica k draws
+exactly what a separate run with seed ``seed + k`` draws.
+
+What cannot be vectorized this way is refused with K > 1 before training
+(:func:`ganexp.config.validate`).
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import OmegaConf
+from torch import nn
+from torch.func import functional_call, stack_module_state, vmap
+
+from ganexp.config import RunConfig
+from ganexp.distributed import current
+from ganexp.errors import ConfigError, Interrupted, RunFailed
+from ganexp.losses import GradientPenaltyLoss
+from ganexp.models.common import pack_of
+from ganexp.run import RunResult, Session
+from ganexp.train import Trainer
+
+
+class Stacked:
+    """K copies of one network as stacked leaf tensors, run as one vmapped call. Each copy's
+    module is re-pointed to views of its slice, so it always holds its replica's values."""
+
+    def __init__(self, modules: list[nn.Module]) -> None:
+        self.params, self.buffers = stack_module_state(modules)
+        self.template = copy.deepcopy(modules[0]).to("meta")
+        for k, module in enumerate(modules):
+            for name, value in self.params.items():
+                _set(module, name, nn.Parameter(value.detach()[k]))
+            for name, value in self.buffers.items():
+                _set(module, name, value[k])
+        self.modules = modules
+
+        def call(params: dict, buffers: dict, *args: torch.Tensor | None) -> torch.Tensor:
+            return functional_call(self.template, (params, buffers), args)
+
+        self._call = call
+
+    def __call__(self, *args: torch.Tensor | None) -> torch.Tensor:
+        dims = tuple(None if a is None else 0 for a in args)
+        return vmap(self._call, in_dims=(0, 0, *dims))(self.params, self.buffers, *args)
+
+    def parameters(self) -> list[torch.Tensor]:
+        return list(self.params.values())
+
+    def share_grads(self) -> None:
+        """Each replica's modules see their slice of the stacked gradients (grad_norm logs)."""
+        for name, value in self.params.items():
+            for k, module in enumerate(self.modules):
+                grad = None if value.grad is None else value.grad[k]
+                _get(module, name).grad = grad
+
+    def train(self, mode: bool) -> None:
+        self.template.train(mode)
+
+
+def _owner(module: nn.Module, name: str) -> tuple[nn.Module, str]:
+    path, _, leaf = name.rpartition(".")
+    return (module.get_submodule(path) if path else module), leaf
+
+
+def _get(module: nn.Module, name: str) -> torch.Tensor:
+    owner, leaf = _owner(module, name)
+    return getattr(owner, leaf)
+
+
+def _set(module: nn.Module, name: str, value: torch.Tensor) -> None:
+    owner, leaf = _owner(module, name)
+    if leaf in owner._parameters:
+        owner._parameters[leaf] = value
+    else:
+        owner._buffers[leaf] = value
+
+
+class OptimizerSlice:
+    """One replica's view of the stacked optimizer: what a run's checkpoint holds and loads
+    (``opt_g`` / ``opt_d``), in a separate run's format, so a replica's checkpoint is a run's."""
+
+    def __init__(self, stacked: torch.optim.Optimizer, k: int, replicas: int) -> None:
+        self.stacked, self.k, self.replicas = stacked, k, replicas
+
+    @property
+    def param_groups(self) -> list[dict[str, Any]]:
+        return self.stacked.param_groups  # the learning rates: the same for every replica
+
+    def _params(self) -> list[torch.Tensor]:
+        return [p for group in self.stacked.param_groups for p in group["params"]]
+
+    def state_dict(self) -> dict[str, Any]:
+        full = self.stacked.state_dict()
+        params = self._params()
+        state = {
+            i: {key: _slice(value, params[i], self.k) for key, value in entry.items()}
+            for i, entry in full["state"].items()
+        }
+        return {"state": state, "param_groups": copy.deepcopy(full["param_groups"])}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        params = self._params()
+        for i, entry in state["state"].items():
+            param = params[int(i)]
+            own = self.stacked.state.setdefault(param, {})
+            for key, value in entry.items():
+                if torch.is_tensor(value) and value.shape == param.shape[1:]:
+                    if key not in own:
+                        own[key] = torch.zeros_like(param)
+                    own[key][self.k].copy_(value)
+                else:  # the step count: the same for every replica
+                    own[key] = value.clone() if torch.is_tensor(value) else value
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        """The stacked optimizer's gradients are zeroed by the group's step."""
+
+
+def _like(optimizer: torch.optim.Optimizer, params: list[torch.Tensor]) -> torch.optim.Optimizer:
+    """An optimizer of ``optimizer``'s type and settings over ``params``."""
+    return type(optimizer)(params, **optimizer.defaults)
+
+
+def _slice(value: Any, param: torch.Tensor, k: int) -> Any:
+    if torch.is_tensor(value) and value.shape == param.shape:
+        return value[k].clone()
+    return value.clone() if torch.is_tensor(value) else value
+
+
+class ReplicaGroup:
+    """K trainers (one per replica, each with its own hooks) trained by one stacked step."""
+
+    def __init__(self, trainers: list[Trainer], rng: list[torch.Tensor]) -> None:
+        """``rng``: each replica's global torch stream, as its setup left it."""
+        self.trainers = trainers
+        self.replicas = len(trainers)
+        self.rng = list(rng)
+        self.step = trainers[0].step
+        first = trainers[0]
+        saved_g = [t.opt_g.state_dict() for t in trainers]
+        saved_d = [t.opt_d.state_dict() for t in trainers]
+        self.G = Stacked([t.generator for t in trainers])
+        self.D = Stacked([t.discriminator for t in trainers])
+        self.opt_g = _like(first.opt_g, self.G.parameters())
+        self.opt_d = _like(first.opt_d, self.D.parameters())
+        for k, trainer in enumerate(trainers):
+            trainer.opt_g = OptimizerSlice(self.opt_g, k, self.replicas)
+            trainer.opt_d = OptimizerSlice(self.opt_d, k, self.replicas)
+            trainer.opt_g.load_state_dict(saved_g[k])
+            trainer.opt_d.load_state_dict(saved_d[k])
+        self.failed: dict[int, str] = {}
+
+    @contextmanager
+    def own_stream(self, k: int) -> Iterator[None]:
+        """Replica k's global torch stream swapped in, and saved back after."""
+        torch.set_rng_state(self.rng[k])
+        try:
+            yield
+        finally:
+            self.rng[k] = torch.get_rng_state()
+
+    @property
+    def active(self) -> list[int]:
+        return [k for k in range(self.replicas) if k not in self.failed]
+
+    def _draw(self) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        """Each replica's batch, noise and (WGAN-GP) interpolation weights, in the order a
+        separate run draws them, from its own data source and stream."""
+        reals, labels, noise, eps = [], [], [], []
+        first = self.trainers[0]
+        penalty = isinstance(first.loss, GradientPenaltyLoss)
+        pack = pack_of(first.discriminator)
+        for k, trainer in enumerate(self.trainers):
+            with self.own_stream(k):
+                real, label = trainer.data.next_batch()
+                reals.append(real)
+                labels.append(label)
+                noise.append(trainer.noise(real.shape[0]))
+                if penalty:
+                    eps.append(torch.rand(real.shape[0] // pack, device=real.device))
+        stacked_labels = torch.stack(labels) if labels[0] is not None else None
+        stacked_eps = torch.stack(eps) if eps else None
+        return torch.stack(reals), stacked_labels, torch.stack(noise), stacked_eps
+
+    def run_step(self) -> None:
+        """Trainer.run_step for every replica at once (its docstring says what a step is)."""
+        first = self.trainers[0]
+        loss, conditional = first.loss, first.conditional
+        G, D = self.G, self.D
+        for i in range(first.n_critic):
+            real, labels, z, eps = self._draw()
+            fake_labels = labels if conditional else None
+            last = i == first.n_critic - 1
+            with torch.set_grad_enabled(last):
+                fake = G(z, fake_labels)
+            real_out, fake_out = D(real, labels).float(), D(fake.detach(), fake_labels).float()
+            d_losses = vmap(loss.d_loss)(real_out, fake_out)
+            penalties = None if eps is None else self._penalty(real, fake, labels, eps)
+            total = d_losses if penalties is None else d_losses + penalties
+            self.opt_d.zero_grad(set_to_none=True)
+            total.sum().backward()
+            self.opt_d.step()
+            loss.after_d_step(D)  # weight clipping, elementwise on the stacked weights
+        D.share_grads()
+        for value in D.params.values():
+            value.requires_grad_(False)
+        g_losses = vmap(loss.g_loss)(D(fake, fake_labels).float())
+        self.opt_g.zero_grad(set_to_none=True)
+        g_losses.sum().backward()
+        self.opt_g.step()
+        for value in D.params.values():
+            value.requires_grad_(True)
+        G.share_grads()
+        with torch.no_grad():
+            zero = torch.zeros(self.replicas, device=first.device)
+            terms = [zero if penalties is None else penalties.detach(), zero, zero, zero]
+            reports = [vmap(loss.report)(real_out), vmap(loss.report)(fake_out)]
+            stats = torch.stack([d_losses.detach(), g_losses.detach(), *reports, *terms], dim=1)
+        for k, trainer in enumerate(self.trainers):
+            if trainer.ema is not None:
+                trainer.ema.update_parameters(trainer.generator)
+            trainer._sums += stats[k]
+            trainer._count += 1
+            trainer.d_outputs = (real_out[k].detach(), fake_out[k].detach())
+            trainer._record_nonfinite(stats[k])
+            trainer.images_seen += trainer.batch_size * trainer.n_critic
+
+    def _penalty(self, real, fake, labels, eps) -> torch.Tensor:
+        """WGAN-GP's penalty for each replica: GradientPenaltyLoss.regularizer on its slice."""
+        pack = pack_of(self.trainers[0].discriminator)
+        weight = self.trainers[0].loss.gp_weight
+        eps = eps.repeat_interleave(pack, dim=1).view(eps.shape[0], -1, *[1] * (real.dim() - 2))
+        mixed = (eps * real + (1 - eps) * fake.detach()).detach().requires_grad_(True)
+        out = self.D(mixed, labels).float()
+        (grad,) = torch.autograd.grad(out.sum(), mixed, create_graph=True)
+        norms = grad.reshape(out.shape[0], out.shape[1], -1).norm(2, dim=2)
+        return weight * ((norms - 1) ** 2).mean(dim=1)
+
+    def train(self) -> None:
+        """Steps to max_steps; after each, every live replica's hooks, in its own stream. A
+        replica whose hooks fail (a non-finite loss or weight) stops alone, with one line; its
+        slice goes on being computed, unread, and cannot reach the others'."""
+        for k, trainer in enumerate(self.trainers):
+            with self.own_stream(k):
+                for hook in trainer.hooks:
+                    hook.before_train(trainer)
+        first = self.trainers[0]
+        while self.step < first.max_steps and self.active:
+            self.run_step()
+            self.step += 1
+            signal = first.signal_received
+            for k in self.active:
+                trainer = self.trainers[k]
+                trainer.step += 1
+                trainer.stop_signal = signal
+                try:
+                    with self.own_stream(k):
+                        for hook in trainer.hooks:
+                            hook.after_step(trainer)
+                except RunFailed as error:
+                    self.failed[k] = str(error)
+                    print(f"ganexp: replica {k}: {error}; the others go on", file=sys.stderr)
+            if signal:
+                raise Interrupted(signal, self.step)
+        for k in self.active:
+            with self.own_stream(k):
+                for hook in self.trainers[k].hooks:
+                    hook.after_train(self.trainers[k])
+
+
+def replica_dir(run_dir: Path, k: int) -> Path:
+    return run_dir / f"replica_{k}"
+
+
+def replica_config(
+    cfg: RunConfig, resolved: dict[str, Any], k: int
+) -> tuple[RunConfig, dict[str, Any]]:
+    """Replica k's config: a separate run's with seed ``seed + k`` (and one replica), so its
+    checkpoint, config.yaml and W&B config are those of that run."""
+    trainer = dataclasses.replace(cfg.trainer, replicas=1)
+    own = dataclasses.replace(cfg, seed=cfg.seed + k, trainer=trainer)
+    plain = copy.deepcopy(resolved)
+    plain["seed"] = cfg.seed + k
+    plain["trainer"]["replicas"] = 1
+    return own, plain
+
+
+def build_replicas(
+    cfg: RunConfig, resolved: dict[str, Any], run_dir: Path, *, name: str, group: str | None
+) -> tuple[list[Session], ReplicaGroup]:
+    """Each replica's session, set up as its separate run would be in ``run_dir/replica_k/``
+    (resumed from its own checkpoint if it has one), and the group that trains them."""
+    from ganexp.run import setup
+
+    if current().distributed:
+        raise ConfigError("trainer.replicas", cfg.trainer.replicas, "is for one process")
+    sessions, streams = [], []
+    for k in range(cfg.trainer.replicas):
+        own, plain = replica_config(cfg, resolved, k)
+        folder = replica_dir(run_dir, k)
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "config.yaml").write_text(OmegaConf.to_yaml(plain))
+        session = setup(own, plain, folder, name=f"{name}/r{k}", group=group)
+        if session.trainer.precision.dtype is not None:
+            allowed = "replicas train in fp32: set device.precision=fp32"
+            raise ConfigError("device.precision", cfg.device.precision, allowed)
+        sessions.append(session)
+        streams.append(torch.get_rng_state())
+    return sessions, ReplicaGroup([s.trainer for s in sessions], streams)
+
+
+def train_replicas(
+    cfg: RunConfig, resolved: dict[str, Any], run_dir: Path, *, name: str, group: str | None
+) -> list[tuple[RunResult | None, str | None]]:
+    """Train ``trainer.replicas`` runs in ``run_dir/replica_k/`` as one stacked model; each
+    replica's (result, error): a replica that failed alone has no result and its error."""
+    from ganexp.run import execute_sessions
+
+    sessions, replicas = build_replicas(cfg, resolved, run_dir, name=name, group=group)
+    results = execute_sessions(sessions, replicas.train)
+    return [
+        (None, replicas.failed[k]) if k in replicas.failed else (result, None)
+        for k, result in enumerate(results)
+    ]
