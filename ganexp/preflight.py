@@ -302,6 +302,7 @@ def preflight(argv: list[str]) -> None:
         return
     multirun = bool({"-m", "--multirun"} & set(flags))
     hydra_overrides = [o for o in overrides if _is_hydra_override(o)]
+    seeds, replicas = set(), 1
     with initialize_config_module(CONFIG_MODULE, version_base="1.3"):
         for num, job in enumerate(_expand(overrides, multirun)):
             numbered = [f"hydra.job.num={num}"] if multirun else []
@@ -317,8 +318,18 @@ def preflight(argv: list[str]) -> None:
             with read_write(cfg), open_dict(cfg):
                 del cfg["hydra"]
             run_cfg, spec = _check(cfg, run_dir)
+            seeds.add(run_cfg.seed)
+            replicas = max(replicas, run_cfg.trainer.replicas)
             for note in notes(run_cfg, spec):
                 print(f"ganexp: note: {note}", file=sys.stderr)
+    if replicas > 1 and len(seeds) > 1:  # each job's replicas would repeat other jobs' seeds
+        raise ConfigError(
+            "seed",
+            ",".join(map(str, sorted(seeds))),
+            f"is swept while trainer.replicas={replicas} trains seeds seed..seed+{replicas - 1} "
+            "in each job: replicas replace the seed axis; sweep one seed "
+            "(hydra.sweeper.params.seed=0)",
+        )
 
 
 def _run_dir(hydra_cfg: DictConfig, multirun: bool) -> Path | None:

@@ -187,3 +187,12 @@ def test_a_sweep_counts_replicas_as_seeds(tmp_path: Path) -> None:
     cells = read_csv(sweep / "cells.csv")
     assert sorted(cell["loss"] for cell in cells) == ["bce", "wgan_gp"]
     assert all(cell["n"] == "3" for cell in cells), cells
+
+
+def test_a_sweep_of_seeds_with_replicas_is_refused_in_one_line(tmp_path: Path) -> None:
+    result = ganexp_cmd(
+        "-m", *TINY, *TOY, "trainer.replicas=3", "seed=0,1", "logger=none", cwd=tmp_path
+    )
+    assert result.returncode == 2, result.stderr[-3000:]
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("ganexp: error: seed='0,1': is swept while trainer.replicas=3"), last
