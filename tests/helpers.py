@@ -65,3 +65,12 @@ class LinearCritic(nn.Module):
 
     def forward(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         return self.features(x) @ self.weight
+
+
+def assert_refused_before_training(result, run_dir: Path, expected: str) -> None:
+    """A `ganexp` command refused in one line (exit 2) starting ``expected``, with no traceback
+    and no run folder."""
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert result.stderr.strip().splitlines()[-1].startswith(f"ganexp: error: {expected}")
+    assert "Traceback" not in result.stderr
+    assert not run_dir.exists()
