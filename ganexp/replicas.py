@@ -43,6 +43,20 @@ from ganexp.models.common import pack_of
 from ganexp.run import RunResult, Session
 from ganexp.train import Trainer
 
+# a replica's global random streams: the CPU generator's state, and the current CUDA device's
+Stream = tuple[torch.Tensor, torch.Tensor | None]
+
+
+def get_stream() -> Stream:
+    cuda = torch.cuda.get_rng_state() if torch.cuda.is_initialized() else None
+    return torch.get_rng_state(), cuda
+
+
+def set_stream(stream: Stream) -> None:
+    torch.set_rng_state(stream[0])
+    if stream[1] is not None:
+        torch.cuda.set_rng_state(stream[1])
+
 
 class Stacked:
     """K copies of one network as stacked leaf tensors, run as one vmapped call. Each copy's
@@ -153,8 +167,8 @@ def _slice(value: Any, param: torch.Tensor, k: int) -> Any:
 class ReplicaGroup:
     """K trainers (one per replica, each with its own hooks) trained by one stacked step."""
 
-    def __init__(self, trainers: list[Trainer], rng: list[torch.Tensor]) -> None:
-        """``rng``: each replica's global torch stream, as its setup left it."""
+    def __init__(self, trainers: list[Trainer], rng: list[Stream]) -> None:
+        """``rng``: each replica's global torch streams, as its setup left them."""
         self.trainers = trainers
         self.replicas = len(trainers)
         self.rng = list(rng)
@@ -176,11 +190,11 @@ class ReplicaGroup:
     @contextmanager
     def own_stream(self, k: int) -> Iterator[None]:
         """Replica k's global torch stream swapped in, and saved back after."""
-        torch.set_rng_state(self.rng[k])
+        set_stream(self.rng[k])
         try:
             yield
         finally:
-            self.rng[k] = torch.get_rng_state()
+            self.rng[k] = get_stream()
 
     @property
     def active(self) -> list[int]:
@@ -328,7 +342,7 @@ def build_replicas(
             allowed = "replicas train in fp32: set device.precision=fp32"
             raise ConfigError("device.precision", cfg.device.precision, allowed)
         sessions.append(session)
-        streams.append(torch.get_rng_state())
+        streams.append(get_stream())
     return sessions, ReplicaGroup([s.trainer for s in sessions], streams)
 
 
