@@ -91,9 +91,6 @@ class Stacked:
                 grad = None if value.grad is None else value.grad[k]
                 _get(module, name).grad = grad
 
-    def train(self, mode: bool) -> None:
-        self.template.train(mode)
-
 
 def _owner(module: nn.Module, name: str) -> tuple[nn.Module, str]:
     path, _, leaf = name.rpartition(".")
@@ -117,8 +114,8 @@ class OptimizerSlice:
     """One replica's view of the stacked optimizer: what a run's checkpoint holds and loads
     (``opt_g`` / ``opt_d``), in a separate run's format, so a replica's checkpoint is a run's."""
 
-    def __init__(self, stacked: torch.optim.Optimizer, k: int, replicas: int) -> None:
-        self.stacked, self.k, self.replicas = stacked, k, replicas
+    def __init__(self, stacked: torch.optim.Optimizer, k: int) -> None:
+        self.stacked, self.k = stacked, k
 
     @property
     def param_groups(self) -> list[dict[str, Any]]:
@@ -149,9 +146,6 @@ class OptimizerSlice:
                 else:  # the step count: the same for every replica
                     own[key] = value.clone() if torch.is_tensor(value) else value
 
-    def zero_grad(self, set_to_none: bool = True) -> None:
-        """The stacked optimizer's gradients are zeroed by the group's step."""
-
 
 def _like(optimizer: torch.optim.Optimizer, params: list[torch.Tensor]) -> torch.optim.Optimizer:
     """An optimizer of ``optimizer``'s type and settings over ``params``."""
@@ -181,8 +175,8 @@ class ReplicaGroup:
         self.opt_g = _like(first.opt_g, self.G.parameters())
         self.opt_d = _like(first.opt_d, self.D.parameters())
         for k, trainer in enumerate(trainers):
-            trainer.opt_g = OptimizerSlice(self.opt_g, k, self.replicas)
-            trainer.opt_d = OptimizerSlice(self.opt_d, k, self.replicas)
+            trainer.opt_g = OptimizerSlice(self.opt_g, k)
+            trainer.opt_d = OptimizerSlice(self.opt_d, k)
             trainer.opt_g.load_state_dict(saved_g[k])
             trainer.opt_d.load_state_dict(saved_d[k])
         self.failed: dict[int, str] = {}

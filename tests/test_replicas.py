@@ -196,3 +196,21 @@ def test_a_sweep_of_seeds_with_replicas_is_refused_in_one_line(tmp_path: Path) -
     assert result.returncode == 2, result.stderr[-3000:]
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith("ganexp: error: seed='0,1': is swept while trainer.replicas=3"), last
+
+
+def test_a_replicas_folder_continues_as_a_separate_run(
+    tmp_path: Path, float64: None, capsys: pytest.CaptureFixture
+) -> None:
+    """replica_k/'s checkpoint is a run's (its optimizer state sliced to the replica): a single
+    run with seed k resumed from it ends where replica k of an uninterrupted group ends."""
+    overrides = (*MLP, "norm=batch", "loss=wgan_gp", *QUIET)
+    whole, whole_resolved = smoke_config(*overrides, "trainer.replicas=2", "trainer.max_steps=4")
+    train_replicas(whole, whole_resolved, tmp_path / "whole", name="r", group=None)
+    short, resolved = smoke_config(*overrides, "trainer.replicas=2", "trainer.max_steps=2")
+    train_replicas(short, resolved, tmp_path / "group", name="r", group=None)
+    capsys.readouterr()
+    smoke_run(tmp_path / "group" / "replica_1", *overrides, "seed=1", "trainer.max_steps=4")
+    assert "at step 2" in capsys.readouterr().err  # it resumed, not started afresh
+    replica = tmp_path / "whole" / "replica_1" / "checkpoints" / "last.pt"
+    single = tmp_path / "group" / "replica_1" / "checkpoints" / "last.pt"
+    assert _max_difference(replica, single) < 1e-6
