@@ -453,7 +453,7 @@ def validate(cfg: DictConfig) -> RunConfig:
         f"makes the affine of G's norm layers per class; norm.generator={norm_g} has none "
         f"(use {', '.join(cbn_norms)})",
     )
-    _custom_norm(cfg)
+    _check_custom_norm(cfg)
     _replicas(cfg)
     typed = OmegaConf.to_object(cfg)
     for node in USER_PARTS:  # the keywords of the user's classes
@@ -493,7 +493,7 @@ def _replicas(cfg: DictConfig) -> None:
         _require(not taken, key, value, allowed)
 
 
-def _custom_norm(cfg: DictConfig) -> None:
+def _check_custom_norm(cfg: DictConfig) -> None:
     """``custom`` (in either network) and ``norm._target_`` go together."""
     target = cfg.norm.get("_target_")
     users = [net for net in ("generator", "discriminator") if cfg.norm[net] == Norm.custom]

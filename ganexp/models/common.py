@@ -59,6 +59,13 @@ def one_hot(labels: torch.Tensor | None, num_classes: int) -> torch.Tensor | Non
     return F.one_hot(_need(labels), num_classes).float()
 
 
+def with_class_code(x: torch.Tensor, labels: torch.Tensor | None, num_classes: int) -> torch.Tensor:
+    """A network's input vectors (z, or toy points) with the one-hot class next to them (x as it
+    is for an unconditional network)."""
+    code = one_hot(labels, num_classes)
+    return x if code is None else torch.cat([x, code], dim=1)
+
+
 def with_label_maps(x: torch.Tensor, labels: torch.Tensor | None, num_classes: int) -> torch.Tensor:
     """D's input images with the one-hot class as constant maps next to their channels (x as it
     is for an unconditional network)."""

@@ -21,7 +21,7 @@ from ganexp.models.common import (
     conditioned,
     dcgan_init,
     norm_layer,
-    one_hot,
+    with_class_code,
     with_label_maps,
 )
 
@@ -122,9 +122,7 @@ class DCGANGenerator(nn.Module):
         dcgan_init(self)
 
     def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
-        code = one_hot(labels, self.num_classes)
-        if code is not None:
-            z = torch.cat([z, code], dim=1)
+        z = with_class_code(z, labels, self.num_classes)
         for layer in self.net:
             z = conditioned(layer, z, labels)
         return z

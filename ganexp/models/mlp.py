@@ -9,7 +9,7 @@ from torch import nn
 
 from ganexp.config import Activation
 from ganexp.errors import ConfigError
-from ganexp.models.common import ActivationSpec, NormSpec, one_hot
+from ganexp.models.common import ActivationSpec, NormSpec, with_class_code
 
 
 def _check_depth(depth: int, key: str) -> None:
@@ -49,9 +49,7 @@ class MLPGenerator(nn.Module):
         self.net = nn.Sequential(*layers)
 
     def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
-        code = one_hot(labels, self.num_classes)
-        if code is not None:
-            z = torch.cat([z, code], dim=1)
+        z = with_class_code(z, labels, self.num_classes)
         return self.net(z).view(-1, *self.out_shape)
 
 
@@ -86,9 +84,7 @@ class MLPDiscriminator(nn.Module):
     def features(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         """What enters the output layer: the last hidden layer's activations."""
         x = x.flatten(1)
-        code = one_hot(labels, self.num_classes)
-        if code is not None:
-            x = torch.cat([x, code], dim=1)
+        x = with_class_code(x, labels, self.num_classes)
         return self.net[:-1](x)
 
     def head(self, phi: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:

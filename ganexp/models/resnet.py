@@ -29,7 +29,7 @@ from ganexp.models.common import (
     concat_classes,
     conditioned,
     norm_layer,
-    one_hot,
+    with_class_code,
     with_label_maps,
 )
 
@@ -156,9 +156,7 @@ class ResNetGenerator(nn.Module):
         self.tanh = nn.Tanh()
 
     def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
-        code = one_hot(labels, self.num_classes)
-        if code is not None:
-            z = torch.cat([z, code], dim=1)
+        z = with_class_code(z, labels, self.num_classes)
         h = self.project(z).view(-1, self.width, self.side, self.side)
         for block in self.blocks:
             h = block(h, labels)
