@@ -1,7 +1,8 @@
 """Section 5: replicas (``trainer.replicas=K``) against K sequential runs of the same setting.
 
 Two settings (issue 13): the PacGAN toy (``experiment=pacgan_ring``: G 4 x 400, D 3 x 200 maxout
-at batch 100) with K = 10, and DCGAN-32 on Fashion-MNIST at batch 64 with K = 4. The sequential
+at batch 100) with K = 10, and DCGAN-32 on Fashion-MNIST at batch 64 with K = 4, as ganexp trains
+it on the CPU (each replica's step in turn) and stacked (the vmap path a GPU takes). The sequential
 baseline is K sessions built by ``ganexp.run.setup`` (seeds 0..K-1), each calling its
 ``trainer.run_step()``; the replicas are the same K sessions stacked by
 ``ganexp.replicas.build_replicas``, calling the group's ``run_step()`` once per step. Both are
@@ -18,14 +19,16 @@ from pathlib import Path
 
 from common import QUIET, Table, compose_config, median, resolved, sync
 
+# name: (overrides, K, stacked): stacked None is what ganexp picks (ganexp.replicas.vectorize)
 SETTINGS = {
-    "toy (pacgan_ring), K=10": (("experiment=pacgan_ring",), 10),
-    "dcgan-32 fashion_mnist batch 64, K=4": (("trainer.batch_size=64",), 4),
+    "toy (pacgan_ring), K=10": (("experiment=pacgan_ring",), 10, None),
+    "dcgan-32 fashion_mnist batch 64, K=4": (("trainer.batch_size=64",), 4, None),
+    "  the same, stacked (vmap: grouped convs)": (("trainer.batch_size=64",), 4, True),
 }
 
 
-def _sequential_and_replicas(overrides: tuple[str, ...], k: int, tmp: Path):
-    from ganexp.replicas import build_replicas
+def _sequential_and_replicas(overrides: tuple[str, ...], k: int, stacked: bool | None, tmp: Path):
+    from ganexp.replicas import ReplicaGroup, build_replicas
     from ganexp.run import setup
 
     base = (*QUIET, *overrides, "trainer.progress_bar=false")
@@ -35,6 +38,8 @@ def _sequential_and_replicas(overrides: tuple[str, ...], k: int, tmp: Path):
         sessions.append(setup(run_cfg, resolved(cfg), tmp / f"run{seed}", name="b", group=None))
     cfg, run_cfg = compose_config((*base, f"trainer.replicas={k}"))
     _, group = build_replicas(run_cfg, resolved(cfg), tmp / "replicas", name="b", group=None)
+    if stacked is not None and stacked != group.vectorized:
+        group = ReplicaGroup(group.trainers, group.rng, vectorized=stacked)
     return sessions, group
 
 
@@ -50,9 +55,9 @@ def _timed(step, steps: int, device) -> float:
 def replicas(rounds: int, steps: int, warmup: int) -> dict[str, dict[str, float]]:
     """Replica-steps per second of K sequential runs and of K replicas, and their ratio."""
     results = {}
-    for name, (overrides, k) in SETTINGS.items():
+    for name, (overrides, k, stacked) in SETTINGS.items():
         with tempfile.TemporaryDirectory() as tmp:
-            sessions, group = _sequential_and_replicas(overrides, k, Path(tmp))
+            sessions, group = _sequential_and_replicas(overrides, k, stacked, Path(tmp))
             device = sessions[0].trainer.device
 
             def sequential(sessions=sessions) -> None:

@@ -159,15 +159,25 @@ def _slice(value: Any, param: torch.Tensor, k: int) -> Any:
 
 
 class ReplicaGroup:
-    """K trainers (one per replica, each with its own hooks) trained by one stacked step."""
+    """K trainers (one per replica, each with its own hooks) trained by one stacked step, or,
+    not ``vectorized``, by each trainer's own step in turn (in its own stream: the separate
+    runs' arithmetic, bit for bit, in one process)."""
 
-    def __init__(self, trainers: list[Trainer], rng: list[Stream]) -> None:
+    def __init__(self, trainers: list[Trainer], rng: list[Stream], vectorized: bool) -> None:
         """``rng``: each replica's global torch streams, as its setup left them."""
         self.trainers = trainers
         self.replicas = len(trainers)
         self.rng = list(rng)
         self.step = trainers[0].step
-        first = trainers[0]
+        self.vectorized = vectorized
+        self.failed: dict[int, str] = {}
+        if vectorized:
+            self._stack()
+
+    def _stack(self) -> None:
+        """Stack the replicas' networks, and their optimizers' states into one optimizer that
+        each trainer sees its slice of."""
+        trainers, first = self.trainers, self.trainers[0]
         saved_g = [t.opt_g.state_dict() for t in trainers]
         saved_d = [t.opt_d.state_dict() for t in trainers]
         self.G = Stacked([t.generator for t in trainers])
@@ -179,7 +189,6 @@ class ReplicaGroup:
             trainer.opt_d = OptimizerSlice(self.opt_d, k)
             trainer.opt_g.load_state_dict(saved_g[k])
             trainer.opt_d.load_state_dict(saved_d[k])
-        self.failed: dict[int, str] = {}
 
     @contextmanager
     def own_stream(self, k: int) -> Iterator[None]:
@@ -214,7 +223,12 @@ class ReplicaGroup:
         return torch.stack(reals), stacked_labels, torch.stack(noise), stacked_eps
 
     def run_step(self) -> None:
-        """Trainer.run_step for every replica at once (its docstring says what a step is)."""
+        """Trainer.run_step for every replica (its docstring says what a step is)."""
+        if not self.vectorized:
+            for k in self.active:
+                with self.own_stream(k):
+                    self.trainers[k].run_step()
+            return
         first = self.trainers[0]
         loss, conditional = first.loss, first.conditional
         G, D = self.G, self.D
@@ -337,7 +351,17 @@ def build_replicas(
             raise ConfigError("device.precision", cfg.device.precision, allowed)
         sessions.append(session)
         streams.append(get_stream())
-    return sessions, ReplicaGroup([s.trainer for s in sessions], streams)
+    trainers = [session.trainer for session in sessions]
+    return sessions, ReplicaGroup(trainers, streams, vectorize(trainers[0]))
+
+
+def vectorize(trainer: Trainer) -> bool:
+    """Whether replicas of this run train as one stacked model: not where a network convolves
+    on the CPU, where vmap's grouped convolutions run slower than K plain ones (0.89x for
+    DCGAN-32, ``make bench`` section 5); those replicas take their own steps in turn."""
+    networks = (trainer.generator, trainer.discriminator)
+    convolves = any(isinstance(m, nn.modules.conv._ConvNd) for n in networks for m in n.modules())
+    return trainer.device.type != "cpu" or not convolves
 
 
 def train_replicas(

@@ -84,9 +84,25 @@ def _first_d_loss(run_dir: Path) -> float:
     return next(row["loss/d"] for row in rows if row.get("step") == 1 and "loss/d" in row)
 
 
-def test_dcgan_replicas_take_the_first_step_of_their_separate_runs(tmp_path: Path) -> None:
-    """DCGAN (conv maps, float32 image data): the first step's D loss, on the initial
-    weights with the replica's own batch and noise, is its separate run's to rounding."""
+@pytest.mark.parametrize(
+    ("loss", "norm"), [("bce", "batch"), ("wgan_gp", "layer"), ("wgan_clip", "spectral")]
+)
+def test_dcgan_replicas_on_the_cpu_are_their_separate_runs_bit_for_bit(
+    tmp_path: Path, loss: str, norm: str
+) -> None:
+    """Conv networks on the CPU are not vectorized (vmap's grouped convolutions are slower
+    there): each replica takes its own step in its own stream, so after 5 steps in fp32 its
+    weights, statistics and power-iteration vectors are its separate run's exactly."""
+    overrides = (f"norm={norm}", f"loss={loss}", "trainer.max_steps=5")
+    assert _replicas_against_separate_runs(tmp_path, 2, *overrides) == [0.0, 0.0]
+
+
+def test_vectorized_dcgan_replicas_take_the_first_step_of_their_separate_runs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The stacked path for conv networks (what a GPU runs): the first step's D loss, on the
+    initial weights with the replica's own batch and noise, is its separate run's to rounding."""
+    monkeypatch.setattr("ganexp.replicas.vectorize", lambda trainer: True)
     for norm in ("batch", "layer", "spectral"):
         overrides = (f"norm={norm}", "trainer.max_steps=1", "trainer.log_every=1")
         _replicas_against_separate_runs(tmp_path / norm, 2, *overrides)
@@ -108,11 +124,15 @@ def test_a_resumed_replica_run_equals_an_uninterrupted_one(tmp_path: Path) -> No
         assert _max_difference(whole, resumed) == 0.0, k
 
 
-def test_a_replica_gone_non_finite_stops_alone(tmp_path: Path, capsys) -> None:
-    cfg, resolved = smoke_config(*MLP, "norm=none", "trainer.replicas=3", *QUIET)
+@pytest.mark.parametrize("networks", [MLP, ()], ids=["stacked-mlp", "dcgan-in-turn"])
+def test_a_replica_gone_non_finite_stops_alone(
+    tmp_path: Path, capsys: pytest.CaptureFixture, networks: tuple[str, ...]
+) -> None:
+    cfg, resolved = smoke_config(*networks, "norm=none", "trainer.replicas=3", *QUIET)
     sessions, group = build_replicas(cfg, resolved, tmp_path, name="r", group=None)
-    with torch.no_grad():
-        next(iter(group.D.params.values()))[1].fill_(float("nan"))  # replica 1's D only
+    assert group.vectorized == bool(networks)
+    with torch.no_grad():  # replica 1's D only (a view of its slice, when stacked)
+        next(group.trainers[1].discriminator.parameters()).fill_(float("nan"))
     results = execute_sessions(sessions, group.train)
     assert list(group.failed) == [1]
     assert "non-finite" in group.failed[1]
