@@ -3,9 +3,10 @@
 Two settings (issue 13): the PacGAN toy (``experiment=pacgan_ring``: G 4 x 400, D 3 x 200 maxout
 at batch 100) with K = 10, and DCGAN-32 on Fashion-MNIST at batch 64 with K = 4, as ganexp trains
 it on the CPU (each replica's step in turn) and stacked (the vmap path a GPU takes). The sequential
-baseline is K sessions built by ``ganexp.run.setup`` (seeds 0..K-1), each calling its
-``trainer.run_step()``; the replicas are the same K sessions stacked by
-``ganexp.replicas.build_replicas``, calling the group's ``run_step()`` once per step. Both are
+baseline is K sessions built by ``ganexp.run.setup`` (seeds 0..K-1), one after another, each
+calling its ``trainer.run_step()`` for the round's steps (as K separate jobs would: a run's
+weights and optimizer state stay in the CPU's caches); the replicas are the same K sessions
+grouped by ``ganexp.replicas.build_replicas``, calling the group's ``run_step()``. Both are
 timed in interleaved rounds (the order alternating), after warm-up steps; the figure is
 replica-steps per second (K x steps / time), its median over rounds, and the ratio is the median
 of the per-round ratios.
@@ -43,11 +44,10 @@ def _sequential_and_replicas(overrides: tuple[str, ...], k: int, stacked: bool |
     return sessions, group
 
 
-def _timed(step, steps: int, device) -> float:
+def _timed(train, steps: int, device) -> float:
     sync(device)
     start = time.perf_counter()
-    for _ in range(steps):
-        step()
+    train(steps)
     sync(device)
     return time.perf_counter() - start
 
@@ -60,20 +60,24 @@ def replicas(rounds: int, steps: int, warmup: int) -> dict[str, dict[str, float]
             sessions, group = _sequential_and_replicas(overrides, k, stacked, Path(tmp))
             device = sessions[0].trainer.device
 
-            def sequential(sessions=sessions) -> None:
-                for session in sessions:
-                    session.trainer.run_step()
+            def sequential(steps: int, sessions=sessions) -> None:
+                for session in sessions:  # one run's steps after another's, as K jobs are
+                    for _ in range(steps):
+                        session.trainer.run_step()
 
-            for _ in range(warmup):
-                sequential()
-                group.run_step()
+            def replicas(steps: int, group=group) -> None:
+                for _ in range(steps):
+                    group.run_step()
+
+            sequential(warmup)
+            replicas(warmup)
             seq, rep, ratios = [], [], []
             for r in range(rounds):
-                order = [sequential, group.run_step] if r % 2 == 0 else [group.run_step, sequential]
+                order = [sequential, replicas] if r % 2 == 0 else [replicas, sequential]
                 times = {fn: _timed(fn, steps, device) for fn in order}
                 seq.append(k * steps / times[sequential])
-                rep.append(k * steps / times[group.run_step])
-                ratios.append(times[sequential] / times[group.run_step])
+                rep.append(k * steps / times[replicas])
+                ratios.append(times[sequential] / times[replicas])
         results[name] = {
             "sequential_replica_steps_per_s": median(seq),
             "replicas_replica_steps_per_s": median(rep),

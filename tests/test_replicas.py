@@ -111,6 +111,25 @@ def test_vectorized_dcgan_replicas_take_the_first_step_of_their_separate_runs(
             assert replica == pytest.approx(_first_d_loss(tmp_path / norm / f"seed{k}"), rel=1e-5)
 
 
+def test_replicas_share_the_real_side_of_evaluation_and_score_as_their_separate_runs(
+    tmp_path: Path,
+) -> None:
+    """Replica 1 evaluates with replica 0's extractor, reference and real k-NN radii (loaded
+    and computed once), against its own generated side: its metrics are its separate run's."""
+    overrides = ("trainer.max_steps=2", "trainer.checkpoint_every=100")
+    cfg, resolved = smoke_config(*overrides, "trainer.replicas=2")
+    sessions, group = build_replicas(cfg, resolved, tmp_path / "replicas", name="r", group=None)
+    results = execute_sessions(sessions, group.train)
+    first, second = (session.evaluate.evaluate for session in sessions)
+    assert second.extractor is first.extractor
+    assert second._reference is first._reference and second._manifold is first._manifold
+    assert second._fd is not first._fd
+    for k in range(2):
+        separate = smoke_run(tmp_path / f"seed{k}", *overrides, f"seed={k}")
+        assert results[k].final == separate.final, k
+    assert results[0].final != results[1].final
+
+
 def test_a_resumed_replica_run_equals_an_uninterrupted_one(tmp_path: Path) -> None:
     overrides = (*MLP, "norm=batch", "loss=wgan_gp", "trainer.replicas=2", *QUIET)
     cfg, resolved = smoke_config(*overrides, "trainer.max_steps=4")

@@ -34,8 +34,8 @@ EXPERIMENTS = Path(ganexp.__file__).parent / "conf" / "experiment"
 SWEEP_PRESETS = {
     "norm_study": 24,
     "mode_collapse": 18,
-    "pacgan_ring": 40,
-    "pacgan_grid": 40,
+    "pacgan_ring": 4,  # x 10 replicas
+    "pacgan_grid": 4,
     "pacgan_ring_short": 15,
     "pacgan_grid_short": 15,
     "wgan_toy": 27,

@@ -71,6 +71,12 @@ class ToyEvaluator:
             self._floor = {k: v for k, v in stats.items() if k in (self.headline, "modes_covered")}
         return self._floor
 
+    def share_real_side(self, other: ImageEvaluator) -> None:
+        """Evaluate with ``other``'s extractor, reference and real k-NN radii: replicas of one
+        run (the same data, extractor and N) load and compute them once, and hold one copy."""
+        self.extractor = other.extractor
+        self._real_side = other
+
     def setup(self) -> dict[str, Any]:
         """What the run config records about evaluation."""
         reason = "toy mode statistics"
@@ -118,9 +124,16 @@ class ImageEvaluator:
         self.noise = torch.randn(self.n, cfg.trainer.z_dim, generator=generator)
         self.labels = torch.arange(self.n) % spec.num_classes if cfg.conditional else None
         self._reference: Reference | None = None
+        self._real_side: ImageEvaluator | None = None
         self._fd: FrechetDistance | None = None
         self._manifold: ManifoldMetrics | None = None
         self._should_stop: Callable[[], bool] = lambda: False
+
+    def share_real_side(self, other: ImageEvaluator) -> None:
+        """Evaluate with ``other``'s extractor, reference and real k-NN radii: replicas of one
+        run (the same data, extractor and N) load and compute them once, and hold one copy."""
+        self.extractor = other.extractor
+        self._real_side = other
 
     def setup(self) -> dict[str, Any]:
         """What the run config records about evaluation."""
@@ -156,18 +169,21 @@ class ImageEvaluator:
         from ganexp.metrics.reference import load_reference
 
         if self._reference is None:
-            self._reference = load_reference(
-                self.extractor,
-                self._real_batches,
-                dataset=self._dataset_id(),
-                split="train",
-                num_samples=self.n,
-                image_size=self.cfg.data.image_size,
-                cache_dir=self.cfg.data.cache_dir,
-            )
+            if self._real_side is not None:
+                self._reference, _, self._manifold = self._real_side._prepare()
+            else:
+                self._reference = load_reference(
+                    self.extractor,
+                    self._real_batches,
+                    dataset=self._dataset_id(),
+                    split="train",
+                    num_samples=self.n,
+                    image_size=self.cfg.data.image_size,
+                    cache_dir=self.cfg.data.cache_dir,
+                )
+                self._manifold = ManifoldMetrics(self._reference.features)
             self._fd = FrechetDistance(self.extractor)
             self._fd.load_real_state(self._reference.fd_state)
-            self._manifold = ManifoldMetrics(self._reference.features)
         return self._reference, self._fd, self._manifold
 
     def _dataset_id(self) -> str:
