@@ -156,10 +156,14 @@ def estimate(
     processes: int = 1,
     *,
     tensor_data: bool,
+    stacked: bool = True,
 ) -> Estimate:
     """What one of ``processes`` processes needs for ``cfg``; the networks are built on the meta
     device (:func:`ganexp.build.check_buildable`); ``tensor_data``: the training set is held as
-    one tensor (:func:`ganexp.data.data_plan`)."""
+    one tensor (:func:`ganexp.data.data_plan`). With ``trainer.replicas`` K, each replica holds
+    its own networks, optimizer state and training set, and ``stacked`` replicas take their
+    step at once (in turn, one step's activations at a time); evaluation's real side is shared,
+    and one replica evaluates at a time."""
     act_g, act_d = activations(generator, discriminator, cfg, spec)
     batch = max(cfg.trainer.batch_size // processes, 1)
     gp, r1 = cfg.loss.name == LossName.wgan_gp, cfg.loss.r1_weight > 0
@@ -196,13 +200,14 @@ def estimate(
     samples = act_g.at(plotted)
 
     network_key = "generator.width" if g_params >= d_params else "discriminator.width"
+    k = cfg.trainer.replicas
     return Estimate(
-        weights=params + buffers + ema + historical,
-        gradients=params,
-        optimizer=copies * params,
-        rewind=rewind,
-        step=step,
-        data=data,
+        weights=k * (params + buffers + ema + historical),
+        gradients=k * params,
+        optimizer=k * copies * params,
+        rewind=k * rewind,
+        step=(k if stacked else 1) * step,
+        data=k * data,
         evaluation=evaluation,
         samples=samples,
         network_key=network_key,
@@ -269,6 +274,10 @@ def check_memory(cfg: RunConfig, need: Estimate, device: torch.device) -> None:
     largest = max(parts, key=parts.__getitem__)
     where = f"{_gib(free)} GiB available on {device.type}"
     about = f"about {_gib(need.total)} GiB (estimate), {where}"
+    replicas = cfg.trainer.replicas
+    if replicas > 1 and largest in ("networks", "step", "data"):  # what grows with replicas
+        what = f"{replicas} replicas need {about}; lower trainer.replicas"
+        raise ConfigError("trainer.replicas", replicas, what)
     if largest == "step":
         key, value = "trainer.batch_size", cfg.trainer.batch_size
         what = f"a training step needs {about}; lower trainer.batch_size"

@@ -135,7 +135,20 @@ def _check(cfg: DictConfig, run_dir: Path | None) -> tuple[RunConfig, DataSpec]:
     if resumed is not None:
         check_resume_fits(resumed, run_cfg, spec, generator, discriminator)
     processes = launched_world_size()
-    need = estimate(run_cfg, spec, generator, discriminator, processes, tensor_data=tensor_data)
+    stacked = True
+    if run_cfg.trainer.replicas > 1:
+        from ganexp.replicas import vectorize
+
+        stacked = vectorize((generator, discriminator), device)
+    need = estimate(
+        run_cfg,
+        spec,
+        generator,
+        discriminator,
+        processes,
+        tensor_data=tensor_data,
+        stacked=stacked,
+    )
     check_memory(run_cfg, need, device)
     return run_cfg, spec
 

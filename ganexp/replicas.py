@@ -16,8 +16,10 @@ is K optimizers. Every random draw (noise, the gradient penalty's interpolation)
 replica's own global torch stream, swapped in around its draws and its hooks: replica k draws
 exactly what a separate run with seed ``seed + k`` draws.
 
-What cannot be vectorized this way is refused with K > 1 before training
-(:func:`ganexp.config.validate`).
+Where a network convolves on the CPU, vmap's grouped convolutions are slower than K plain ones,
+so there the replicas take their own steps in turn instead (:func:`vectorize`): the separate
+runs' arithmetic, in one process. What cannot be vectorized is refused with K > 1 before
+training (:func:`ganexp.config.validate`).
 """
 
 from __future__ import annotations
@@ -354,7 +356,9 @@ def build_replicas(
         sessions.append(session)
         streams.append(get_stream())
     trainers = [session.trainer for session in sessions]
-    return sessions, ReplicaGroup(trainers, streams, vectorize(trainers[0]))
+    first = trainers[0]
+    stacked = vectorize((first.generator, first.discriminator), first.device)
+    return sessions, ReplicaGroup(trainers, streams, stacked)
 
 
 def _share_real_side(session: Session, first: Session) -> None:
@@ -369,19 +373,18 @@ def _share_real_side(session: Session, first: Session) -> None:
         own.share_real_side(shared)
 
 
-def vectorize(trainer: Trainer) -> bool:
-    """Whether replicas of this run train as one stacked model: not where a network convolves
-    on the CPU, where vmap's grouped convolutions run slower than K plain ones (0.83x for
-    DCGAN-32, ``make bench`` section 5); those replicas take their own steps in turn."""
-    networks = (trainer.generator, trainer.discriminator)
+def vectorize(networks: tuple[nn.Module, nn.Module], device: torch.device) -> bool:
+    """Whether replicas of these networks train as one stacked model: not where a network
+    convolves on the CPU, where vmap's grouped convolutions run slower than K plain ones (0.83x
+    for DCGAN-32, ``make bench`` section 5); those replicas take their own steps in turn."""
     convolves = any(isinstance(m, nn.modules.conv._ConvNd) for n in networks for m in n.modules())
-    return trainer.device.type != "cpu" or not convolves
+    return device.type != "cpu" or not convolves
 
 
 def train_replicas(
     cfg: RunConfig, resolved: dict[str, Any], run_dir: Path, *, name: str, group: str | None
 ) -> list[tuple[RunResult | None, str | None]]:
-    """Train ``trainer.replicas`` runs in ``run_dir/replica_k/`` as one stacked model; each
+    """Train ``trainer.replicas`` runs in ``run_dir/replica_k/`` in one process; each
     replica's (result, error): a replica that failed alone has no result and its error."""
     from ganexp.run import execute_sessions
 

@@ -296,6 +296,7 @@ MEMORY = [
     ([*TOY, "metrics.num_samples=1000000000"], "metrics.num_samples=1000000000: evaluation needs"),
     (["trainer.num_samples=100000000"], "trainer.num_samples=100000000: the sample grid needs"),
     (["generator.width=4096"], "generator.width=4096: the networks and their optimizer state"),
+    ([*TOY, "generator.width=4096", "trainer.replicas=1000"], "trainer.replicas=1000: 1000 repl"),
 ]
 
 
@@ -367,6 +368,20 @@ def test_the_ema_generator_and_historical_means_are_counted_exactly() -> None:
     hist = validate(compose_config("loss.historical_weight=0.1"))
     params = sum(p.numel() * p.element_size() for net in nets for p in net.parameters())
     assert estimate(hist, spec, *nets, tensor_data=True).weights == plain.weights + params
+
+
+def test_replicas_multiply_what_each_holds_and_a_stacked_step() -> None:
+    cfg = validate(compose_config())
+    spec = data_spec(cfg.data)
+    nets = check_buildable(cfg, spec)
+    one = estimate(cfg, spec, *nets, tensor_data=True)
+    cfg.trainer.replicas = 3
+    stacked = estimate(cfg, spec, *nets, tensor_data=True, stacked=True)
+    in_turn = estimate(cfg, spec, *nets, tensor_data=True, stacked=False)
+    assert stacked.networks == in_turn.networks == 3 * one.networks
+    assert stacked.data == 3 * one.data > 0
+    assert (stacked.step, in_turn.step) == (3 * one.step, one.step)
+    assert stacked.evaluation == one.evaluation  # one replica at a time, the real side shared
 
 
 MEASURE = """
