@@ -130,8 +130,11 @@ def test_replicas_share_the_real_side_of_evaluation_and_score_as_their_separate_
     assert results[0].final != results[1].final
 
 
-def test_a_resumed_replica_run_equals_an_uninterrupted_one(tmp_path: Path) -> None:
-    overrides = (*MLP, "norm=batch", "loss=wgan_gp", "trainer.replicas=2", *QUIET)
+@pytest.mark.parametrize("networks", [MLP, ()], ids=["stacked-mlp", "dcgan-in-turn"])
+def test_a_resumed_replica_run_equals_an_uninterrupted_one(
+    tmp_path: Path, networks: tuple[str, ...]
+) -> None:
+    overrides = (*networks, "norm=batch", "loss=wgan_gp", "trainer.replicas=2", *QUIET)
     cfg, resolved = smoke_config(*overrides, "trainer.max_steps=4")
     train_replicas(cfg, resolved, tmp_path / "whole", name="r", group=None)
     short, short_resolved = smoke_config(*overrides, "trainer.max_steps=2")
