@@ -71,12 +71,6 @@ class ToyEvaluator:
             self._floor = {k: v for k, v in stats.items() if k in (self.headline, "modes_covered")}
         return self._floor
 
-    def share_real_side(self, other: ImageEvaluator) -> None:
-        """Evaluate with ``other``'s extractor, reference and real k-NN radii: replicas of one
-        run (the same data, extractor and N) load and compute them once, and hold one copy."""
-        self.extractor = other.extractor
-        self._real_side = other
-
     def setup(self) -> dict[str, Any]:
         """What the run config records about evaluation."""
         reason = "toy mode statistics"
