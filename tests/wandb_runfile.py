@@ -26,8 +26,10 @@ partial one is dropped.  Pass ``strict=True`` to raise :class:`RunFileError` ins
 
 from __future__ import annotations
 
+import contextlib
 import json
 import struct
+import time
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -251,9 +253,23 @@ class RunFile:
         return self.path.parent / "files"
 
 
-def load_run(path: str | Path, *, strict: bool = False) -> RunFile:
+def load_run(path: str | Path, *, strict: bool = False, wait: float = 30.0) -> RunFile:
     """Read and decode a run file; ``path`` may also be any directory :func:`find_run_file`
-    accepts.  ``strict`` is passed to :func:`read_records`."""
+    accepts.  ``strict`` is passed to :func:`read_records`.
+
+    ``run.finish()`` can return before wandb-core has flushed the file (seen: the last steps,
+    or no records yet), so a file without its ``exit`` record is read again for up to ``wait``
+    seconds; ``wait=0`` reads a file that never got one (a killed run's) at once."""
+    deadline = time.monotonic() + wait
+    while time.monotonic() < deadline:
+        with contextlib.suppress(AssertionError):  # no run file yet
+            if (run := _read_run(path, strict)).exit_code is not None:
+                return run
+        time.sleep(0.1)
+    return _read_run(path, strict)
+
+
+def _read_run(path: str | Path, strict: bool) -> RunFile:
     path = Path(path)
     if path.is_dir():
         path = find_run_file(path)
