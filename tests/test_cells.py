@@ -15,7 +15,8 @@ import pytest
 import yaml
 from omegaconf import OmegaConf
 from scipy import stats
-from test_sweeps import finished_run, markdown_rows
+from test_sweeps import markdown_rows
+from wandb_runfile import load_run
 
 from ganexp.cells import (
     build_cells,
@@ -376,7 +377,7 @@ def test_the_wandb_summary_run_holds_the_cells_table_and_the_verdict(tmp_path: P
         }
     )
     SweepSummary().on_multirun_end(cfg)
-    logged = finished_run(tmp_path)
+    logged = load_run(tmp_path)
     cells = logged.history[0]["cells"]
     assert cells["_type"] == "table-file" and cells["nrows"] == 2
     saved = json.loads((logged.files_dir / cells["path"]).read_text())
