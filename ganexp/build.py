@@ -36,6 +36,7 @@ from ganexp.models.mlp import MLPDiscriminator, MLPGenerator
 from ganexp.models.norms import WithReferenceBatch, apply_weight_norm
 from ganexp.models.resnet import ResNetDiscriminator, ResNetGenerator
 from ganexp.parts import Contract, build_part, settings
+from ganexp.semi_supervised import ClassifierCritic
 
 REFERENCE_SEED = 0x5EED  # the reference batch's codes: a stream apart from the run's own
 
@@ -147,6 +148,8 @@ def build_discriminator(cfg: RunConfig, spec: DataSpec) -> nn.Module:
         model = MLPDiscriminator(*args, activation=act)
     if net.batch_view != "none":  # a statistic of the batch (of packs) next to D's features
         model = BatchStatistic(model, _batch_statistic(net, model))
+    if cfg.task.name == "semi_supervised":  # K class logits on D's features
+        model = ClassifierCritic(model, spec.num_classes)
     initialize(model, Init(net.init))
     model = apply_weight_norm(model, norm.kind)
     model = Packed(model, net.pack) if net.pack > 1 else model
@@ -162,6 +165,8 @@ def _check_features(cfg: RunConfig, critic: nn.Module) -> None:
     needs = []
     if cfg.loss.generator_loss == "feature_matching":
         needs.append(("loss.generator_loss", "feature_matching", ("features",)))
+    if cfg.task.name == "semi_supervised":
+        needs.append(("task.name", "semi_supervised", ("features", "feature_width")))
     if cfg.discriminator.batch_view != "none":
         parts = ("features", "head", "feature_width")
         needs.append(("discriminator.batch_view", cfg.discriminator.batch_view, parts))

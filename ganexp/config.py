@@ -116,6 +116,9 @@ class DataConfig:
     train_size: int = 0  # toy: a fixed set of this many points, resampled; 0: fresh every batch
     augment: str = "none"  # none | diffaug: D sees real and fake through DiffAugment (images)
     augment_policy: list[str] = field(default_factory=lambda: ["color", "translation", "cutout"])
+    # task=semi_supervised: the labelled subset, this many training examples of each class
+    labels_per_class: int | None = None  # null: every example keeps its label
+    labels_seed: int = 0  # which examples are labelled (the same for every run seed)
 
 
 @dataclass
@@ -238,6 +241,15 @@ class DeviceConfig:
 
 
 @dataclass
+class TaskConfig:
+    """What the run learns: ``generation`` (unconditional, or a cGAN with conditional=true) or
+    ``semi_supervised`` (D a classifier of the data's classes, Salimans et al. 2016)."""
+
+    name: str = "generation"
+    supervised_weight: float = 2.0  # semi_supervised: D's cross-entropy on labelled batches
+
+
+@dataclass
 class RunConfig:
     data: DataConfig = field(default_factory=DataConfig)
     generator: NetConfig = field(default_factory=NetConfig)
@@ -249,6 +261,7 @@ class RunConfig:
     logger: LoggerConfig = field(default_factory=LoggerConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     device: DeviceConfig = field(default_factory=DeviceConfig)
+    task: TaskConfig = field(default_factory=TaskConfig)
     seed: int = 0
     conditional: bool = False  # cGAN: one-hot labels into G (with z) and D (with x)
     resume: str | None = None  # a run folder or checkpoint to continue from
@@ -285,6 +298,7 @@ LOGGERS = ("wandb", "none")
 FEATURES = ("auto", "inception", "classifier")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 OPTIMIZER_IMPLEMENTATIONS = ("auto", "foreach", "fused", "for_loop")
+TASKS = ("generation", "semi_supervised")
 SEED_MAX = 2**32 - 1  # numpy's seed range (seed_everything seeds numpy too)
 INT_MAX = 2**63 - 1  # torch takes sizes and seeds as int64
 
@@ -454,6 +468,7 @@ def validate(cfg: DictConfig) -> RunConfig:
         f"(use {', '.join(cbn_norms)})",
     )
     _check_custom_norm(cfg)
+    _task(cfg)
     _replicas(cfg)
     typed = OmegaConf.to_object(cfg)
     for node in USER_PARTS:  # the keywords of the user's classes
@@ -463,6 +478,34 @@ def validate(cfg: DictConfig) -> RunConfig:
             own = OmegaConf.to_container(cfg[node], resolve=True)
             part.parameters = {str(k): v for k, v in own.items() if k not in known}
     return typed
+
+
+def _task(cfg: DictConfig) -> None:
+    """What a task needs of the other axes, and the keys only a task reads."""
+    task = cfg.task.name
+    _require(task in TASKS, "task.name", task, _one_of(TASKS))
+    weight = cfg.task.supervised_weight
+    _require(weight >= 0, "task.supervised_weight", weight, "must be >= 0")
+    per_class, ssl = cfg.data.labels_per_class, task == "semi_supervised"
+    if per_class is not None:
+        _require(ssl, "data.labels_per_class", per_class, "is read by task=semi_supervised only")
+        _positive(cfg, "data.labels_per_class")
+    _require(
+        0 <= cfg.data.labels_seed <= SEED_MAX,
+        "data.labels_seed",
+        cfg.data.labels_seed,
+        "must be in [0, 2**32 - 1]",
+    )
+    if not ssl:
+        return
+    d_is_classifier = "task=semi_supervised makes D a classifier of single samples"
+    refused = {
+        "conditional": cfg.conditional,
+        "discriminator.pack": cfg.discriminator.pack != 1,
+        "discriminator.batch_view": cfg.discriminator.batch_view != "none",
+    }
+    for key, taken in refused.items():
+        _require(not taken, key, OmegaConf.select(cfg, key), f"{d_is_classifier}; leave it unset")
 
 
 def _replicas(cfg: DictConfig) -> None:
@@ -483,6 +526,7 @@ def _replicas(cfg: DictConfig) -> None:
         "generator._target_": cfg.generator.get("_target_") is not None,
         "discriminator._target_": cfg.discriminator.get("_target_") is not None,
         "trainer.skip_nonfinite": cfg.trainer.skip_nonfinite,
+        "task.name": cfg.task.name != "generation",
         "device.compile": cfg.device.compile,
         "logger.watch": cfg.logger.watch,
         "device.precision": cfg.device.precision in ("bf16", "fp16"),

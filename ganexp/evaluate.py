@@ -9,8 +9,10 @@ import json
 import sys
 from dataclasses import replace
 
+from torch import nn
+
 from ganexp.errors import ConfigError
-from ganexp.restore import parse_args, report_errors, restore
+from ganexp.restore import Restored, parse_args, report_errors, restore
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -19,7 +21,7 @@ def main(argv: list[str] | None = None) -> None:
     path, _, overrides = parse_args(sys.argv[1:] if argv is None else argv, {})
     restored = restore(path, overrides)
     cfg = replace(restored.cfg, metrics=replace(restored.cfg.metrics, enabled=True))
-    evaluator = build_evaluator(cfg, restored.spec, restored.device)
+    evaluator = build_evaluator(cfg, restored.spec, restored.device, classifiers(restored))
     if evaluator is None:
         raise ConfigError("checkpoint", str(path), "nothing to evaluate for this data")
     metrics = {f"eval/{k}": v for k, v in evaluator(restored.generator).items()}
@@ -32,6 +34,20 @@ def main(argv: list[str] | None = None) -> None:
     text = json.dumps(report, indent=2)
     path.with_suffix(".metrics.json").write_text(text + "\n")
     print(text)
+
+
+def classifiers(restored: Restored) -> tuple[nn.Module, nn.Module] | None:
+    """A semi-supervised checkpoint's D and baseline, on the device, or None."""
+    if restored.cfg.task.name != "semi_supervised":
+        return None
+    from ganexp.build import build_discriminator
+
+    nets = []
+    for weights in (restored.state["discriminator"], restored.state["semi_supervised"]["baseline"]):
+        net = build_discriminator(restored.cfg, restored.spec).to(restored.device)
+        net.load_state_dict(weights)
+        nets.append(net)
+    return nets[0], nets[1]
 
 
 def cli() -> None:

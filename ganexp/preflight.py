@@ -131,6 +131,10 @@ def _check(cfg: DictConfig, run_dir: Path | None) -> tuple[RunConfig, DataSpec]:
     check_processes(run_cfg, device.type)
     spec, tensor_data = data_plan(run_cfg.data)
     check_sizes(run_cfg, spec)
+    if run_cfg.task.name == "semi_supervised":
+        from ganexp.data import labelled_subset
+
+        labelled_subset(run_cfg.data)
     generator, discriminator = check_buildable(run_cfg, spec)
     if resumed is not None:
         check_resume_fits(resumed, run_cfg, spec, generator, discriminator)
@@ -286,6 +290,12 @@ def check_processes(cfg: RunConfig, device_type: str) -> None:
             "seed",
             cfg.seed,
             f"process k seeds with seed + k: at most 2**32 - {processes} for {processes} processes",
+        )
+    if cfg.task.name != "generation":
+        raise ConfigError(
+            "task.name",
+            cfg.task.name,
+            f"trains in one process, not {processes}: leave out torchrun",
         )
     if cfg.trainer.batch_size % processes:
         raise ConfigError(

@@ -21,7 +21,7 @@ from torch import nn
 from ganexp.build import build_discriminator, build_generator, build_optimizer
 from ganexp.checkpoint import CheckpointStore, load_resume, resume_source, set_rng_state
 from ganexp.config import LossName, Norm, RunConfig
-from ganexp.data import DataSpec, build_data, data_spec, mode_centers
+from ganexp.data import DataSpec, build_data, build_labelled, data_spec, mode_centers
 from ganexp.device import describe, resolve_device, resolve_precision
 from ganexp.distributed import World, current
 from ganexp.errors import Interrupted
@@ -36,6 +36,7 @@ from ganexp.hooks import (
     SampleGrid,
 )
 from ganexp.losses import HistoricalAverage, R1Penalty, build_loss
+from ganexp.semi_supervised import SemiSupervised, SemiSupervisedEvaluator, baseline_of
 from ganexp.tracking import NullTracker, Tracker
 from ganexp.train import Precision, ProgressBar, Trainer, generator_ema
 
@@ -74,15 +75,38 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def build_evaluator(cfg: RunConfig, spec: DataSpec, device: torch.device) -> Evaluator | None:
-    """The metrics of the eval hook for this data, or None when evaluation is off."""
+def build_evaluator(
+    cfg: RunConfig,
+    spec: DataSpec,
+    device: torch.device,
+    classifiers: tuple[nn.Module, nn.Module] | None = None,
+) -> Evaluator | None:
+    """The metrics of the eval hook for this data and task, or None when evaluation is off.
+    ``classifiers``: task=semi_supervised's D and baseline, whose accuracies join G's metrics."""
     if not cfg.metrics.enabled:
         return None
     from ganexp.metrics.evaluator import ImageEvaluator, ToyEvaluator  # torch-only until used
 
     if spec.kind == "points":
         return ToyEvaluator(cfg, device)
-    return ImageEvaluator(cfg, spec, device)
+    images = ImageEvaluator(cfg, spec, device)
+    if classifiers is None:
+        return images
+    from ganexp.metrics.train_classifier import eval_split
+
+    return SemiSupervisedEvaluator(*classifiers, eval_split(cfg.data, cfg.seed), images)
+
+
+def _semi_supervised(
+    cfg: RunConfig, discriminator: nn.Module, device: torch.device, world: World
+) -> SemiSupervised | None:
+    """task=semi_supervised's labelled batches and supervised-only baseline, or None."""
+    if cfg.task.name != "semi_supervised":
+        return None
+    labelled = build_labelled(cfg.data, cfg.trainer.batch_size, device, cfg.seed + 1, world)
+    baseline = baseline_of(discriminator)
+    optimizer = build_optimizer(cfg.optim, baseline.parameters(), cfg.optim.lr_d)
+    return SemiSupervised(labelled, baseline, optimizer, cfg.task.supervised_weight)
 
 
 @dataclass
@@ -231,6 +255,7 @@ def setup(
         ema=generator_ema(generator, cfg.trainer.ema_decay) if cfg.trainer.ema_decay else None,
         historical=_historical(generator, discriminator, cfg.loss.historical_weight),
         feature_matching=cfg.loss.generator_loss == "feature_matching",
+        semi_supervised=_semi_supervised(cfg, discriminator, device, world),
         world=world,
     )
     if world.distributed:
@@ -264,7 +289,9 @@ def setup(
     bar = ProgressBar(cfg.trainer.progress_bar and world.is_main)
     centers = mode_centers(cfg.data) if spec.kind == "points" else None
     checkpoint = Checkpoint(cfg.trainer.checkpoint_every, store, fixed, tracker, resolved)
-    evaluator = build_evaluator(cfg, spec, device) if world.is_main else None
+    task = trainer.semi_supervised
+    classifiers = (discriminator, task.baseline) if task is not None else None
+    evaluator = build_evaluator(cfg, spec, device, classifiers) if world.is_main else None
     evaluate = None
     if evaluator is not None:
         setup_record = evaluator.setup()
@@ -397,9 +424,10 @@ def report(result: RunResult, run_dir: Path, wall_time_s: float) -> str:
         shown = [
             f"final {_value(final)}" if final is not None else "final n/a",
             f"best {_value(result.best['value'])} at step {result.best['step']}",
-            f"floor {_value(floor)}" if floor is not None else "floor n/a",
         ]
-        lines.append(f"  {key}  " + ", ".join(shown) + " (floor: real data vs real data)")
+        if floor is not None:
+            shown.append(f"floor {_value(floor)} (floor: real data vs real data)")
+        lines.append(f"  {key}  " + ", ".join(shown))
     else:
         lines.append("  evaluation   off (metrics.enabled=false)")
     lines.append(f"  W&B          {result.wandb}")

@@ -22,6 +22,7 @@ from ganexp.data import BatchSource, DataSpec
 from ganexp.distributed import World
 from ganexp.errors import Interrupted
 from ganexp.losses import GANLoss, HistoricalAverage, R1Penalty, feature_matching
+from ganexp.semi_supervised import SemiSupervised
 
 STAT_KEYS = (
     "loss/d",
@@ -32,6 +33,8 @@ STAT_KEYS = (
     "loss/r1",
     "loss/hist_d",
     "loss/hist_g",
+    "loss/supervised",
+    "loss/baseline",
 )
 
 
@@ -95,6 +98,7 @@ class Trainer:
     historical: tuple[HistoricalAverage, HistoricalAverage] | None = None
     ema: AveragedModel | None = None  # trainer.ema_decay > 0: the EMA of G, updated each step
     feature_matching: bool = False  # loss.generator_loss=feature_matching: G matches D's features
+    semi_supervised: SemiSupervised | None = None  # task=semi_supervised: D's supervised term
     hooks: list[Hook] = field(default_factory=list)
     world: World = field(default_factory=World)
     step: int = 0
@@ -180,8 +184,11 @@ class Trainer:
                 if self.r1 is not None and self.r1.due(self.step * self.n_critic + i):
                     r1 = self.r1(self.discriminator, real, labels, grad_scale)
             hist_d = self.historical[1](self.discriminator) if self.historical else None
+            supervised = baseline = None
+            if self.semi_supervised is not None:
+                supervised, baseline = self.semi_supervised.d_term(self.discriminator)
             total = d_loss
-            for term in (penalty, r1, hist_d):
+            for term in (penalty, r1, hist_d, supervised):
                 total = total if term is None else total + term
             self.opt_d.zero_grad(set_to_none=True)
             amp.scaler_d.scale(total).backward()
@@ -214,7 +221,8 @@ class Trainer:
 
         with torch.no_grad():
             zero = torch.zeros((), device=self.device)
-            terms = [t.detach() if t is not None else zero for t in (penalty, r1, hist_d, hist_g)]
+            terms = (penalty, r1, hist_d, hist_g, supervised, baseline)
+            terms = [t.detach() if t is not None else zero for t in terms]
             reports = [loss.report(real_out), loss.report(fake_out)]
             stats = torch.stack([d_loss.detach(), g_loss.detach(), *reports, *terms])
             self._sums += stats
@@ -237,7 +245,18 @@ class Trainer:
             "data": clone(self.data.state_dict()),
             "rng": rng_state(),
             "skipped_steps": self.skipped_steps,
-        } | ({"historical_d": clone(self.historical[1].state_dict())} if self.historical else {})
+        } | self._d_side_extras()
+
+    def _d_side_extras(self) -> dict[str, Any]:
+        """What else a critic step changes: D's historical average, the semi-supervised task."""
+        state = (
+            {"historical_d": copy.deepcopy(self.historical[1].state_dict())}
+            if self.historical
+            else {}
+        )
+        if self.semi_supervised is not None:
+            state["semi_supervised"] = copy.deepcopy(self.semi_supervised.state_dict())
+        return state
 
     def rewind_step(self) -> None:
         """Undo an abandoned step: back to the state after the last completed one."""
@@ -253,6 +272,8 @@ class Trainer:
         self.skipped_steps = state["skipped_steps"]
         if self.historical:
             self.historical[1].load_state_dict(state["historical_d"])
+        if self.semi_supervised is not None:
+            self.semi_supervised.load_state_dict(state["semi_supervised"])
         self.opt_d.zero_grad(set_to_none=True)
         self.discriminator.requires_grad_(True)
 
@@ -301,6 +322,8 @@ class Trainer:
             del stats["loss/r1"]
         if self.historical is None:
             del stats["loss/hist_d"], stats["loss/hist_g"]
+        if self.semi_supervised is None:
+            del stats["loss/supervised"], stats["loss/baseline"]
         return stats
 
     def _has_penalty(self) -> bool:
@@ -353,6 +376,8 @@ class Trainer:
         if self.historical:
             state["historical_g"] = self.historical[0].state_dict()
             state["historical_d"] = self.historical[1].state_dict()
+        if self.semi_supervised is not None:
+            state["semi_supervised"] = self.semi_supervised.state_dict()
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -370,6 +395,8 @@ class Trainer:
         if self.historical and "historical_g" in state:
             self.historical[0].load_state_dict(state["historical_g"])
             self.historical[1].load_state_dict(state["historical_d"])
+        if self.semi_supervised is not None:
+            self.semi_supervised.load_state_dict(state["semi_supervised"])
 
 
 def generator_ema(generator: nn.Module, decay: float) -> AveragedModel:

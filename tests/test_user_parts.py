@@ -262,6 +262,16 @@ def test_a_users_network_sees_the_norm_of_its_own_side(user_module: Path) -> Non
             "discriminator.batch_view='minibatch_stddev': reads D's features; "
             "mynets.PlainCritic lacks features, head, feature_width",
         ),
+        (
+            (
+                "discriminator=mine",
+                "discriminator._target_=mynets.PlainCritic",
+                "task=semi_supervised",
+                "loss.generator_loss=non_saturating",
+            ),
+            "task.name='semi_supervised': reads D's features; mynets.PlainCritic "
+            "lacks features, feature_width",
+        ),
         (("norm.discriminator=custom",), "norm.discriminator='custom': needs norm._target_"),
         (
             ("+norm._target_=mynets.RMSNorm",),

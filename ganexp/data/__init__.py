@@ -6,9 +6,18 @@ starts; ``build_data(cfg, batch_size, device, seed)`` loads them and returns a
 :class:`~ganexp.errors.ConfigError`.
 """
 
-from ganexp.data.build import build_data, data_plan, data_spec
+from ganexp.data.build import build_data, build_labelled, data_plan, data_spec, labelled_subset
 from ganexp.data.source import BatchSource
 from ganexp.data.spec import DataSpec
 from ganexp.data.toy import mode_centers
 
-__all__ = ["BatchSource", "DataSpec", "build_data", "data_plan", "data_spec", "mode_centers"]
+__all__ = [
+    "BatchSource",
+    "DataSpec",
+    "build_data",
+    "build_labelled",
+    "data_plan",
+    "data_spec",
+    "labelled_subset",
+    "mode_centers",
+]

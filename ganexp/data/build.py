@@ -71,6 +71,57 @@ def build_data(
     return LoaderSource(spec, dataset, batch_size, device, seed, cfg.num_workers, world)
 
 
+def build_labelled(
+    cfg: DataConfig, batch_size: int, device: torch.device, seed: int, world: World | None = None
+) -> TensorSource:
+    """Batches of the labelled subset of ``task=semi_supervised`` (:func:`labelled_subset`);
+    ``seed`` seeds their order."""
+    found, dataset, keep, spec = labelled_subset(cfg)
+    images, labels = _tensors(cfg, found, dataset, keep)
+    images = fit_all(images.to(device), cfg.image_size)
+    return TensorSource(spec, images, labels.to(device), batch_size, seed, world)
+
+
+def labelled_subset(cfg: DataConfig) -> tuple[Found, Dataset, torch.Tensor, DataSpec]:
+    """The labelled examples of ``task=semi_supervised``: ``data.labels_per_class`` of each
+    class (null: all), among the training examples data.limit keeps, picked with
+    ``data.labels_seed``. Reads the labels alone (no image is decoded). Returns the found
+    files, the loaded data set, the sorted indices into it, and the spec."""
+    if cfg.name in TOY_MODES:
+        raise ConfigError("task.name", "semi_supervised", _NEEDS_LABELS.format(cfg.name))
+    found = _locate(cfg)
+    spec = _image_spec(cfg, found)
+    if spec.num_classes < 2:
+        raise ConfigError("task.name", "semi_supervised", _NEEDS_LABELS.format(cfg.name))
+    dataset = found.load()
+    labels = found.to_tensors(dataset)[1] if found.to_tensors else torch.tensor(dataset.targets)
+    kept = limit_indices(found.count, cfg.limit)
+    kept = torch.arange(found.count) if kept is None else kept
+    labels = labels[kept]
+    if cfg.labels_per_class is None:
+        return found, dataset, kept, spec
+    counts = torch.bincount(labels, minlength=spec.num_classes)
+    fewest = int(counts.argmin())
+    if counts[fewest] < cfg.labels_per_class:
+        where = f" of the {len(kept)} data.limit keeps" if cfg.limit is not None else ""
+        scarce = f"class {spec.class_names[fewest]!r} has {int(counts[fewest])} examples{where}"
+        allowed = f"more than exist ({scarce}); at most {int(counts[fewest])}"
+        raise ConfigError("data.labels_per_class", cfg.labels_per_class, allowed)
+    generator = torch.Generator().manual_seed(cfg.labels_seed)
+    picked = []
+    for k in range(spec.num_classes):
+        members = torch.nonzero(labels == k).flatten()
+        picked.append(
+            members[torch.randperm(len(members), generator=generator)][: cfg.labels_per_class]
+        )
+    return found, dataset, kept[torch.cat(picked).sort().values], spec
+
+
+_NEEDS_LABELS = (
+    "needs a data set with at least 2 classes; data.name={} has none (or data.num_classes=0)"
+)
+
+
 def _locate(cfg: DataConfig) -> Found:
     if cfg.name not in _LOCATE:
         raise ConfigError("data.name", cfg.name, f"allowed: {', '.join(DATASETS)}")

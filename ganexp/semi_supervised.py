@@ -1,0 +1,155 @@
+"""Semi-supervised learning with a GAN (Salimans et al. 2016, sec. 5): ``task=semi_supervised``.
+
+D is a classifier with K class logits l(x) and the fake class implicit (its logit fixed at 0), so
+D(x) = P(real | x) = Z / (Z + 1) with Z = sum_k exp(l_k(x)): D's logit is logsumexp(l(x)).
+:class:`ClassifierCritic` gives that logit as D's score, so the adversarial loss stays the
+``loss`` axis; with BCE it is openai/improved-gan's unsupervised loss
+
+    loss_unl = -0.5 E lse(l(x)) + 0.5 E softplus(lse(l(x))) + 0.5 E softplus(lse(l(G(z))))
+
+times two (BCE sums a real and a fake mean; softplus(s) - s = softplus(-s)). To that D adds
+``task.supervised_weight`` x the cross-entropy of its K logits on a batch of the labelled subset
+(``data.labels_per_class`` examples of each class). G's default loss is feature matching.
+
+The supervised-only baseline (``eval/ssl_baseline_accuracy``) is a copy of D at its
+initialization, trained in the same loop on the same labelled batches with cross-entropy alone
+and the same optimizer settings: the same network and labels without the unlabelled images
+and the generator.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ganexp.data import BatchSource
+
+BATCH = 500  # test images classified at once
+
+
+class ClassifierCritic(nn.Module):
+    """A discriminator as a K-class classifier: a linear layer of K logits on the features of
+    ``critic`` (what enters its own output layer); its score is logsumexp of the logits.
+    ``critic``'s own output layer is not used."""
+
+    def __init__(self, critic: nn.Module, num_classes: int) -> None:
+        super().__init__()
+        self.critic = critic
+        self.classes = nn.Linear(critic.feature_width, num_classes)
+        self.feature_width = critic.feature_width
+
+    def features(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        return self.critic.features(x)
+
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classes(self.critic.features(x))
+
+    def forward(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """D's logit of "real": logsumexp of the class logits (the fake logit is 0)."""
+        return torch.logsumexp(self.logits(x).float(), dim=1)
+
+
+class SemiSupervised:
+    """The task's part of a training step: D's supervised term, and the baseline's step."""
+
+    def __init__(
+        self,
+        labelled: BatchSource,
+        baseline: ClassifierCritic,
+        opt_baseline: torch.optim.Optimizer,
+        weight: float,
+    ) -> None:
+        self.labelled = labelled
+        self.baseline = baseline
+        self.opt_baseline = opt_baseline
+        self.weight = weight
+
+    def d_term(self, critic: ClassifierCritic) -> tuple[torch.Tensor, torch.Tensor]:
+        """(weighted cross-entropy of ``critic`` on the next labelled batch, the baseline's
+        unweighted cross-entropy on it after its own optimizer step on it)."""
+        x, y = self.labelled.next_batch()
+        supervised = F.cross_entropy(critic.logits(x).float(), y)
+        baseline = F.cross_entropy(self.baseline.logits(x).float(), y)
+        self.opt_baseline.zero_grad(set_to_none=True)
+        baseline.backward()
+        self.opt_baseline.step()
+        return self.weight * supervised, baseline.detach()
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "baseline": self.baseline.state_dict(),
+            "opt_baseline": self.opt_baseline.state_dict(),
+            "labelled": self.labelled.state_dict(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.baseline.load_state_dict(state["baseline"])
+        self.opt_baseline.load_state_dict(state["opt_baseline"])
+        self.labelled.load_state_dict(state["labelled"])
+
+
+@torch.no_grad()
+def accuracy(classifier: ClassifierCritic, images: torch.Tensor, labels: torch.Tensor) -> float:
+    """Fraction of ``images`` (float in [-1, 1]) whose arg-max class logit is the label; the
+    classifier is evaluated in eval mode (batch norm's running statistics) and put back."""
+    was_training = classifier.training
+    classifier.eval()
+    device = next(classifier.parameters()).device
+    right = 0
+    for start in range(0, len(images), BATCH):
+        x = images[start : start + BATCH].to(device)
+        predicted = classifier.logits(x).argmax(dim=1).cpu()
+        right += int((predicted == labels[start : start + BATCH]).sum())
+    classifier.train(was_training)
+    return right / len(images)
+
+
+class SemiSupervisedEvaluator:
+    """``ssl_accuracy`` (D's) and ``ssl_baseline_accuracy`` on the test split, headed by the
+    first, next to the image metrics of the generator (``images``, or none)."""
+
+    headline = "ssl_accuracy"
+    maximize = True
+
+    def __init__(
+        self,
+        critic: ClassifierCritic,
+        baseline: ClassifierCritic,
+        test: tuple[torch.Tensor, torch.Tensor, str],
+        images: Any | None,
+    ) -> None:
+        self.critic = critic
+        self.baseline = baseline
+        uint8, self.labels, self.split = test
+        self.images = uint8.float() / 127.5 - 1
+        self.image_metrics = images
+
+    def setup(self) -> dict[str, Any]:
+        record = self.image_metrics.setup() if self.image_metrics is not None else {}
+        reason = f"classification accuracy on the {self.split}"
+        return record | {
+            "features_reason": reason,
+            "ssl_split": self.split,
+            "headline": f"eval/{self.headline}",
+        }
+
+    def __call__(
+        self, generator: nn.Module, should_stop: Callable[[], bool] | None = None
+    ) -> dict[str, float]:
+        results = {}
+        if self.image_metrics is not None:
+            results = self.image_metrics(generator, should_stop)
+        return results | {
+            "ssl_accuracy": accuracy(self.critic, self.images, self.labels),
+            "ssl_baseline_accuracy": accuracy(self.baseline, self.images, self.labels),
+        }
+
+
+def baseline_of(critic: ClassifierCritic) -> ClassifierCritic:
+    """The supervised-only baseline: a copy of ``critic`` as initialized."""
+    return copy.deepcopy(critic)
