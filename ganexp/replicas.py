@@ -43,7 +43,7 @@ from ganexp.errors import ConfigError, Interrupted, RunFailed
 from ganexp.losses import GradientPenaltyLoss
 from ganexp.models.common import pack_of
 from ganexp.run import RunResult, Session
-from ganexp.train import Trainer
+from ganexp.train import STAT_KEYS, Trainer
 
 # a replica's global random streams: the CPU generator's state, and the current CUDA device's
 Stream = tuple[torch.Tensor, torch.Tensor | None]
@@ -260,9 +260,14 @@ class ReplicaGroup:
         G.share_grads()
         with torch.no_grad():
             zero = torch.zeros(self.replicas, device=first.device)
-            terms = [zero if penalties is None else penalties.detach(), zero, zero, zero]
-            reports = [vmap(loss.report)(real_out), vmap(loss.report)(fake_out)]
-            stats = torch.stack([d_losses.detach(), g_losses.detach(), *reports, *terms], dim=1)
+            kept = {
+                "loss/d": d_losses.detach(),
+                "loss/g": g_losses.detach(),
+                "d/real": vmap(loss.report)(real_out),
+                "d/fake": vmap(loss.report)(fake_out),
+                "loss/gp": zero if penalties is None else penalties.detach(),
+            }  # the other statistics are of options replicas refuse
+            stats = torch.stack([kept.get(key, zero) for key in STAT_KEYS], dim=1)
         for k, trainer in enumerate(self.trainers):
             if trainer.ema is not None:
                 trainer.ema.update_parameters(trainer.generator)
