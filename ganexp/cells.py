@@ -50,9 +50,15 @@ PAPER_COLUMNS = [
 MULTIRUN_CONFIG = "multirun.yaml"  # Hydra's composed config of the sweep, in the sweep dir
 
 
+# metrics summarized beside a headline: a semi-supervised run's baseline, and D's gain over it
+# on the same test images (its cell interval is the paired one over seeds)
+COMPANIONS = {"eval/ssl_accuracy": ("eval/ssl_baseline_accuracy", "eval/ssl_gain")}
+
+
 def maximize(key: str) -> bool:
-    """Whether a larger value of metric ``key`` is better (mode coverage and quality are)."""
-    return key.startswith(("eval/modes", "eval/high_quality"))
+    """Whether a larger value of metric ``key`` is better (mode coverage, quality and
+    accuracy are)."""
+    return key.startswith(("eval/modes", "eval/high_quality", "eval/ssl_"))
 
 
 def t_interval(values: Sequence[float]) -> tuple[float, float] | None:
@@ -455,7 +461,8 @@ def build_cells(
     """The cells of ``jobs`` over the swept ``axes``: the headline ``key``'s rows ranked best
     first, then, in the same cell order, the rows of the cells whose jobs have another headline
     (a sweep over data sets of different kinds: the swiss roll beside the Gaussian mixtures),
-    then the rows of every other metric ``paper`` mentions."""
+    then the rows of the headline's :data:`COMPANIONS` and of every other metric ``paper``
+    mentions."""
     cells = group_cells(jobs, axes)
     headline = _stats(cells, key)
     order = sorted(range(len(cells)), key=lambda i: _rank_key(headline[i], i))
@@ -465,7 +472,8 @@ def build_cells(
     for metric in dict.fromkeys(job.best.get("key") for job in jobs):
         if metric and metric != key:
             blocks.append([row for row in _stats(cells, metric) if row.n])
-    for metric in dict.fromkeys(row.metric for row in paper):
+    companions = [m for job in jobs for m in COMPANIONS.get(job.best.get("key"), ())]
+    for metric in dict.fromkeys([*companions, *(row.metric for row in paper)]):
         if metric != key:
             blocks.append(_stats(cells, metric))
     for block in blocks:

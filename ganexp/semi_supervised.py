@@ -110,8 +110,9 @@ def accuracy(classifier: ClassifierCritic, images: torch.Tensor, labels: torch.T
 
 
 class SemiSupervisedEvaluator:
-    """``ssl_accuracy`` (D's) and ``ssl_baseline_accuracy`` on the test split, headed by the
-    first, next to the image metrics of the generator (``images``, or none)."""
+    """``ssl_accuracy`` (D's) and ``ssl_baseline_accuracy`` on the test split, and
+    ``ssl_gain``, their difference; headed by the first, next to the image metrics of the
+    generator (``images``, or none)."""
 
     headline = "ssl_accuracy"
     maximize = True
@@ -144,9 +145,12 @@ class SemiSupervisedEvaluator:
         results = {}
         if self.image_metrics is not None:
             results = self.image_metrics(generator, should_stop)
+        ssl = accuracy(self.critic, self.images, self.labels)
+        baseline = accuracy(self.baseline, self.images, self.labels)
         return results | {
-            "ssl_accuracy": accuracy(self.critic, self.images, self.labels),
-            "ssl_baseline_accuracy": accuracy(self.baseline, self.images, self.labels),
+            "ssl_accuracy": ssl,
+            "ssl_baseline_accuracy": baseline,
+            "ssl_gain": ssl - baseline,
         }
 
 

@@ -185,6 +185,31 @@ def test_cells_rank_on_the_final_value_not_the_best_over_time() -> None:
     ]
 
 
+def test_a_semi_supervised_sweep_ranks_high_accuracy_first_beside_its_baseline_and_gain() -> None:
+    ssl, baseline, gain = "eval/ssl_accuracy", "eval/ssl_baseline_accuracy", "eval/ssl_gain"
+
+    def job(name: str, overrides: list[str], accuracy: float, alone: float) -> JobResult:
+        final = {ssl: accuracy, baseline: alone, gain: accuracy - alone}
+        best = {"key": ssl, "value": accuracy, "step": 1}
+        return JobResult(name, Path(name), "completed", None, overrides, 1, 1.0, final, best)
+
+    jobs = [
+        job("0", ["data.labels_per_class=10", "seed=0"], 0.60, 0.55),
+        job("1", ["data.labels_per_class=10", "seed=1"], 0.64, 0.56),
+        job("2", ["data.labels_per_class=50", "seed=0"], 0.80, 0.79),
+        job("3", ["data.labels_per_class=50", "seed=1"], 0.82, 0.80),
+    ]
+    table = build_cells(jobs, ssl, ["data.labels_per_class", "seed"])
+    rows = [(r.metric, r.cell.label) for r in table.rows]
+    assert rows == [
+        (metric, f"data.labels_per_class={n}") for metric in (ssl, baseline, gain) for n in (50, 10)
+    ]
+    gains = [r for r in table.rows if r.metric == gain]
+    assert [r.mean for r in gains] == pytest.approx([0.015, 0.065])
+    # the gain's interval is the paired one: t over the per-seed differences
+    assert gains[1].ci == pytest.approx(t_interval([0.05, 0.08]))
+
+
 def test_cells_of_another_headline_get_their_own_rows() -> None:
     """wgan_toy sweeps the swiss roll (headline eval/sliced_wasserstein) beside Gaussian
     mixtures (eval/modes_recovered): each cell is summarized on its own jobs' headline."""

@@ -156,6 +156,8 @@ def test_a_smoke_run_logs_both_accuracies_and_the_supervised_losses_to_wandb(
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     evals = [row for row in rows if "eval/ssl_accuracy" in row]
     assert len(evals) == 1 and 0 <= evals[0]["eval/ssl_baseline_accuracy"] <= 1
+    row = evals[0]
+    assert row["eval/ssl_gain"] == row["eval/ssl_accuracy"] - row["eval/ssl_baseline_accuracy"]
     logged = load_run(run_dir)
     history = [row for row in logged.history if "eval/ssl_accuracy" in row]
     assert history[0]["eval/ssl_accuracy"] == evals[0]["eval/ssl_accuracy"]
