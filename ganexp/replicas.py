@@ -352,30 +352,19 @@ def build_replicas(
         folder = replica_dir(run_dir, k)
         folder.mkdir(parents=True, exist_ok=True)
         (folder / "config.yaml").write_text(OmegaConf.to_yaml(plain))
-        session = setup(own, plain, folder, name=f"{name}/r{k}", group=group)
+        # replica k evaluates against replica 0's real side (extractor, reference, k-NN radii)
+        first = sessions[0].evaluate if sessions else None
+        shared = first.evaluate if first is not None else None
+        session = setup(own, plain, folder, name=f"{name}/r{k}", group=group, real_side=shared)
         if session.trainer.precision.dtype is not None:
             allowed = "replicas train in fp32: set device.precision=fp32"
             raise ConfigError("device.precision", cfg.device.precision, allowed)
-        if k:
-            _share_real_side(session, sessions[0])
         sessions.append(session)
         streams.append(get_stream())
     trainers = [session.trainer for session in sessions]
     first = trainers[0]
     stacked = vectorize((first.generator, first.discriminator), first.device)
     return sessions, ReplicaGroup(trainers, streams, stacked)
-
-
-def _share_real_side(session: Session, first: Session) -> None:
-    """Replica k evaluates against replica 0's feature extractor, real reference and real k-NN
-    radii (the same for every replica); its generated side is its own."""
-    from ganexp.metrics.evaluator import ImageEvaluator
-
-    if session.evaluate is None or first.evaluate is None:
-        return
-    own, shared = session.evaluate.evaluate, first.evaluate.evaluate
-    if isinstance(own, ImageEvaluator) and isinstance(shared, ImageEvaluator):
-        own.share_real_side(shared)
 
 
 def vectorize(networks: tuple[nn.Module, nn.Module], device: torch.device) -> bool:

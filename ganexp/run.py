@@ -80,16 +80,18 @@ def build_evaluator(
     spec: DataSpec,
     device: torch.device,
     classifiers: tuple[nn.Module, nn.Module] | None = None,
+    real_side: Evaluator | None = None,
 ) -> Evaluator | None:
     """The metrics of the eval hook for this data and task, or None when evaluation is off.
-    ``classifiers``: task=semi_supervised's D and baseline, whose accuracies join G's metrics."""
+    ``classifiers``: task=semi_supervised's D and baseline, whose accuracies join G's metrics.
+    ``real_side``: another run's image evaluator to share the real side with (replicas)."""
     if not cfg.metrics.enabled:
         return None
     from ganexp.metrics.evaluator import ImageEvaluator, ToyEvaluator  # torch-only until used
 
     if spec.kind == "points":
         return ToyEvaluator(cfg, device)
-    images = ImageEvaluator(cfg, spec, device)
+    images = ImageEvaluator(cfg, spec, device, real_side)
     if classifiers is None:
         return images
     from ganexp.metrics.train_classifier import eval_split
@@ -206,8 +208,10 @@ def setup(
     name: str,
     group: str | None,
     job_type: str = "train",
+    real_side: Evaluator | None = None,
 ) -> Session:
     """Build everything a run needs in ``run_dir``, continuing from a checkpoint if there is one.
+    ``real_side``: an evaluator whose real side this run's shares (:func:`build_evaluator`).
 
     With several processes (torchrun) each builds the same networks, trains through DDP on its
     part of every batch, and only rank 0 writes files, samples, evaluations and the W&B run.
@@ -291,7 +295,9 @@ def setup(
     checkpoint = Checkpoint(cfg.trainer.checkpoint_every, store, fixed, tracker, resolved)
     task = trainer.semi_supervised
     classifiers = (discriminator, task.baseline) if task is not None else None
-    evaluator = build_evaluator(cfg, spec, device, classifiers) if world.is_main else None
+    evaluator = None
+    if world.is_main:
+        evaluator = build_evaluator(cfg, spec, device, classifiers, real_side)
     evaluate = None
     if evaluator is not None:
         setup_record = evaluator.setup()

@@ -13,6 +13,7 @@ from test_sweeps import TINY, TOY, ganexp_cmd, read_csv
 from wandb_runfile import load_run
 
 from ganexp.errors import ConfigError
+from ganexp.metrics import evaluator
 from ganexp.replicas import build_replicas, train_replicas
 from ganexp.run import execute_sessions
 
@@ -112,13 +113,20 @@ def test_vectorized_dcgan_replicas_take_the_first_step_of_their_separate_runs(
 
 
 def test_replicas_share_the_real_side_of_evaluation_and_score_as_their_separate_runs(
-    tmp_path: Path,
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Replica 1 evaluates with replica 0's extractor, reference and real k-NN radii (loaded
     and computed once), against its own generated side: its metrics are its separate run's."""
     overrides = ("trainer.max_steps=2", "trainer.checkpoint_every=100")
     cfg, resolved = smoke_config(*overrides, "trainer.replicas=2")
+    loads = []
+    build_extractor = evaluator.build_extractor
+    monkeypatch.setattr(
+        evaluator, "build_extractor", lambda *a: loads.append(a) or build_extractor(*a)
+    )
     sessions, group = build_replicas(cfg, resolved, tmp_path / "replicas", name="r", group=None)
+    assert len(loads) == 1  # the extractor is loaded once, for both replicas
+    monkeypatch.undo()
     results = execute_sessions(sessions, group.train)
     first, second = (session.evaluate.evaluate for session in sessions)
     assert second.extractor is first.extractor

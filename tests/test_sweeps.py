@@ -37,6 +37,7 @@ SWEEP_PRESETS = {
     "pacgan_grid": 4,
     "pacgan_ring_short": 15,
     "pacgan_grid_short": 15,
+    "ssl_fashion_mnist": 5,
     "wgan_toy": 27,
     "wgan_toy_short": 27,
 }

@@ -102,14 +102,29 @@ class ImageEvaluator:
 
     maximize = False
 
-    def __init__(self, cfg: RunConfig, spec: DataSpec, device: torch.device) -> None:
+    def __init__(
+        self,
+        cfg: RunConfig,
+        spec: DataSpec,
+        device: torch.device,
+        real_side: ImageEvaluator | None = None,
+    ) -> None:
+        """``real_side``: an evaluator of the same data, extractor and N (replica 0's) whose
+        extractor, reference and real k-NN radii this one uses: replicas of one run load and
+        compute them once, and hold one copy."""
         self.cfg = cfg
         self.spec = spec
         self.n = cfg.metrics.num_samples
         self.device = device
-        self.extractor = build_extractor(
-            cfg.metrics.features, cfg.data.name, device, cfg.data, cfg.metrics.inception_weights
-        ).to(device)
+        self._real_side = real_side
+        if real_side is not None:
+            self.extractor = real_side.extractor
+        else:  # its layers' initialization draws nothing from the run's random stream
+            features, weights = cfg.metrics.features, cfg.metrics.inception_weights
+            cuda = [device] if device.type == "cuda" else []
+            with torch.random.fork_rng(devices=cuda):
+                extractor = build_extractor(features, cfg.data.name, device, cfg.data, weights)
+            self.extractor = extractor.to(device)
         name = self.extractor.name
         self.suffix = name
         self.headline = "fid" if name == "inception" else f"fd_{name}"
@@ -118,16 +133,9 @@ class ImageEvaluator:
         self.noise = torch.randn(self.n, cfg.trainer.z_dim, generator=generator)
         self.labels = torch.arange(self.n) % spec.num_classes if cfg.conditional else None
         self._reference: Reference | None = None
-        self._real_side: ImageEvaluator | None = None
         self._fd: FrechetDistance | None = None
         self._manifold: ManifoldMetrics | None = None
         self._should_stop: Callable[[], bool] = lambda: False
-
-    def share_real_side(self, other: ImageEvaluator) -> None:
-        """Evaluate with ``other``'s extractor, reference and real k-NN radii: replicas of one
-        run (the same data, extractor and N) load and compute them once, and hold one copy."""
-        self.extractor = other.extractor
-        self._real_side = other
 
     def setup(self) -> dict[str, Any]:
         """What the run config records about evaluation."""
