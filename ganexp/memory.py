@@ -176,6 +176,9 @@ def estimate(
     buffers = _buffer_bytes(generator) + _buffer_bytes(discriminator)
     ema = g_params + _buffer_bytes(generator) if cfg.trainer.ema_decay else 0  # G's EMA copy
     historical = params if cfg.loss.historical_weight else 0  # each player's mean parameters
+    # task=semi_supervised: the supervised-only baseline, a copy of D trained alongside it
+    baseline = d_params if cfg.task.name == "semi_supervised" else 0
+    baseline_buffers = _buffer_bytes(discriminator) if baseline else 0
     # with several critic steps, each step starts with a copy of what it may have to put back:
     # D, its optimizer state and G's buffers (ganexp.train.Trainer.rewind_step)
     rewind = 0
@@ -202,9 +205,9 @@ def estimate(
     network_key = "generator.width" if g_params >= d_params else "discriminator.width"
     k = cfg.trainer.replicas
     return Estimate(
-        weights=k * (params + buffers + ema + historical),
-        gradients=k * params,
-        optimizer=k * copies * params,
+        weights=k * (params + buffers + ema + historical + baseline + baseline_buffers),
+        gradients=k * (params + baseline),
+        optimizer=k * copies * (params + baseline),
         rewind=k * rewind,
         step=(k if stacked else 1) * step,
         data=k * data,

@@ -36,7 +36,7 @@ from ganexp.hooks import (
     SampleGrid,
 )
 from ganexp.losses import HistoricalAverage, R1Penalty, build_loss
-from ganexp.semi_supervised import SemiSupervised, SemiSupervisedEvaluator, baseline_of
+from ganexp.semi_supervised import SemiSupervised, SemiSupervisedEvaluator
 from ganexp.tracking import NullTracker, Tracker
 from ganexp.train import Precision, ProgressBar, Trainer, generator_ema
 
@@ -106,7 +106,7 @@ def _semi_supervised(
     if cfg.task.name != "semi_supervised":
         return None
     labelled = build_labelled(cfg.data, cfg.trainer.batch_size, device, cfg.seed + 1, world)
-    baseline = baseline_of(discriminator)
+    baseline = copy.deepcopy(discriminator)  # D as initialized
     optimizer = build_optimizer(cfg.optim, baseline.parameters(), cfg.optim.lr_d)
     return SemiSupervised(labelled, baseline, optimizer, cfg.task.supervised_weight)
 

@@ -19,7 +19,6 @@ and the generator.
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Callable
 from typing import Any
 
@@ -152,8 +151,3 @@ class SemiSupervisedEvaluator:
             "ssl_baseline_accuracy": baseline,
             "ssl_gain": ssl - baseline,
         }
-
-
-def baseline_of(critic: ClassifierCritic) -> ClassifierCritic:
-    """The supervised-only baseline: a copy of ``critic`` as initialized."""
-    return copy.deepcopy(critic)

@@ -23,6 +23,9 @@ _LOCATE = {
     "image_folder": folder.locate,
 }
 _DECODE_BATCH = 256
+_NEEDS_LABELS = (
+    "needs a data set with at least 2 classes; data.name={} has none (or data.num_classes=0)"
+)
 
 
 def data_spec(cfg: DataConfig) -> DataSpec:
@@ -85,7 +88,7 @@ def build_labelled(
 def labelled_subset(cfg: DataConfig) -> tuple[Found, Dataset, torch.Tensor, DataSpec]:
     """The labelled examples of ``task=semi_supervised``: ``data.labels_per_class`` of each
     class (null: all), among the training examples data.limit keeps, picked with
-    ``data.labels_seed``. Reads the labels alone (no image is decoded). Returns the found
+    ``data.labels_seed``. Reads the labels alone (no image file is decoded). Returns the found
     files, the loaded data set, the sorted indices into it, and the spec."""
     if cfg.name in TOY_MODES:
         raise ConfigError("task.name", "semi_supervised", _NEEDS_LABELS.format(cfg.name))
@@ -115,11 +118,6 @@ def labelled_subset(cfg: DataConfig) -> tuple[Found, Dataset, torch.Tensor, Data
             members[torch.randperm(len(members), generator=generator)][: cfg.labels_per_class]
         )
     return found, dataset, kept[torch.cat(picked).sort().values], spec
-
-
-_NEEDS_LABELS = (
-    "needs a data set with at least 2 classes; data.name={} has none (or data.num_classes=0)"
-)
 
 
 def _locate(cfg: DataConfig) -> Found:
