@@ -72,29 +72,27 @@ def test_a_training_steps_losses_are_salimans_formula_on_its_batches(tmp_path: P
     assert stats["loss/supervised"] == pytest.approx(2 * float(loss_lab), rel=1e-5)
 
 
+class Flat(torch.nn.Module):
+    """A critic whose features are its input's pixels."""
+
+    def __init__(self, width: int) -> None:
+        super().__init__()
+        self.feature_width = width
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return x.flatten(1)
+
+
 def test_ds_score_is_the_logsumexp_of_its_class_logits() -> None:
     """D(x) = Z / (Z + 1): sigmoid of the score is that probability of "real"."""
-
-    class Flat(torch.nn.Module):
-        feature_width = 4
-
-        def features(self, x: torch.Tensor) -> torch.Tensor:
-            return x.flatten(1)
-
-    critic = ClassifierCritic(Flat(), num_classes=3)
+    critic = ClassifierCritic(Flat(4), num_classes=3)
     x = torch.randn(5, 1, 2, 2)
     z = critic.logits(x).exp().sum(1)
     assert torch.allclose(torch.sigmoid(critic(x)), z / (z + 1), atol=1e-6)
 
 
 def test_accuracy_counts_the_arg_max_class() -> None:
-    class Flat(torch.nn.Module):
-        feature_width = 3
-
-        def features(self, x: torch.Tensor) -> torch.Tensor:
-            return x.flatten(1)
-
-    critic = ClassifierCritic(Flat(), num_classes=3)
+    critic = ClassifierCritic(Flat(3), num_classes=3)
     with torch.no_grad():
         critic.classes.weight.copy_(torch.eye(3))
         critic.classes.bias.zero_()
