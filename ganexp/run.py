@@ -66,6 +66,8 @@ def run_tags(cfg: RunConfig) -> list[str]:
     ]
     if cfg.conditional:
         tags.append("cgan")
+    if cfg.task.name != "generation":
+        tags.append(f"task={cfg.task.name}")
     return tags + list(cfg.logger.tags)
 
 

@@ -162,6 +162,7 @@ def test_a_smoke_run_logs_both_accuracies_and_the_supervised_losses_to_wandb(
     assert history[0]["eval/ssl_accuracy"] == evals[0]["eval/ssl_accuracy"]
     assert any("loss/supervised" in row and "loss/baseline" in row for row in logged.history)
     assert logged.config["eval"]["ssl_split"] == "test split (10000 images)"
+    assert "task=semi_supervised" in logged.run.tags
 
 
 def test_ganexp_eval_of_the_checkpoint_gives_the_runs_last_accuracies(tmp_path: Path) -> None:
