@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ganexp.data import BatchSource
+from ganexp.data.images import to_signed_unit
 
 BATCH = 500  # test images classified at once
 
@@ -126,7 +127,7 @@ class SemiSupervisedEvaluator:
         self.critic = critic
         self.baseline = baseline
         uint8, self.labels, self.split = test
-        self.images = uint8.float() / 127.5 - 1
+        self.images = to_signed_unit(uint8)
         self.image_metrics = images
 
     def setup(self) -> dict[str, Any]:
