@@ -1,0 +1,112 @@
+"""Image pairs and unpaired domains for image-to-image translation (Pix2Pix, CycleGAN).
+
+Three sources of uint8 ``(N, C, H, W)`` images, each read once:
+
+- :func:`fashion_edges`: Fashion-MNIST garments (B) and their edge maps (A), the edges the
+  Sobel gradient magnitude of each garment (``scipy.ndimage.sobel``), scaled to its own maximum,
+  computed once per split and cached under ``data.cache_dir``;
+- :func:`read_pix2pix_folder`: the pix2pix format, each file one pair side by side (A | B, the
+  left half A), in ``ROOT/train/`` and ``ROOT/test/`` (or ``val/``);
+- :func:`read_cyclegan_folders`: the CycleGAN format, ``ROOT/trainA/`` and ``ROOT/trainB/``
+  (and ``testA/``, ``testB/``), any number of images in each, unpaired.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+from scipy import ndimage
+from torchvision.datasets.folder import IMG_EXTENSIONS
+from torchvision.transforms.v2 import functional as F
+
+from ganexp.data.folder import load_image
+from ganexp.errors import ConfigError
+
+_MODES = {1: "L", 3: "RGB"}
+
+
+def sobel_edges(images: torch.Tensor) -> torch.Tensor:
+    """uint8 ``(N, 1, H, W)`` images to uint8 edge maps: the Sobel gradient magnitude of each,
+    scaled so its strongest edge is 255 (an image without edges stays 0)."""
+    pixels = images[:, 0].numpy().astype(np.float32)
+    # scipy's Sobel kernels, as (1, 3, 3) so that no image's edges mix with its neighbours'
+    # (ndimage.sobel smooths along every other axis, the batch too)
+    across = np.outer([1.0, 2.0, 1.0], [-1.0, 0.0, 1.0])[None]
+    dx = ndimage.correlate(pixels, across, mode="reflect")
+    dy = ndimage.correlate(pixels, across.transpose(0, 2, 1), mode="reflect")
+    magnitude = np.hypot(dx, dy)
+    peak = magnitude.reshape(len(pixels), -1).max(axis=1)[:, None, None]
+    scaled = np.divide(magnitude, peak, out=np.zeros_like(magnitude), where=peak > 0)
+    return torch.from_numpy(np.rint(scaled * 255).astype(np.uint8))[:, None]
+
+
+def cached_edges(images: torch.Tensor, cache_dir: str, name: str) -> torch.Tensor:
+    """:func:`sobel_edges` of ``images``, computed once: kept in ``cache_dir/edges/`` under
+    ``name`` and the images' own digest, so other images never read stale edges."""
+    digest = hashlib.sha256(images.numpy().tobytes()).hexdigest()[:16]
+    path = Path(os.path.expanduser(cache_dir)) / "edges" / f"{name}-{digest}.pt"
+    if path.is_file():
+        return torch.load(path, weights_only=True)
+    edges = sobel_edges(images)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_suffix(f".{os.getpid()}.tmp")
+    torch.save(edges, partial)
+    partial.replace(path)  # atomic: a reader never sees half a file
+    return edges
+
+
+def _image_files(folder: Path) -> list[Path]:
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMG_EXTENSIONS)
+
+
+def _read(paths: list[Path], channels: int) -> list[torch.Tensor]:
+    return [F.pil_to_tensor(load_image(str(p), _MODES[channels])) for p in paths]
+
+
+def read_pix2pix_folder(root: str, split: str, channels: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(A, B) uint8 images of ``ROOT/split/``, each file A | B side by side. A file whose width
+    is not twice its height holds no pair; it is refused naming the file."""
+    folder = Path(os.path.expanduser(root)) / split
+    paths = _image_files(folder)
+    if not paths:
+        layout = "pix2pix pairs: images of A | B side by side (width = 2 x height)"
+        raise ConfigError("data.root", root, f"{folder} holds no images; expected {layout}")
+    inputs, targets = [], []
+    for path, image in zip(paths, _read(paths, channels), strict=True):
+        height, width = image.shape[-2:]
+        if width != 2 * height:
+            pair = f"a pair is A | B, {2 * height}x{height}"
+            allowed = f"not a pair: {path.name} is {width}x{height}, {pair}"
+            raise ConfigError("data.root", root, allowed)
+        inputs.append(image[..., :height])
+        targets.append(image[..., height:])
+    sizes = {tuple(t.shape) for t in targets}
+    if len(sizes) > 1:
+        raise ConfigError(
+            "data.root", root, f"pairs of different sizes in {folder}: {sorted(sizes)}"
+        )
+    return torch.stack(inputs), torch.stack(targets)
+
+
+def read_cyclegan_folders(
+    root: str, split: str, channels: int, size: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The images of ``ROOT/{split}A/`` and ``ROOT/{split}B/``, each fitted to ``size``; the
+    two domains may hold different numbers of images, but neither may be empty."""
+    from ganexp.data.images import fit
+
+    domains = []
+    for side in ("A", "B"):
+        folder = Path(os.path.expanduser(root)) / f"{split}{side}"
+        paths = _image_files(folder)
+        if not paths:
+            allowed = f"domain {side} has no images: {folder} is missing or empty"
+            raise ConfigError("data.root", root, allowed)
+        domains.append(torch.stack([fit(image, size) for image in _read(paths, channels)]))
+    return domains[0], domains[1]
