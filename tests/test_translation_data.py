@@ -83,3 +83,18 @@ def test_cyclegan_folders_hold_two_unpaired_domains_of_any_sizes(tmp_path: Path)
     (tmp_path / "trainB" / "b1.jpg").unlink()
     with pytest.raises(ConfigError, match="domain B has no images"):
         read_cyclegan_folders(str(tmp_path), "train", channels=3, size=8)
+
+
+def test_a_paired_source_keeps_each_input_with_its_target_and_resumes_exactly() -> None:
+    from ganexp.data.translation import PairedSource
+
+    targets = torch.arange(10, dtype=torch.uint8).view(10, 1, 1, 1).expand(10, 1, 2, 2) * 20
+    inputs = 255 - targets  # input k is the negative of target k
+    source = PairedSource(inputs.contiguous(), targets.contiguous(), batch_size=4, seed=0)
+    for _ in range(3):  # across an epoch's end
+        target, condition = source.next_batch()
+        assert torch.allclose(condition, -target)
+    saved = source.state_dict()
+    after = source.next_batch()
+    source.load_state_dict(saved)
+    assert all(torch.equal(a, b) for a, b in zip(after, source.next_batch(), strict=True))

@@ -110,3 +110,32 @@ def read_cyclegan_folders(
             raise ConfigError("data.root", root, allowed)
         domains.append(torch.stack([fit(image, size) for image in _read(paths, channels)]))
     return domains[0], domains[1]
+
+
+class PairedSource:
+    """Batches of aligned pairs: (target B in [-1, 1], input A in [-1, 1]), A passed where a
+    cGAN passes its labels (G(z, A), D(x, A)). uint8 ``(N, C, H, W)`` pairs on the device, drawn
+    by index from an :class:`~ganexp.data.sampling.IndexStream` (exact resume)."""
+
+    def __init__(
+        self, inputs: torch.Tensor, targets: torch.Tensor, batch_size: int, seed: int
+    ) -> None:
+        from ganexp.data.sampling import IndexStream
+
+        if len(inputs) != len(targets):
+            raise ValueError(f"{len(inputs)} inputs for {len(targets)} targets")
+        self._inputs, self._targets = inputs, targets
+        generator = torch.Generator(device=inputs.device).manual_seed(seed)
+        self._stream = IndexStream(len(inputs), batch_size, generator)
+
+    def next_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
+        from ganexp.data.images import to_signed_unit
+
+        index = self._stream.next_indices()
+        return to_signed_unit(self._targets[index]), to_signed_unit(self._inputs[index])
+
+    def state_dict(self) -> dict:
+        return self._stream.state_dict()
+
+    def load_state_dict(self, state: dict) -> None:
+        self._stream.load_state_dict(state)
