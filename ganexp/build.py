@@ -35,6 +35,7 @@ from ganexp.models.dcgan import DCGANDiscriminator, DCGANGenerator
 from ganexp.models.mlp import MLPDiscriminator, MLPGenerator
 from ganexp.models.norms import WithReferenceBatch, apply_weight_norm
 from ganexp.models.resnet import ResNetDiscriminator, ResNetGenerator
+from ganexp.models.translation import PatchDiscriminator, UNetGenerator
 from ganexp.parts import Contract, build_part, settings
 from ganexp.semi_supervised import ClassifierCritic
 
@@ -118,6 +119,9 @@ def build_generator(cfg: RunConfig, spec: DataSpec) -> nn.Module:
         model = _users_network(cfg, "generator", norm=norm.layer, **context)
     elif net.arch in _CONV:
         model = _CONV[net.arch][0](*args, activation=act, conditioning=net.conditioning)
+    elif net.arch == Arch.unet:  # translates the input image, which comes as the labels
+        channels, size = spec.shape[0], spec.shape[1]
+        model = UNetGenerator(spec.condition_channels, channels, size, net.width, norm)
     else:
         tanh = spec.kind == "image"  # images live in [-1, 1]; toy points do not
         model = MLPGenerator(*args, tanh=tanh, activation=act)
@@ -144,6 +148,9 @@ def build_discriminator(cfg: RunConfig, spec: DataSpec) -> nn.Module:
         _check_features(cfg, model)
     elif net.arch in _CONV:
         model = _CONV[net.arch][1](*args, activation=act, conditioning=net.conditioning)
+    elif net.arch == Arch.patch:  # judges the image beside the input image (the labels)
+        channels, size = spec.shape[0], spec.shape[1]
+        model = PatchDiscriminator(channels, spec.condition_channels, size, net.width, norm)
     else:
         model = MLPDiscriminator(*args, activation=act)
     if net.batch_view != "none":  # a statistic of the batch (of packs) next to D's features
@@ -212,6 +219,8 @@ def _check_users_outputs(
     must give what the loop needs: G a batch of samples, D one score per sample (per pack)."""
     n = cfg.trainer.batch_size
     labels = torch.zeros(n, dtype=torch.long) if _num_classes(cfg, spec) else None
+    if spec.condition_channels:  # paired translation: the input images
+        labels = torch.empty(n, spec.condition_channels, *spec.shape[1:])
     checks = (
         ("generator", generator, torch.empty(n, cfg.trainer.z_dim), (n, *spec.shape)),
         (
@@ -231,9 +240,9 @@ def _check_users_outputs(
             reason = str(ex).splitlines()[0] if str(ex) else type(ex).__name__
             raise ConfigError(f"{network}._target_", target, f"forward failed: {reason}") from None
         got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
-        scores = (
-            network == "discriminator" and isinstance(out, torch.Tensor) and out.numel() == want[0]
-        )
+        # D: one score per input, or (paired translation) one per patch of each input
+        per_input = out.numel() == want[0] or spec.condition_channels > 0
+        scores = network == "discriminator" and isinstance(out, torch.Tensor) and per_input
         if got != want and not (scores and got[0] == want[0]):
             shape = "one score per input" if network == "discriminator" else "a batch of samples"
             allowed = f"forward gives {got} for a batch of {n}; must give {shape}, {want}"

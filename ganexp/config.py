@@ -50,6 +50,8 @@ class Arch(StrEnum):
     mlp = "mlp"
     dcgan = "dcgan"
     resnet = "resnet"  # SNGAN's / WGAN-GP's CIFAR ResNets
+    unet = "unet"  # generator, task=paired_translation: Pix2Pix's U-Net (ganexp.models.translation)
+    patch = "patch"  # discriminator, task=paired_translation: PatchGAN, one logit per patch
 
 
 class Activation(StrEnum):
@@ -242,11 +244,13 @@ class DeviceConfig:
 
 @dataclass
 class TaskConfig:
-    """What the run learns: ``generation`` (unconditional, or a cGAN with conditional=true) or
-    ``semi_supervised`` (D a classifier of the data's classes, Salimans et al. 2016)."""
+    """What the run learns: ``generation`` (unconditional, or a cGAN with conditional=true),
+    ``semi_supervised`` (D a classifier of the data's classes, Salimans et al. 2016) or
+    ``paired_translation`` (G translates input images to targets, Pix2Pix, Isola et al. 2017)."""
 
     name: str = "generation"
     supervised_weight: float = 2.0  # semi_supervised: D's cross-entropy on labelled batches
+    l1_weight: float = 100.0  # paired_translation: lambda of G's L1 term |G(a) - b|
 
 
 @dataclass
@@ -289,7 +293,17 @@ def register_schema() -> None:
     OmegaConf.register_new_resolver("mul", lambda a, b: a * b, replace=True)
 
 
-DATASETS = ("fashion_mnist", "mnist", "cifar10", "image_folder", "ring8", "grid25", "swissroll")
+PAIRED_DATASETS = ("fashion_edges", "pix2pix_folder")  # task=paired_translation's (A, B) pairs
+DATASETS = (
+    "fashion_mnist",
+    "mnist",
+    "cifar10",
+    "image_folder",
+    "ring8",
+    "grid25",
+    "swissroll",
+    *PAIRED_DATASETS,
+)
 GENERATOR_LOSSES = ("non_saturating", "minimax", "feature_matching")
 AUGMENTS = ("none", "diffaug")
 BATCH_VIEWS = ("none", "minibatch_discrimination", "minibatch_stddev")
@@ -298,7 +312,7 @@ LOGGERS = ("wandb", "none")
 FEATURES = ("auto", "inception", "classifier")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 OPTIMIZER_IMPLEMENTATIONS = ("auto", "foreach", "fused", "for_loop")
-TASKS = ("generation", "semi_supervised")
+TASKS = ("generation", "semi_supervised", "paired_translation")
 SEED_MAX = 2**32 - 1  # numpy's seed range (seed_everything seeds numpy too)
 INT_MAX = 2**63 - 1  # torch takes sizes and seeds as int64
 
@@ -496,6 +510,7 @@ def _task(cfg: DictConfig) -> None:
         cfg.data.labels_seed,
         "must be in [0, 2**32 - 1]",
     )
+    _paired_translation(cfg)
     if not ssl:
         return
     d_is_classifier = "task=semi_supervised makes D a classifier of single samples"
@@ -506,6 +521,46 @@ def _task(cfg: DictConfig) -> None:
     }
     for key, taken in refused.items():
         _require(not taken, key, OmegaConf.select(cfg, key), f"{d_is_classifier}; leave it unset")
+
+
+def _paired_translation(cfg: DictConfig) -> None:
+    """task=paired_translation and what it needs: pairs, a translating G and a patch D, and
+    nothing that treats the condition as class labels or judges batches."""
+    paired, name = cfg.task.name == "paired_translation", cfg.data.name
+    weight = cfg.task.l1_weight
+    _require(weight >= 0, "task.l1_weight", weight, "must be >= 0")
+    if name in PAIRED_DATASETS:
+        _require(paired, "data.name", name, "holds image pairs: needs task=paired_translation")
+    own = {"generator": Arch.unet, "discriminator": Arch.patch}
+    for net, arch in own.items():
+        if cfg[net].get("_target_") is not None:
+            continue
+        if paired:
+            translates = f"task=paired_translation needs {net}.arch={arch.value} (or a _target_)"
+            _require(cfg[net].arch == arch, f"{net}.arch", cfg[net].arch, translates)
+        else:
+            other = f"is for task=paired_translation; task={cfg.task.name} takes dcgan, resnet, mlp"
+            _require(cfg[net].arch not in own.values(), f"{net}.arch", cfg[net].arch, other)
+    if not paired:
+        return
+    _require(
+        name in PAIRED_DATASETS, "data.name", name, f"pairs needed: {', '.join(PAIRED_DATASETS)}"
+    )
+    features = cfg.metrics.features
+    if name == "pix2pix_folder" and features == "classifier":
+        no_classes = "a folder of pairs has no classes to train a classifier on: auto, inception"
+        _require(False, "metrics.features", features, no_classes)
+    condition = "task=paired_translation conditions on the input image; leave it unset"
+    refused = {
+        "conditional": cfg.conditional,
+        "discriminator.pack": cfg.discriminator.pack != 1,
+        "discriminator.batch_view": cfg.discriminator.batch_view != "none",
+        "loss.generator_loss": cfg.loss.generator_loss == "feature_matching",
+        "data.augment": cfg.data.augment != "none",
+        "norm.generator": cfg.norm.generator == Norm.virtual_batch,
+    }
+    for key, taken in refused.items():
+        _require(not taken, key, OmegaConf.select(cfg, key), condition)
 
 
 def _replicas(cfg: DictConfig) -> None:

@@ -63,11 +63,23 @@ class LogScalars(Hook):
 
 
 class FixedInputs:
-    """The noise (and labels, one row per class for a cGAN) behind every sample grid of a run."""
+    """The noise (and labels, one row per class for a cGAN) behind every sample grid of a run;
+    for paired translation, held-out input images (as the labels) and their targets."""
 
-    def __init__(self, trainer: Trainer, count: int) -> None:
+    def __init__(
+        self,
+        trainer: Trainer,
+        count: int,
+        pairs: tuple[torch.Tensor, torch.Tensor] | None = None,
+    ) -> None:
+        """``pairs``: (inputs, targets) in [-1, 1], of which the first ``count`` are shown."""
         classes = trainer.spec.num_classes if trainer.conditional else 0
-        if classes:
+        self.targets: torch.Tensor | None = None
+        if pairs is not None:
+            inputs, targets = (images[:count].to(trainer.device) for images in pairs)
+            self.labels, self.targets = inputs, targets
+            self.nrow = max(1, math.isqrt(len(inputs)) // 2)  # each cell is input|output|target
+        elif classes:
             per_class = max(1, count // classes)
             self.nrow = per_class
             self.labels = torch.arange(classes, device=trainer.device).repeat_interleave(per_class)
@@ -78,15 +90,32 @@ class FixedInputs:
         generator = torch.Generator(device="cpu").manual_seed(0x5EED)
         self.noise = torch.randn(n, trainer.z_dim, generator=generator).to(trainer.device)
 
+    def samples(self, G: nn.Module) -> torch.Tensor:
+        """G's samples of the fixed inputs; for paired translation each is input | output |
+        target side by side."""
+        samples = generate(G, self.noise, self.labels)
+        if self.targets is None:
+            return samples
+        return torch.cat([self.labels, samples, self.targets], dim=-1)
+
+    @property
+    def classes(self) -> torch.Tensor | None:
+        """The class of each sample (a cGAN's), or None."""
+        return self.labels if self.targets is None else None
+
     def state_dict(self) -> dict[str, Any]:
-        return {
-            "noise": self.noise.cpu(),
-            "labels": None if self.labels is None else self.labels.cpu(),
-        }
+        def cpu(t: torch.Tensor | None) -> torch.Tensor | None:
+            return None if t is None else t.cpu()
+
+        return {"noise": self.noise.cpu(), "labels": cpu(self.labels), "targets": cpu(self.targets)}
 
     def load_state_dict(self, state: dict[str, Any], device: torch.device) -> None:
+        def to(t: torch.Tensor | None) -> torch.Tensor | None:
+            return None if t is None else t.to(device)
+
         self.noise = state["noise"].to(device)
-        self.labels = None if state["labels"] is None else state["labels"].to(device)
+        self.labels = to(state["labels"])
+        self.targets = to(state.get("targets"))
 
 
 @torch.no_grad()
@@ -118,7 +147,7 @@ class SampleGrid(Hook):
     def after_step(self, trainer: Trainer) -> None:
         if not self.due(trainer):
             return
-        samples = generate(trainer.sampler, self.fixed.noise, self.fixed.labels)
+        samples = self.fixed.samples(trainer.sampler)
         if trainer.spec.kind == "points":
             self.tracker.log_points(trainer.step, samples, self.centers)
         else:
@@ -208,8 +237,8 @@ class Evaluate(Hook):
         self.tracker.log(trainer.step, self.latest)
         if self.fixed is not None and trainer.spec.kind == "image" and self.tracker.wandb_on:
             fixed = self.fixed
-            samples = generate(trainer.sampler, fixed.noise, fixed.labels)
-            self.tracker.log_sample_table(trainer.step, samples, fixed.labels, self.class_names)
+            samples = fixed.samples(trainer.sampler)
+            self.tracker.log_sample_table(trainer.step, samples, fixed.classes, self.class_names)
         key = f"eval/{self.evaluate.headline}"
         value = self.latest.get(key)
         if value is not None and self._improves(value):

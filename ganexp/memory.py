@@ -131,6 +131,8 @@ def activations(
             z = torch.empty(n, cfg.trainer.z_dim)
             x = torch.empty(n, *spec.shape)
             labels = torch.zeros(n, dtype=torch.long) if labelled else None
+            if spec.condition_channels:  # paired translation: the input images
+                labels = torch.empty(n, spec.condition_channels, *spec.shape[1:])
             measured["g"].append(_output_bytes(generator, z, labels))
             measured["d"].append(_output_bytes(discriminator, x, labels))
     lines = []
@@ -188,7 +190,8 @@ def estimate(
 
     data = 0
     if spec.size is not None and tensor_data:
-        data = spec.size * spec.shape[0] * spec.shape[1] * spec.shape[2]
+        channels = spec.shape[0] + spec.condition_channels  # paired translation: A beside B
+        data = spec.size * channels * spec.shape[1] * spec.shape[2]
 
     evaluation = 0
     if cfg.metrics.enabled:

@@ -93,6 +93,10 @@ def build_evaluator(
 
     if spec.kind == "points":
         return ToyEvaluator(cfg, device)
+    if cfg.task.name == "paired_translation":
+        from ganexp.metrics.translation import build_paired_evaluator
+
+        return build_paired_evaluator(cfg, device)
     images = ImageEvaluator(cfg, spec, device, real_side)
     if classifiers is None:
         return images
@@ -111,6 +115,16 @@ def _semi_supervised(
     baseline = copy.deepcopy(discriminator)  # D as initialized
     optimizer = build_optimizer(cfg.optim, baseline.parameters(), cfg.optim.lr_d)
     return SemiSupervised(labelled, baseline, optimizer, cfg.task.supervised_weight)
+
+
+def _held_out_images(cfg: RunConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """task=paired_translation: the held-out (inputs, targets) of the sample grids, in [-1, 1]."""
+    from ganexp.data.images import to_signed_unit
+    from ganexp.data.translation import held_out_pairs
+
+    inputs, targets, _ = held_out_pairs(cfg.data)
+    count = cfg.trainer.num_samples
+    return to_signed_unit(inputs[:count]), to_signed_unit(targets[:count])
 
 
 @dataclass
@@ -227,6 +241,7 @@ def setup(
         _say(world, f"ganexp: warning: {message}")
     configure_backends(cfg, device)
 
+    paired = cfg.task.name == "paired_translation"
     resumed = load_resume(resume_source(cfg.resume, run_dir))
     seed_everything(cfg.seed)
     spec = data_spec(cfg.data)
@@ -253,7 +268,7 @@ def setup(
         batch_size=cfg.trainer.batch_size,
         n_critic=cfg.trainer.n_critic,
         z_dim=cfg.trainer.z_dim,
-        conditional=cfg.conditional,
+        conditional=cfg.conditional or paired,  # translation: the input image is the condition
         precision=Precision(device, resolve_precision(cfg.device.precision, device)),
         channels_last=channels_last,
         skip_nonfinite=cfg.trainer.skip_nonfinite,
@@ -262,12 +277,13 @@ def setup(
         historical=_historical(generator, discriminator, cfg.loss.historical_weight),
         feature_matching=cfg.loss.generator_loss == "feature_matching",
         semi_supervised=_semi_supervised(cfg, discriminator, device, world),
+        l1_weight=cfg.task.l1_weight if paired else 0.0,
         world=world,
     )
     if world.distributed:
         trainer.distribute(world.parallel)
     plotted = cfg.trainer.num_samples if spec.kind == "image" else 16 * cfg.trainer.num_samples
-    fixed = FixedInputs(trainer, plotted)
+    fixed = FixedInputs(trainer, plotted, _held_out_images(cfg) if paired else None)
     state, resumed_from = resumed if resumed else (None, None)
     own = None
     if state is not None:

@@ -35,6 +35,7 @@ STAT_KEYS = (
     "loss/hist_g",
     "loss/supervised",
     "loss/baseline",
+    "loss/l1",
 )
 
 
@@ -99,6 +100,7 @@ class Trainer:
     ema: AveragedModel | None = None  # trainer.ema_decay > 0: the EMA of G, updated each step
     feature_matching: bool = False  # loss.generator_loss=feature_matching: G matches D's features
     semi_supervised: SemiSupervised | None = None  # task=semi_supervised: D's supervised term
+    l1_weight: float = 0.0  # task=paired_translation: G's term l1_weight * |G(z, a) - b|
     hooks: list[Hook] = field(default_factory=list)
     world: World = field(default_factory=World)
     step: int = 0
@@ -134,11 +136,6 @@ class Trainer:
     # -- sampling -------------------------------------------------------------------------------
     def noise(self, n: int) -> torch.Tensor:
         return torch.randn(n, self.z_dim, device=self.device)
-
-    def random_labels(self, n: int) -> torch.Tensor | None:
-        if not self.conditional:
-            return None
-        return torch.randint(self.spec.num_classes, (n,), device=self.device)
 
     # -- one step -------------------------------------------------------------------------------
     def stop_requested(self) -> bool:
@@ -208,7 +205,10 @@ class Trainer:
             else:
                 g_loss = loss.g_loss(D(fake, fake_labels).float())
         hist_g = self.historical[0](self.generator) if self.historical else None
-        g_total = g_loss if hist_g is None else g_loss + hist_g
+        l1 = self.l1_weight * (fake.float() - real).abs().mean() if self.l1_weight else None
+        g_total = g_loss
+        for term in (hist_g, l1):
+            g_total = g_total if term is None else g_total + term
         self.opt_g.zero_grad(set_to_none=True)
         amp.scaler_g.scale(g_total).backward()
         if self._may_step(g_total):
@@ -221,7 +221,7 @@ class Trainer:
 
         with torch.no_grad():
             zero = torch.zeros((), device=self.device)
-            terms = (penalty, r1, hist_d, hist_g, supervised, baseline)
+            terms = (penalty, r1, hist_d, hist_g, supervised, baseline, l1)
             terms = [t.detach() if t is not None else zero for t in terms]
             reports = [loss.report(real_out), loss.report(fake_out)]
             stats = torch.stack([d_loss.detach(), g_loss.detach(), *reports, *terms])
@@ -324,6 +324,8 @@ class Trainer:
             del stats["loss/hist_d"], stats["loss/hist_g"]
         if self.semi_supervised is None:
             del stats["loss/supervised"], stats["loss/baseline"]
+        if not self.l1_weight:
+            del stats["loss/l1"]
         return stats
 
     def _has_penalty(self) -> bool:

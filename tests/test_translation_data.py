@@ -10,6 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
+from ganexp.data.spec import DataSpec
 from ganexp.data.translation import (
     cached_edges,
     read_cyclegan_folders,
@@ -90,7 +91,8 @@ def test_a_paired_source_keeps_each_input_with_its_target_and_resumes_exactly() 
 
     targets = torch.arange(10, dtype=torch.uint8).view(10, 1, 1, 1).expand(10, 1, 2, 2) * 20
     inputs = 255 - targets  # input k is the negative of target k
-    source = PairedSource(inputs.contiguous(), targets.contiguous(), batch_size=4, seed=0)
+    spec = DataSpec("image", tuple(targets.shape[1:]), 0, (), len(targets), 1)
+    source = PairedSource(spec, inputs.contiguous(), targets.contiguous(), batch_size=4, seed=0)
     for _ in range(3):  # across an epoch's end
         target, condition = source.next_batch()
         assert torch.allclose(condition, -target)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from ganexp.config import DATASETS, DataConfig
-from ganexp.data import cifar, folder, mnist
+from ganexp.config import DATASETS, PAIRED_DATASETS, DataConfig
+from ganexp.data import cifar, folder, mnist, translation
 from ganexp.data.images import FitPil, fit_all
 from ganexp.data.source import BatchSource
 from ganexp.data.sources import LoaderSource, TensorSource
@@ -42,6 +42,8 @@ def data_plan(cfg: DataConfig) -> tuple[DataSpec, bool]:
     on the device (``data.loader``, resolved), from one look at the files."""
     if cfg.name in TOY_MODES:
         return _toy_spec(cfg), False
+    if cfg.name in PAIRED_DATASETS:
+        return translation.pairs_spec(cfg), True
     found = _locate(cfg)
     return _image_spec(cfg, found), _loader(cfg, found) == "tensor"
 
@@ -61,6 +63,12 @@ def build_data(
     if cfg.name in TOY_MODES:
         _toy_spec(cfg)
         return ToyMixture(cfg, batch_size, device, seed, world)
+    if cfg.name in PAIRED_DATASETS:
+        spec = translation.pairs_spec(cfg)
+        inputs, targets = translation.training_pairs(cfg)
+        return translation.PairedSource(
+            spec, inputs.to(device), targets.to(device), batch_size, seed
+        )
     found = _locate(cfg)
     spec = _image_spec(cfg, found)
     dataset = found.load()

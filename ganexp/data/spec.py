@@ -18,6 +18,7 @@ class DataSpec:
     num_classes: int  # 0 when unlabelled
     class_names: tuple[str, ...]
     size: int | None  # training examples after data.limit; None for toy mixtures (infinite)
+    condition_channels: int = 0  # task=paired_translation: channels of the input image A
 
 
 @dataclass(frozen=True)

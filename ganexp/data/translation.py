@@ -13,6 +13,7 @@ Three sources of uint8 ``(N, C, H, W)`` images, each read once:
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 from pathlib import Path
@@ -23,7 +24,12 @@ from scipy import ndimage
 from torchvision.datasets.folder import IMG_EXTENSIONS
 from torchvision.transforms.v2 import functional as F
 
+from ganexp.config import DataConfig
+from ganexp.data import mnist
 from ganexp.data.folder import load_image
+from ganexp.data.images import fit_all
+from ganexp.data.spec import DataSpec
+from ganexp.data.subset import limit_indices
 from ganexp.errors import ConfigError
 
 _MODES = {1: "L", 3: "RGB"}
@@ -73,10 +79,7 @@ def read_pix2pix_folder(root: str, split: str, channels: int) -> tuple[torch.Ten
     """(A, B) uint8 images of ``ROOT/split/``, each file A | B side by side. A file whose width
     is not twice its height holds no pair; it is refused naming the file."""
     folder = Path(os.path.expanduser(root)) / split
-    paths = _image_files(folder)
-    if not paths:
-        layout = "pix2pix pairs: images of A | B side by side (width = 2 x height)"
-        raise ConfigError("data.root", root, f"{folder} holds no images; expected {layout}")
+    paths = _pair_files(root, split)
     inputs, targets = [], []
     for path, image in zip(paths, _read(paths, channels), strict=True):
         height, width = image.shape[-2:]
@@ -112,18 +115,100 @@ def read_cyclegan_folders(
     return domains[0], domains[1]
 
 
+HELD_OUT_SPLITS = ("test", "val")  # a pix2pix folder's held-out pairs, the first found
+
+
+def garments_config(cfg: DataConfig) -> DataConfig:
+    """fashion_edges' garments: Fashion-MNIST, found where data.name=fashion_mnist looks."""
+    return dataclasses.replace(cfg, name="fashion_mnist", num_classes=10)
+
+
+def pairs_spec(cfg: DataConfig) -> DataSpec:
+    """The spec of ``cfg``'s pairs, found without decoding an image: targets B of
+    ``data.channels`` at ``data.image_size``, inputs A of as many channels, no classes."""
+    if cfg.num_classes:
+        allowed = f"data.name={cfg.name} holds unlabelled pairs: 0 or null"
+        raise ConfigError("data.num_classes", cfg.num_classes, allowed)
+    if cfg.name == "fashion_edges":
+        found = mnist.locate(garments_config(cfg))
+        if cfg.channels != found.channels:
+            allowed = "fashion_edges has 1 channel (grayscale garments and their edges)"
+            raise ConfigError("data.channels", cfg.channels, allowed)
+        count = found.count
+    else:
+        count = len(_pair_files(cfg.root, "train"))
+    size = count if cfg.limit is None else min(cfg.limit, count)
+    shape = (cfg.channels, cfg.image_size, cfg.image_size)
+    return DataSpec("image", shape, 0, (), size, condition_channels=cfg.channels)
+
+
+def _pair_files(root: str | None, split: str) -> list[Path]:
+    if root is None:
+        raise ConfigError("data.root", None, "data.name=pix2pix_folder reads pairs from data.root")
+    folder = Path(os.path.expanduser(root)) / split
+    paths = _image_files(folder)
+    if not paths:
+        layout = "pix2pix pairs: images of A | B side by side (width = 2 x height)"
+        raise ConfigError("data.root", root, f"{folder} holds no images; expected {layout}")
+    return paths
+
+
+def training_pairs(cfg: DataConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """(inputs A, targets B) of the training split as uint8 ``(N, C, S, S)``, data.limit's
+    subset of them, on the CPU."""
+    if cfg.name == "fashion_edges":
+        garments = garments_config(cfg)
+        found = mnist.locate(garments)
+        images = found.to_tensors(found.load())[0]
+        keep = limit_indices(len(images), cfg.limit)
+        images = fit_all(images if keep is None else images[keep], cfg.image_size)
+        return cached_edges(images, cfg.cache_dir, "fashion_mnist-train"), images
+    inputs, targets = read_pix2pix_folder(cfg.root, "train", cfg.channels)
+    keep = limit_indices(len(inputs), cfg.limit)
+    if keep is not None:
+        inputs, targets = inputs[keep], targets[keep]
+    return fit_all(inputs, cfg.image_size), fit_all(targets, cfg.image_size)
+
+
+def held_out_pairs(cfg: DataConfig) -> tuple[torch.Tensor, torch.Tensor, str]:
+    """(inputs A, targets B, what they are) of the pairs kept out of training, for the grids and
+    the metrics: Fashion-MNIST's test split and its edges, or ``ROOT/test/`` (else ``val/``)."""
+    if cfg.name == "fashion_edges":
+        from ganexp.metrics.train_classifier import eval_split
+
+        images, _, split = eval_split(garments_config(cfg), 0)
+        return cached_edges(images, cfg.cache_dir, "fashion_mnist-test"), images, split
+    root = Path(os.path.expanduser(cfg.root))
+    for split in HELD_OUT_SPLITS:
+        if _image_files(root / split):
+            inputs, targets = read_pix2pix_folder(cfg.root, split, cfg.channels)
+            where = f"{split}/ ({len(inputs)} pairs)"
+            return fit_all(inputs, cfg.image_size), fit_all(targets, cfg.image_size), where
+    allowed = (
+        f"no held-out pairs: {root}/test/ and {root}/val/ hold no images "
+        "(they make the sample grids and the metrics)"
+    )
+    raise ConfigError("data.root", cfg.root, allowed)
+
+
 class PairedSource:
     """Batches of aligned pairs: (target B in [-1, 1], input A in [-1, 1]), A passed where a
     cGAN passes its labels (G(z, A), D(x, A)). uint8 ``(N, C, H, W)`` pairs on the device, drawn
     by index from an :class:`~ganexp.data.sampling.IndexStream` (exact resume)."""
 
     def __init__(
-        self, inputs: torch.Tensor, targets: torch.Tensor, batch_size: int, seed: int
+        self,
+        spec: DataSpec,
+        inputs: torch.Tensor,
+        targets: torch.Tensor,
+        batch_size: int,
+        seed: int,
     ) -> None:
         from ganexp.data.sampling import IndexStream
 
         if len(inputs) != len(targets):
             raise ValueError(f"{len(inputs)} inputs for {len(targets)} targets")
+        self.spec = spec
         self._inputs, self._targets = inputs, targets
         generator = torch.Generator(device=inputs.device).manual_seed(seed)
         self._stream = IndexStream(len(inputs), batch_size, generator)

@@ -135,7 +135,7 @@ def _fetch(url: str, path: str) -> None:
     torch.hub.download_url_to_file(url, path, progress=False)
 
 
-def _weights_at_hand(weights_path: str | None) -> str | None:
+def inception_weights_at_hand(weights_path: str | None) -> str | None:
     """``metrics.inception_weights`` (which must exist), else the hub cache file, else None."""
     if weights_path:
         path = os.path.expanduser(weights_path)
@@ -158,7 +158,7 @@ def _howto() -> str:
 
 def inception_weights(weights_path: str | None) -> str:
     """The Inception weights file, fetched into torch hub's cache by one short attempt if needed."""
-    path = _weights_at_hand(weights_path)
+    path = inception_weights_at_hand(weights_path)
     if path is not None:
         return path
     cached = inception_cache_file()
@@ -259,7 +259,7 @@ def build_extractor(
     if data_cfg.name != dataset:
         raise ValueError(f"dataset {dataset!r} is not data_cfg.name {data_cfg.name!r}")
     if features == "auto":
-        weights = _weights_at_hand(inception_weights)
+        weights = inception_weights_at_hand(inception_weights)
         if weights is not None and device.type == "cuda":
             features, reason = "inception", f"auto: Inception on the GPU, weights {weights}"
         else:
