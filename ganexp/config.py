@@ -537,10 +537,10 @@ def _paired_translation(cfg: DictConfig) -> None:
             continue
         if paired:
             translates = f"task=paired_translation needs {net}.arch={arch.value} (or a _target_)"
-            _require(cfg[net].arch == arch, f"{net}.arch", cfg[net].arch, translates)
+            _require(cfg[net].arch == arch, f"{net}.arch", cfg[net].arch.value, translates)
         else:
             other = f"is for task=paired_translation; task={cfg.task.name} takes dcgan, resnet, mlp"
-            _require(cfg[net].arch not in own.values(), f"{net}.arch", cfg[net].arch, other)
+            _require(cfg[net].arch not in own.values(), f"{net}.arch", cfg[net].arch.value, other)
     if not paired:
         return
     _require(

@@ -135,6 +135,10 @@ def _check(cfg: DictConfig, run_dir: Path | None) -> tuple[RunConfig, DataSpec]:
         from ganexp.data import labelled_subset
 
         labelled_subset(run_cfg.data)
+    if run_cfg.task.name == "paired_translation":
+        from ganexp.data.translation import check_pairs
+
+        check_pairs(run_cfg.data)
     generator, discriminator = check_buildable(run_cfg, spec)
     if resumed is not None:
         check_resume_fits(resumed, run_cfg, spec, generator, discriminator)
@@ -172,7 +176,8 @@ def check_sizes(cfg: RunConfig, spec: DataSpec) -> None:
         what = f"more than the {_examples(cfg, spec)}; at most {spec.size}"
         raise ConfigError("trainer.batch_size", batch, what)
     n = cfg.metrics.num_samples
-    if cfg.metrics.enabled and n > spec.size:
+    paired = cfg.task.name == "paired_translation"  # evaluates on held-out pairs, up to n
+    if cfg.metrics.enabled and n > spec.size and not paired:
         raise ConfigError(
             "metrics.num_samples",
             n,

@@ -3,6 +3,8 @@
 ganexp-sample checkpoint=RUN_DIR                      # 64-image grid -> RUN_DIR/generated/
 ganexp-sample checkpoint=PATH mode=images n=500       # 500 PNGs
 ganexp-sample checkpoint=PATH mode=interpolate seed=0 seed2=1 n=10 [label=3]
+ganexp-sample checkpoint=PATH mode=translate input=DIR   # task=paired_translation: each image
+                                                      # of DIR translated -> RUN_DIR/translated/
 """
 
 from __future__ import annotations
@@ -18,8 +20,8 @@ from ganexp.errors import ConfigError
 from ganexp.restore import Restored, parse_args, report_errors, restore
 from ganexp.tracking import save_points_plot, to_uint8_grid
 
-MODES = ("grid", "images", "interpolate")
-DEFAULTS = {"mode": "grid", "n": 64, "seed": 0, "seed2": 1, "label": -1, "out": ""}
+MODES = ("grid", "images", "interpolate", "translate")
+DEFAULTS = {"mode": "grid", "n": 64, "seed": 0, "seed2": 1, "label": -1, "out": "", "input": ""}
 
 
 def _noise(seed: int, n: int, z_dim: int) -> torch.Tensor:
@@ -60,9 +62,19 @@ def main(argv: list[str] | None = None) -> None:
         raise ConfigError("mode", args["mode"], "allowed: " + ", ".join(MODES))
     if args["n"] < 1:
         raise ConfigError("n", args["n"], "must be an integer >= 1")
+    translating = args["mode"] == "translate"
+    if translating and not args["input"]:
+        raise ConfigError("input", None, "mode=translate reads the images of input=DIR")
     restored = restore(path, overrides)
-    out = Path(args["out"]) if args["out"] else path.parent.parent / "generated"
-    out.mkdir(parents=True, exist_ok=True)
+    paired = restored.cfg.task.name == "paired_translation"
+    if paired != translating:
+        allowed = "a paired translation checkpoint takes mode=translate input=DIR"
+        allowed += "" if paired else "; this one generates (grid, images, interpolate)"
+        raise ConfigError("mode", args["mode"], allowed)
+    if translating:
+        print(translate_folder(restored, Path(args["input"]), _out(args, path, "translated")))
+        return
+    out = _out(args, path, "generated")
     z_dim, n = restored.cfg.trainer.z_dim, args["n"]
     if args["mode"] == "interpolate":
         ends = [_noise(args["seed"], 1, z_dim)[0], _noise(args["seed2"], 1, z_dim)[0]]
@@ -86,6 +98,27 @@ def main(argv: list[str] | None = None) -> None:
         target = out / name
         Image.fromarray(to_uint8_grid(images, nrow).squeeze(-1).numpy()).save(target)
     print(target)
+
+
+def _out(args: dict, checkpoint: Path, default: str) -> Path:
+    out = Path(args["out"]) if args["out"] else checkpoint.parent.parent / default
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def translate_folder(restored: Restored, folder: Path, out: Path) -> Path:
+    """Each image of ``folder`` (an input A) fitted to the run's size and channels, translated
+    by the checkpoint's G (eval mode), saved as ``out/<name>.png``."""
+    from ganexp.data.images import fit, to_signed_unit
+    from ganexp.data.translation import read_images
+
+    names, images = read_images(folder, restored.cfg.data.channels)
+    z = torch.zeros(1, restored.cfg.trainer.z_dim)  # G's noise is its dropout, off in eval mode
+    for name, image in zip(names, images, strict=True):
+        a = to_signed_unit(fit(image, restored.cfg.data.image_size)[None])
+        b = generate_images(restored, z, a)
+        Image.fromarray(to_uint8_grid(b, 1).squeeze(-1).numpy()).save(out / f"{name}.png")
+    return out
 
 
 def cli() -> None:

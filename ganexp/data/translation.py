@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
 from scipy import ndimage
 from torchvision.datasets.folder import IMG_EXTENSIONS
 from torchvision.transforms.v2 import functional as F
@@ -75,26 +76,54 @@ def _read(paths: list[Path], channels: int) -> list[torch.Tensor]:
     return [F.pil_to_tensor(load_image(str(p), _MODES[channels])) for p in paths]
 
 
-def read_pix2pix_folder(root: str, split: str, channels: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(A, B) uint8 images of ``ROOT/split/``, each file A | B side by side. A file whose width
-    is not twice its height holds no pair; it is refused naming the file."""
+def read_images(folder: Path, channels: int) -> tuple[list[str], list[torch.Tensor]]:
+    """The names (without suffix) and uint8 ``(C, H, W)`` images of the image files in
+    ``folder``; a folder without one is refused."""
+    paths = _image_files(folder)
+    if not paths:
+        raise ConfigError("input", str(folder), "holds no images (png, jpg, ...)")
+    return [p.stem for p in paths], _read(paths, channels)
+
+
+def _pair_sizes(root: str, split: str) -> list[Path]:
+    """The files of ``ROOT/split/``, each checked to hold a pair (width twice the height) and of
+    one size, from the image headers alone (nothing is decoded)."""
     folder = Path(os.path.expanduser(root)) / split
     paths = _pair_files(root, split)
-    inputs, targets = [], []
-    for path, image in zip(paths, _read(paths, channels), strict=True):
-        height, width = image.shape[-2:]
+    sizes = set()
+    for path in paths:
+        try:
+            with Image.open(path) as image:
+                width, height = image.size
+        except OSError as err:
+            raise ConfigError("data.root", str(path), f"cannot read as an image: {err}") from None
         if width != 2 * height:
             pair = f"a pair is A | B, {2 * height}x{height}"
-            allowed = f"not a pair: {path.name} is {width}x{height}, {pair}"
-            raise ConfigError("data.root", root, allowed)
-        inputs.append(image[..., :height])
-        targets.append(image[..., height:])
-    sizes = {tuple(t.shape) for t in targets}
+            raise ConfigError(
+                "data.root", root, f"not a pair: {path.name} is {width}x{height}, {pair}"
+            )
+        sizes.add((width, height))
     if len(sizes) > 1:
         raise ConfigError(
             "data.root", root, f"pairs of different sizes in {folder}: {sorted(sizes)}"
         )
-    return torch.stack(inputs), torch.stack(targets)
+    return paths
+
+
+def read_pix2pix_folder(root: str, split: str, channels: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(A, B) uint8 images of ``ROOT/split/``, each file A | B side by side. A file whose width
+    is not twice its height holds no pair; it is refused naming the file."""
+    images = torch.stack(_read(_pair_sizes(root, split), channels))
+    half = images.shape[-1] // 2
+    return images[..., :half], images[..., half:]
+
+
+def check_pairs(cfg: DataConfig) -> None:
+    """data=pix2pix_folder: refuse, before any work, a folder whose training or held-out files
+    do not all hold pairs of one size (ConfigError naming the file)."""
+    if cfg.name == "pix2pix_folder":
+        _pair_sizes(cfg.root, "train")
+        _pair_sizes(cfg.root, _held_out_split(cfg.root))
 
 
 def read_cyclegan_folders(
@@ -178,17 +207,23 @@ def held_out_pairs(cfg: DataConfig) -> tuple[torch.Tensor, torch.Tensor, str]:
 
         images, _, split = eval_split(garments_config(cfg), 0)
         return cached_edges(images, cfg.cache_dir, "fashion_mnist-test"), images, split
-    root = Path(os.path.expanduser(cfg.root))
+    split = _held_out_split(cfg.root)
+    inputs, targets = read_pix2pix_folder(cfg.root, split, cfg.channels)
+    where = f"{split}/ ({len(inputs)} pairs)"
+    return fit_all(inputs, cfg.image_size), fit_all(targets, cfg.image_size), where
+
+
+def _held_out_split(root: str) -> str:
+    """The first of ``ROOT/test/`` and ``ROOT/val/`` that holds images."""
+    folder = Path(os.path.expanduser(root))
     for split in HELD_OUT_SPLITS:
-        if _image_files(root / split):
-            inputs, targets = read_pix2pix_folder(cfg.root, split, cfg.channels)
-            where = f"{split}/ ({len(inputs)} pairs)"
-            return fit_all(inputs, cfg.image_size), fit_all(targets, cfg.image_size), where
+        if _image_files(folder / split):
+            return split
     allowed = (
-        f"no held-out pairs: {root}/test/ and {root}/val/ hold no images "
+        f"no held-out pairs: {folder}/test/ and {folder}/val/ hold no images "
         "(they make the sample grids and the metrics)"
     )
-    raise ConfigError("data.root", cfg.root, allowed)
+    raise ConfigError("data.root", root, allowed)
 
 
 class PairedSource:

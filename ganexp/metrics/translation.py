@@ -63,7 +63,12 @@ class PairedEvaluator:
             "num_pairs": len(self.inputs),
             "headline": f"eval/{self.headline}",
         }
-        if self.extractor is not None:
+        if self.extractor is None:
+            record["features_reason"] += (
+                "; no Frechet distance (pairs without classes have no classifier: "
+                "metrics.features=inception with its weights gives the FID)"
+            )
+        else:
             record |= {"features": self.extractor.name, "features_sha256": self.extractor.sha256}
         return record
 
