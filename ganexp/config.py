@@ -560,7 +560,7 @@ def _paired_translation(cfg: DictConfig) -> None:
         "norm.generator": cfg.norm.generator == Norm.virtual_batch,
     }
     for key, taken in refused.items():
-        _require(not taken, key, OmegaConf.select(cfg, key), condition)
+        _require(not taken, key, lookup(cfg, key), condition)
 
 
 def _replicas(cfg: DictConfig) -> None:
