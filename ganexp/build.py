@@ -20,6 +20,7 @@ from ganexp.config import (
     RunConfig,
     lookup,
 )
+from ganexp.cycle import CycleCritics, CycleGenerators
 from ganexp.data import DataSpec
 from ganexp.errors import ConfigError
 from ganexp.models.common import (
@@ -36,6 +37,7 @@ from ganexp.models.mlp import MLPDiscriminator, MLPGenerator
 from ganexp.models.norms import WithReferenceBatch, apply_weight_norm
 from ganexp.models.resnet import ResNetDiscriminator, ResNetGenerator
 from ganexp.models.translation import PatchDiscriminator, UNetGenerator
+from ganexp.models.translation import ResNetGenerator as BlocksGenerator
 from ganexp.parts import Contract, build_part, settings
 from ganexp.semi_supervised import ClassifierCritic
 
@@ -119,9 +121,8 @@ def build_generator(cfg: RunConfig, spec: DataSpec) -> nn.Module:
         model = _users_network(cfg, "generator", norm=norm.layer, **context)
     elif net.arch in _CONV:
         model = _CONV[net.arch][0](*args, activation=act, conditioning=net.conditioning)
-    elif net.arch == Arch.unet:  # translates the input image, which comes as the labels
-        channels, size = spec.shape[0], spec.shape[1]
-        model = UNetGenerator(spec.condition_channels, channels, size, net.width, norm)
+    elif net.arch in (Arch.unet, Arch.resnet_blocks):  # translate the image in the labels
+        model = _translator(cfg, spec, norm)
     else:
         tanh = spec.kind == "image"  # images live in [-1, 1]; toy points do not
         model = MLPGenerator(*args, tanh=tanh, activation=act)
@@ -148,9 +149,8 @@ def build_discriminator(cfg: RunConfig, spec: DataSpec) -> nn.Module:
         _check_features(cfg, model)
     elif net.arch in _CONV:
         model = _CONV[net.arch][1](*args, activation=act, conditioning=net.conditioning)
-    elif net.arch == Arch.patch:  # judges the image beside the input image (the labels)
-        channels, size = spec.shape[0], spec.shape[1]
-        model = PatchDiscriminator(channels, spec.condition_channels, size, net.width, norm)
+    elif net.arch == Arch.patch:  # judges the image, beside the input image when paired
+        model = _patch_critic(cfg, spec, norm)
     else:
         model = MLPDiscriminator(*args, activation=act)
     if net.batch_view != "none":  # a statistic of the batch (of packs) next to D's features
@@ -163,6 +163,27 @@ def build_discriminator(cfg: RunConfig, spec: DataSpec) -> nn.Module:
     if cfg.data.augment == "diffaug":  # each sample augmented, then packed
         model = attach(model, cfg.data.augment_policy)
     return model
+
+
+def _translator(cfg: RunConfig, spec: DataSpec, norm: NormSpec) -> nn.Module:
+    """generator=unet or resnet_blocks; for unpaired translation, one for each direction."""
+    net, (channels, size) = cfg.generator, spec.shape[:2]
+
+    def one() -> nn.Module:
+        if net.arch == Arch.unet:
+            return UNetGenerator(spec.condition_channels, channels, size, net.width, norm)
+        return BlocksGenerator(spec.condition_channels, channels, net.width, net.depth, norm)
+
+    return CycleGenerators(one(), one()) if cfg.task.name == "unpaired_translation" else one()
+
+
+def _patch_critic(cfg: RunConfig, spec: DataSpec, norm: NormSpec) -> nn.Module:
+    """discriminator=patch: of (input, image) pairs, or for unpaired translation, one of each
+    domain's images alone."""
+    width, (channels, size) = cfg.discriminator.width, spec.shape[:2]
+    if cfg.task.name != "unpaired_translation":
+        return PatchDiscriminator(channels, spec.condition_channels, size, width, norm)
+    return CycleCritics(*(PatchDiscriminator(channels, 0, size, width, norm) for _ in "BA"))
 
 
 def _check_features(cfg: RunConfig, critic: nn.Module) -> None:

@@ -50,8 +50,9 @@ class Arch(StrEnum):
     mlp = "mlp"
     dcgan = "dcgan"
     resnet = "resnet"  # SNGAN's / WGAN-GP's CIFAR ResNets
-    unet = "unet"  # generator, task=paired_translation: Pix2Pix's U-Net (ganexp.models.translation)
-    patch = "patch"  # discriminator, task=paired_translation: PatchGAN, one logit per patch
+    unet = "unet"  # generator, translation: Pix2Pix's U-Net (ganexp.models.translation)
+    patch = "patch"  # discriminator, translation: PatchGAN, one logit per patch
+    resnet_blocks = "resnet_blocks"  # generator, translation: CycleGAN's, depth residual blocks
 
 
 class Activation(StrEnum):
@@ -121,6 +122,8 @@ class DataConfig:
     # task=semi_supervised: the labelled subset, this many training examples of each class
     labels_per_class: int | None = None  # null: every example keeps its label
     labels_seed: int = 0  # which examples are labelled (the same for every run seed)
+    # data=fashion_domains (task=unpaired_translation): the classes of domains A and B
+    domain_classes: list[int] = field(default_factory=lambda: [7, 9])  # sneaker, ankle boot
 
 
 @dataclass
@@ -246,11 +249,16 @@ class DeviceConfig:
 class TaskConfig:
     """What the run learns: ``generation`` (unconditional, or a cGAN with conditional=true),
     ``semi_supervised`` (D a classifier of the data's classes, Salimans et al. 2016) or
-    ``paired_translation`` (G translates input images to targets, Pix2Pix, Isola et al. 2017)."""
+    ``paired_translation`` (G translates input images to targets, Pix2Pix, Isola et al. 2017)
+    or ``unpaired_translation`` (two G translate between two domains, CycleGAN, Zhu et al.
+    2017)."""
 
     name: str = "generation"
     supervised_weight: float = 2.0  # semi_supervised: D's cross-entropy on labelled batches
     l1_weight: float = 100.0  # paired_translation: lambda of G's L1 term |G(a) - b|
+    cycle_weight: float = 10.0  # unpaired_translation: lambda of the cycle term
+    identity_weight: float = 5.0  # unpaired_translation: the identity term's (0.5 x lambda)
+    pool_size: int = 50  # unpaired_translation: past fakes each D is shown (0: none)
 
 
 @dataclass
@@ -294,6 +302,12 @@ def register_schema() -> None:
 
 
 PAIRED_DATASETS = ("fashion_edges", "pix2pix_folder")  # task=paired_translation's (A, B) pairs
+UNPAIRED_DATASETS = ("fashion_domains", "cyclegan_folder")  # task=unpaired_translation's A, B
+TRANSLATION_DATA = {
+    "paired_translation": PAIRED_DATASETS,
+    "unpaired_translation": UNPAIRED_DATASETS,
+}
+TRANSLATION_ARCHS = {"generator": ("unet", "resnet_blocks"), "discriminator": ("patch",)}
 DATASETS = (
     "fashion_mnist",
     "mnist",
@@ -303,6 +317,7 @@ DATASETS = (
     "grid25",
     "swissroll",
     *PAIRED_DATASETS,
+    *UNPAIRED_DATASETS,
 )
 GENERATOR_LOSSES = ("non_saturating", "minimax", "feature_matching")
 AUGMENTS = ("none", "diffaug")
@@ -312,7 +327,7 @@ LOGGERS = ("wandb", "none")
 FEATURES = ("auto", "inception", "classifier")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 OPTIMIZER_IMPLEMENTATIONS = ("auto", "foreach", "fused", "for_loop")
-TASKS = ("generation", "semi_supervised", "paired_translation")
+TASKS = ("generation", "semi_supervised", "paired_translation", "unpaired_translation")
 SEED_MAX = 2**32 - 1  # numpy's seed range (seed_everything seeds numpy too)
 INT_MAX = 2**63 - 1  # torch takes sizes and seeds as int64
 
@@ -510,7 +525,7 @@ def _task(cfg: DictConfig) -> None:
         cfg.data.labels_seed,
         "must be in [0, 2**32 - 1]",
     )
-    _paired_translation(cfg)
+    _translation(cfg)
     if not ssl:
         return
     d_is_classifier = "task=semi_supervised makes D a classifier of single samples"
@@ -523,34 +538,35 @@ def _task(cfg: DictConfig) -> None:
         _require(not taken, key, OmegaConf.select(cfg, key), f"{d_is_classifier}; leave it unset")
 
 
-def _paired_translation(cfg: DictConfig) -> None:
-    """task=paired_translation and what it needs: pairs, a translating G and a patch D, and
-    nothing that treats the condition as class labels or judges batches."""
-    paired, name = cfg.task.name == "paired_translation", cfg.data.name
-    weight = cfg.task.l1_weight
-    _require(weight >= 0, "task.l1_weight", weight, "must be >= 0")
-    if name in PAIRED_DATASETS:
-        _require(paired, "data.name", name, "holds image pairs: needs task=paired_translation")
-    own = {"generator": Arch.unet, "discriminator": Arch.patch}
-    for net, arch in own.items():
+def _translation(cfg: DictConfig) -> None:
+    """The translation tasks and what they need: their data, translating networks, and nothing
+    that treats the input image as class labels or judges batches."""
+    task, name = cfg.task.name, cfg.data.name
+    for key in ("l1_weight", "cycle_weight", "identity_weight", "pool_size"):
+        _require(cfg.task[key] >= 0, f"task.{key}", cfg.task[key], "must be >= 0")
+    for data_task, names in TRANSLATION_DATA.items():
+        if name in names:
+            _require(task == data_task, "data.name", name, f"is for task={data_task}")
+    translating = task in TRANSLATION_DATA
+    for net, archs in TRANSLATION_ARCHS.items():
         if cfg[net].get("_target_") is not None:
             continue
-        if paired:
-            translates = f"task=paired_translation needs {net}.arch={arch.value} (or a _target_)"
-            _require(cfg[net].arch == arch, f"{net}.arch", cfg[net].arch.value, translates)
+        arch = cfg[net].arch.value
+        if translating:
+            allowed = f"task={task} takes {net}.arch={' or '.join(archs)} (or a _target_)"
+            _require(arch in archs, f"{net}.arch", arch, allowed)
         else:
-            other = f"is for task=paired_translation; task={cfg.task.name} takes dcgan, resnet, mlp"
-            _require(cfg[net].arch not in own.values(), f"{net}.arch", cfg[net].arch.value, other)
-    if not paired:
+            allowed = f"is for image-to-image translation; task={task} takes dcgan, resnet, mlp"
+            _require(arch not in archs, f"{net}.arch", arch, allowed)
+    if not translating:
         return
-    _require(
-        name in PAIRED_DATASETS, "data.name", name, f"pairs needed: {', '.join(PAIRED_DATASETS)}"
-    )
+    names = TRANSLATION_DATA[task]
+    _require(name in names, "data.name", name, f"task={task} takes {', '.join(names)}")
     features = cfg.metrics.features
-    if name == "pix2pix_folder" and features == "classifier":
-        no_classes = "a folder of pairs has no classes to train a classifier on: auto, inception"
+    if name in ("pix2pix_folder", "cyclegan_folder") and features == "classifier":
+        no_classes = "a folder of images has no classes to train a classifier on: auto, inception"
         _require(False, "metrics.features", features, no_classes)
-    condition = "task=paired_translation conditions on the input image; leave it unset"
+    condition = f"task={task} conditions on the input image; leave it unset"
     refused = {
         "conditional": cfg.conditional,
         "discriminator.pack": cfg.discriminator.pack != 1,
@@ -561,6 +577,11 @@ def _paired_translation(cfg: DictConfig) -> None:
     }
     for key, taken in refused.items():
         _require(not taken, key, lookup(cfg, key), condition)
+    if name == "fashion_domains":
+        classes = list(cfg.data.domain_classes)
+        good = len(classes) == 2 and classes[0] != classes[1] and all(0 <= c < 10 for c in classes)
+        allowed = "two different Fashion-MNIST classes, 0-9 (domain A's, then B's)"
+        _require(good, "data.domain_classes", classes, allowed)
 
 
 def _replicas(cfg: DictConfig) -> None:

@@ -66,3 +66,76 @@ class ImagePool:
         self.size = state["size"]
         images = state["images"]
         self.images = [] if images is None else list(images.to(device).unbind())
+
+
+def swap_halves(x: torch.Tensor) -> torch.Tensor:
+    """``u | v`` (two equal halves of a batch) to ``v | u``."""
+    first, second = x.chunk(2)
+    return torch.cat([second, first])
+
+
+class CycleGenerators(nn.Module):
+    """G_AB and G_BA as one generator, so that the training step treats CycleGAN like any GAN:
+    of inputs ``A | B`` (two equal halves of a batch) it makes ``G_AB(A) | G_BA(B)``, the fakes
+    of B, then of A. Each network translates its input; z is not used."""
+
+    def __init__(self, g_ab: nn.Module, g_ba: nn.Module) -> None:
+        super().__init__()
+        self.g_ab, self.g_ba = g_ab, g_ba
+
+    def forward(self, z: torch.Tensor | None, labels: torch.Tensor) -> torch.Tensor:
+        a, b = labels.chunk(2)
+        return torch.cat([self.g_ab(None, a), self.g_ba(None, b)])
+
+
+class CycleCritics(nn.Module):
+    """D_B and D_A as one critic: of images ``B | A``, D_B's patch scores of the first half
+    and D_A's of the second (each judges its own domain, real or translated)."""
+
+    def __init__(self, d_b: nn.Module, d_a: nn.Module) -> None:
+        super().__init__()
+        self.d_b, self.d_a = d_b, d_a
+
+    def forward(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        b, a = x.chunk(2)
+        return torch.cat([self.d_b(b), self.d_a(a)])
+
+
+class CycleTerms:
+    """G's own terms in CycleGAN: the cycle term and (``identity_weight`` > 0) the identity
+    term, of the inputs ``A | B`` and their translations ``G_AB(A) | G_BA(B)``."""
+
+    def __init__(self, cycle_weight: float, identity_weight: float) -> None:
+        self.cycle_weight = cycle_weight
+        self.identity_weight = identity_weight
+
+    def __call__(
+        self, generators: CycleGenerators, inputs: torch.Tensor, fake: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        a, b = inputs.chunk(2)
+        fake_b, fake_a = fake.chunk(2)
+        g_ab, g_ba = generators.g_ab, generators.g_ba
+        rec_a, rec_b = g_ba(None, fake_b), g_ab(None, fake_a)
+        cycle = cycle_loss(a, rec_a, b, rec_b, self.cycle_weight)
+        identity = None
+        if self.identity_weight:
+            identity = identity_loss(g_ab, g_ba, a, b, self.identity_weight)
+        return cycle, identity
+
+
+class DomainPools:
+    """One :class:`ImagePool` per domain, for fakes ``B | A``: what D_B and D_A are shown."""
+
+    def __init__(self, size: int) -> None:
+        self.pools = (ImagePool(size), ImagePool(size))
+
+    def query(self, fake: torch.Tensor) -> torch.Tensor:
+        halves = zip(self.pools, fake.chunk(2), strict=True)
+        return torch.cat([pool.query(half) for pool, half in halves])
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"b": self.pools[0].state_dict(), "a": self.pools[1].state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any], device: torch.device) -> None:
+        self.pools[0].load_state_dict(state["b"], device)
+        self.pools[1].load_state_dict(state["a"], device)

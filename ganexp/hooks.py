@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from ganexp.checkpoint import BEST, CheckpointStore, rng_state
+from ganexp.cycle import swap_halves
 from ganexp.errors import RunFailed
 from ganexp.tracking import Tracker
 from ganexp.train import Hook, ProgressBar, StopRequested, Trainer, grad_norm
@@ -64,21 +65,26 @@ class LogScalars(Hook):
 
 class FixedInputs:
     """The noise (and labels, one row per class for a cGAN) behind every sample grid of a run;
-    for paired translation, held-out input images (as the labels) and their targets."""
+    for translation, held-out input images (as the labels) and, paired, their targets."""
 
     def __init__(
         self,
         trainer: Trainer,
         count: int,
-        pairs: tuple[torch.Tensor, torch.Tensor] | None = None,
+        held_out: tuple[torch.Tensor, torch.Tensor | None] | None = None,
     ) -> None:
-        """``pairs``: (inputs, targets) in [-1, 1], of which the first ``count`` are shown."""
+        """``held_out``: translation's (inputs, targets) in [-1, 1], of which the first
+        ``count`` are shown; unpaired, inputs ``A | B`` of equal halves and no targets."""
         classes = trainer.spec.num_classes if trainer.conditional else 0
         self.targets: torch.Tensor | None = None
-        if pairs is not None:
-            inputs, targets = (images[:count].to(trainer.device) for images in pairs)
-            self.labels, self.targets = inputs, targets
-            self.nrow = max(1, math.isqrt(len(inputs)) // 2)  # each cell is input|output|target
+        self.cycle = False
+        if held_out is not None:
+            inputs, targets = held_out
+            self.labels = inputs[:count].to(trainer.device)
+            self.targets = None if targets is None else targets[:count].to(trainer.device)
+            self.cycle = targets is None
+            # each cell is input | output | target (or input | translated | translated back)
+            self.nrow = max(1, math.isqrt(len(self.labels)) // 2)
         elif classes:
             per_class = max(1, count // classes)
             self.nrow = per_class
@@ -91,9 +97,12 @@ class FixedInputs:
         self.noise = torch.randn(n, trainer.z_dim, generator=generator).to(trainer.device)
 
     def samples(self, G: nn.Module) -> torch.Tensor:
-        """G's samples of the fixed inputs; for paired translation each is input | output |
-        target side by side."""
+        """G's samples of the fixed inputs; for translation, each is input | output | target
+        side by side, or unpaired, A -> B -> A and B -> A -> B."""
         samples = generate(G, self.noise, self.labels)
+        if self.cycle:  # G(A | B) = G_AB(A) | G_BA(B): swapped, each goes back the other way
+            back = swap_halves(generate(G, self.noise, swap_halves(samples)))
+            return torch.cat([self.labels, samples, back], dim=-1)
         if self.targets is None:
             return samples
         return torch.cat([self.labels, samples, self.targets], dim=-1)
@@ -101,13 +110,19 @@ class FixedInputs:
     @property
     def classes(self) -> torch.Tensor | None:
         """The class of each sample (a cGAN's), or None."""
-        return self.labels if self.targets is None else None
+        translating = self.targets is not None or self.cycle
+        return None if translating else self.labels
 
     def state_dict(self) -> dict[str, Any]:
         def cpu(t: torch.Tensor | None) -> torch.Tensor | None:
             return None if t is None else t.cpu()
 
-        return {"noise": self.noise.cpu(), "labels": cpu(self.labels), "targets": cpu(self.targets)}
+        return {
+            "noise": self.noise.cpu(),
+            "labels": cpu(self.labels),
+            "targets": cpu(self.targets),
+            "cycle": self.cycle,
+        }
 
     def load_state_dict(self, state: dict[str, Any], device: torch.device) -> None:
         def to(t: torch.Tensor | None) -> torch.Tensor | None:
@@ -116,6 +131,7 @@ class FixedInputs:
         self.noise = state["noise"].to(device)
         self.labels = to(state["labels"])
         self.targets = to(state.get("targets"))
+        self.cycle = state.get("cycle", False)
 
 
 @torch.no_grad()

@@ -170,7 +170,14 @@ def estimate(
     batch = max(cfg.trainer.batch_size // processes, 1)
     gp, r1 = cfg.loss.name == LossName.wgan_gp, cfg.loss.r1_weight > 0
     d_passes = 2 + 2 * gp + 2 * r1
-    step = STEP_FACTOR * (act_g.at(batch) + d_passes * act_d.at(batch))
+    # unpaired translation: a batch holds both domains; G also translates back (the cycle
+    # term) and translates each domain to itself (the identity term)
+    if cfg.task.name == "unpaired_translation":
+        batch *= 2
+        g_passes = 3 if cfg.task.identity_weight else 2
+    else:
+        g_passes = 1
+    step = STEP_FACTOR * (g_passes * act_g.at(batch) + d_passes * act_d.at(batch))
 
     g_params, d_params = _parameter_bytes(generator), _parameter_bytes(discriminator)
     params = g_params + d_params

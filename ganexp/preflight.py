@@ -23,7 +23,7 @@ from hydra.errors import HydraException, MissingConfigException
 from omegaconf import DictConfig, open_dict, read_write
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
 
-from ganexp.config import SEED_MAX, NetConfig, Norm, RunConfig, lookup, validate
+from ganexp.config import SEED_MAX, TRANSLATION_DATA, NetConfig, Norm, RunConfig, lookup, validate
 from ganexp.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -135,10 +135,11 @@ def _check(cfg: DictConfig, run_dir: Path | None) -> tuple[RunConfig, DataSpec]:
         from ganexp.data import labelled_subset
 
         labelled_subset(run_cfg.data)
-    if run_cfg.task.name == "paired_translation":
-        from ganexp.data.translation import check_pairs
+    if run_cfg.task.name in TRANSLATION_DATA:
+        from ganexp.data.translation import check_domains, check_pairs
 
         check_pairs(run_cfg.data)
+        check_domains(run_cfg.data)
     generator, discriminator = check_buildable(run_cfg, spec)
     if resumed is not None:
         check_resume_fits(resumed, run_cfg, spec, generator, discriminator)
@@ -176,8 +177,8 @@ def check_sizes(cfg: RunConfig, spec: DataSpec) -> None:
         what = f"more than the {_examples(cfg, spec)}; at most {spec.size}"
         raise ConfigError("trainer.batch_size", batch, what)
     n = cfg.metrics.num_samples
-    paired = cfg.task.name == "paired_translation"  # evaluates on held-out pairs, up to n
-    if cfg.metrics.enabled and n > spec.size and not paired:
+    held_out = cfg.task.name in TRANSLATION_DATA  # evaluates on held-out images, up to n
+    if cfg.metrics.enabled and n > spec.size and not held_out:
         raise ConfigError(
             "metrics.num_samples",
             n,

@@ -20,7 +20,8 @@ from torch import nn
 
 from ganexp.build import build_discriminator, build_generator, build_optimizer
 from ganexp.checkpoint import CheckpointStore, load_resume, resume_source, set_rng_state
-from ganexp.config import LossName, Norm, RunConfig
+from ganexp.config import TRANSLATION_DATA, LossName, Norm, RunConfig
+from ganexp.cycle import CycleTerms, DomainPools
 from ganexp.data import DataSpec, build_data, build_labelled, data_spec, mode_centers
 from ganexp.device import describe, resolve_device, resolve_precision
 from ganexp.distributed import World, current
@@ -93,10 +94,10 @@ def build_evaluator(
 
     if spec.kind == "points":
         return ToyEvaluator(cfg, device)
-    if cfg.task.name == "paired_translation":
-        from ganexp.metrics.translation import build_paired_evaluator
+    if cfg.task.name in TRANSLATION_DATA:
+        from ganexp.metrics.translation import build_translation_evaluator
 
-        return build_paired_evaluator(cfg, device)
+        return build_translation_evaluator(cfg, device)
     images = ImageEvaluator(cfg, spec, device, real_side)
     if classifiers is None:
         return images
@@ -117,14 +118,21 @@ def _semi_supervised(
     return SemiSupervised(labelled, baseline, optimizer, cfg.task.supervised_weight)
 
 
-def _held_out_images(cfg: RunConfig) -> tuple[torch.Tensor, torch.Tensor]:
-    """task=paired_translation: the held-out (inputs, targets) of the sample grids, in [-1, 1]."""
+def _held_out_images(cfg: RunConfig) -> tuple[torch.Tensor, torch.Tensor | None] | None:
+    """Translation: the held-out inputs of the sample grids in [-1, 1], and paired, their
+    targets; unpaired, as many A's as B's, inputs A | B. None for the other tasks."""
     from ganexp.data.images import to_signed_unit
-    from ganexp.data.translation import held_out_pairs
+    from ganexp.data.translation import held_out_domains, held_out_pairs
 
-    inputs, targets, _ = held_out_pairs(cfg.data)
     count = cfg.trainer.num_samples
-    return to_signed_unit(inputs[:count]), to_signed_unit(targets[:count])
+    if cfg.task.name == "paired_translation":
+        inputs, targets, _ = held_out_pairs(cfg.data)
+        return to_signed_unit(inputs[:count]), to_signed_unit(targets[:count])
+    if cfg.task.name == "unpaired_translation":
+        a, b, _ = held_out_domains(cfg.data)
+        half = min(max(1, count // 2), len(a), len(b))
+        return to_signed_unit(torch.cat([a[:half], b[:half]])), None
+    return None
 
 
 @dataclass
@@ -242,6 +250,7 @@ def setup(
     configure_backends(cfg, device)
 
     paired = cfg.task.name == "paired_translation"
+    unpaired = cfg.task.name == "unpaired_translation"
     resumed = load_resume(resume_source(cfg.resume, run_dir))
     seed_everything(cfg.seed)
     spec = data_spec(cfg.data)
@@ -268,7 +277,7 @@ def setup(
         batch_size=cfg.trainer.batch_size,
         n_critic=cfg.trainer.n_critic,
         z_dim=cfg.trainer.z_dim,
-        conditional=cfg.conditional or paired,  # translation: the input image is the condition
+        conditional=cfg.conditional or paired or unpaired,  # translation: the input image
         precision=Precision(device, resolve_precision(cfg.device.precision, device)),
         channels_last=channels_last,
         skip_nonfinite=cfg.trainer.skip_nonfinite,
@@ -278,12 +287,14 @@ def setup(
         feature_matching=cfg.loss.generator_loss == "feature_matching",
         semi_supervised=_semi_supervised(cfg, discriminator, device, world),
         l1_weight=cfg.task.l1_weight if paired else 0.0,
+        cycle=CycleTerms(cfg.task.cycle_weight, cfg.task.identity_weight) if unpaired else None,
+        pool=DomainPools(cfg.task.pool_size) if unpaired and cfg.task.pool_size else None,
         world=world,
     )
     if world.distributed:
         trainer.distribute(world.parallel)
     plotted = cfg.trainer.num_samples if spec.kind == "image" else 16 * cfg.trainer.num_samples
-    fixed = FixedInputs(trainer, plotted, _held_out_images(cfg) if paired else None)
+    fixed = FixedInputs(trainer, plotted, _held_out_images(cfg))
     state, resumed_from = resumed if resumed else (None, None)
     own = None
     if state is not None:

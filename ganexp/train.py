@@ -18,6 +18,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm import tqdm
 
 from ganexp.checkpoint import rng_state, set_rng_state
+from ganexp.cycle import CycleTerms, DomainPools
 from ganexp.data import BatchSource, DataSpec
 from ganexp.distributed import World
 from ganexp.errors import Interrupted
@@ -36,6 +37,8 @@ STAT_KEYS = (
     "loss/supervised",
     "loss/baseline",
     "loss/l1",
+    "loss/cycle",
+    "loss/identity",
 )
 
 
@@ -101,6 +104,8 @@ class Trainer:
     feature_matching: bool = False  # loss.generator_loss=feature_matching: G matches D's features
     semi_supervised: SemiSupervised | None = None  # task=semi_supervised: D's supervised term
     l1_weight: float = 0.0  # task=paired_translation: G's term l1_weight * |G(z, a) - b|
+    cycle: CycleTerms | None = None  # task=unpaired_translation: G's cycle and identity terms
+    pool: DomainPools | None = None  # task=unpaired_translation: the past fakes D is shown
     hooks: list[Hook] = field(default_factory=list)
     world: World = field(default_factory=World)
     step: int = 0
@@ -173,7 +178,8 @@ class Trainer:
                 with torch.set_grad_enabled(last):
                     fake = G(self.noise(real.shape[0]), fake_labels)
                 real_out = D(real, labels).float()
-                fake_out = D(fake.detach(), fake_labels).float()
+                shown = fake.detach() if self.pool is None else self.pool.query(fake)
+                fake_out = D(shown, fake_labels).float()
                 d_loss = loss.d_loss(real_out, fake_out)
                 grad_scale = amp.grad_scale(amp.scaler_d)
                 penalty = loss.regularizer(self.discriminator, real, fake, labels, grad_scale)
@@ -204,10 +210,13 @@ class Trainer:
                 g_loss = feature_matching(D, real, labels, fake, fake_labels)
             else:
                 g_loss = loss.g_loss(D(fake, fake_labels).float())
+            cycle = identity = None
+            if self.cycle is not None:
+                cycle, identity = self.cycle(self.generator, labels, fake)
         hist_g = self.historical[0](self.generator) if self.historical else None
         l1 = self.l1_weight * (fake.float() - real).abs().mean() if self.l1_weight else None
         g_total = g_loss
-        for term in (hist_g, l1):
+        for term in (hist_g, l1, cycle, identity):
             g_total = g_total if term is None else g_total + term
         self.opt_g.zero_grad(set_to_none=True)
         amp.scaler_g.scale(g_total).backward()
@@ -221,7 +230,7 @@ class Trainer:
 
         with torch.no_grad():
             zero = torch.zeros((), device=self.device)
-            terms = (penalty, r1, hist_d, hist_g, supervised, baseline, l1)
+            terms = (penalty, r1, hist_d, hist_g, supervised, baseline, l1, cycle, identity)
             terms = [t.detach() if t is not None else zero for t in terms]
             reports = [loss.report(real_out), loss.report(fake_out)]
             stats = torch.stack([d_loss.detach(), g_loss.detach(), *reports, *terms])
@@ -256,6 +265,8 @@ class Trainer:
         )
         if self.semi_supervised is not None:
             state["semi_supervised"] = copy.deepcopy(self.semi_supervised.state_dict())
+        if self.pool is not None:
+            state["pool"] = copy.deepcopy(self.pool.state_dict())
         return state
 
     def rewind_step(self) -> None:
@@ -274,6 +285,8 @@ class Trainer:
             self.historical[1].load_state_dict(state["historical_d"])
         if self.semi_supervised is not None:
             self.semi_supervised.load_state_dict(state["semi_supervised"])
+        if self.pool is not None:
+            self.pool.load_state_dict(state["pool"], self.device)
         self.opt_d.zero_grad(set_to_none=True)
         self.discriminator.requires_grad_(True)
 
@@ -326,6 +339,10 @@ class Trainer:
             del stats["loss/supervised"], stats["loss/baseline"]
         if not self.l1_weight:
             del stats["loss/l1"]
+        if self.cycle is None:
+            del stats["loss/cycle"]
+        if self.cycle is None or not self.cycle.identity_weight:
+            del stats["loss/identity"]
         return stats
 
     def _has_penalty(self) -> bool:
@@ -380,6 +397,8 @@ class Trainer:
             state["historical_d"] = self.historical[1].state_dict()
         if self.semi_supervised is not None:
             state["semi_supervised"] = self.semi_supervised.state_dict()
+        if self.pool is not None:
+            state["pool"] = self.pool.state_dict()
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -399,6 +418,8 @@ class Trainer:
             self.historical[1].load_state_dict(state["historical_d"])
         if self.semi_supervised is not None:
             self.semi_supervised.load_state_dict(state["semi_supervised"])
+        if self.pool is not None:
+            self.pool.load_state_dict(state["pool"], self.device)
 
 
 def generator_ema(generator: nn.Module, decay: float) -> AveragedModel:

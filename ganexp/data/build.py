@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from ganexp.config import DATASETS, PAIRED_DATASETS, DataConfig
+from ganexp.config import DATASETS, PAIRED_DATASETS, UNPAIRED_DATASETS, DataConfig
 from ganexp.data import cifar, folder, mnist, translation
 from ganexp.data.images import FitPil, fit_all
 from ganexp.data.source import BatchSource
@@ -44,6 +44,8 @@ def data_plan(cfg: DataConfig) -> tuple[DataSpec, bool]:
         return _toy_spec(cfg), False
     if cfg.name in PAIRED_DATASETS:
         return translation.pairs_spec(cfg), True
+    if cfg.name in UNPAIRED_DATASETS:
+        return translation.domains_spec(cfg), True
     found = _locate(cfg)
     return _image_spec(cfg, found), _loader(cfg, found) == "tensor"
 
@@ -69,6 +71,10 @@ def build_data(
         return translation.PairedSource(
             spec, inputs.to(device), targets.to(device), batch_size, seed
         )
+    if cfg.name in UNPAIRED_DATASETS:
+        spec = translation.domains_spec(cfg)
+        a, b = translation.training_domains(cfg)
+        return translation.UnpairedSource(spec, a.to(device), b.to(device), batch_size, seed)
     found = _locate(cfg)
     spec = _image_spec(cfg, found)
     dataset = found.load()

@@ -126,13 +126,10 @@ def check_pairs(cfg: DataConfig) -> None:
         _pair_sizes(cfg.root, _held_out_split(cfg.root))
 
 
-def read_cyclegan_folders(
-    root: str, split: str, channels: int, size: int
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """The images of ``ROOT/{split}A/`` and ``ROOT/{split}B/``, each fitted to ``size``; the
-    two domains may hold different numbers of images, but neither may be empty."""
-    from ganexp.data.images import fit
-
+def _domain_files(root: str | None, split: str) -> list[list[Path]]:
+    """The image files of ``ROOT/{split}A/`` and ``ROOT/{split}B/``; neither may be empty."""
+    if root is None:
+        raise ConfigError("data.root", None, "data.name=cyclegan_folder reads data.root")
     domains = []
     for side in ("A", "B"):
         folder = Path(os.path.expanduser(root)) / f"{split}{side}"
@@ -140,8 +137,22 @@ def read_cyclegan_folders(
         if not paths:
             allowed = f"domain {side} has no images: {folder} is missing or empty"
             raise ConfigError("data.root", root, allowed)
-        domains.append(torch.stack([fit(image, size) for image in _read(paths, channels)]))
-    return domains[0], domains[1]
+        domains.append(paths)
+    return domains
+
+
+def read_cyclegan_folders(
+    root: str, split: str, channels: int, size: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The images of ``ROOT/{split}A/`` and ``ROOT/{split}B/``, each fitted to ``size``; the
+    two domains may hold different numbers of images, but neither may be empty."""
+    from ganexp.data.images import fit
+
+    a, b = (
+        torch.stack([fit(image, size) for image in _read(paths, channels)])
+        for paths in _domain_files(root, split)
+    )
+    return a, b
 
 
 HELD_OUT_SPLITS = ("test", "val")  # a pix2pix folder's held-out pairs, the first found
@@ -226,6 +237,64 @@ def _held_out_split(root: str) -> str:
     raise ConfigError("data.root", root, allowed)
 
 
+def _fashion_domains(cfg: DataConfig, images: torch.Tensor, labels: torch.Tensor) -> tuple:
+    a, b = (images[labels == k] for k in cfg.domain_classes)
+    return fit_all(a, cfg.image_size), fit_all(b, cfg.image_size)
+
+
+def _fashion_train(cfg: DataConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """Fashion-MNIST's training images and labels, data.limit's subset of them."""
+    found = mnist.locate(garments_config(cfg))
+    images, labels = found.to_tensors(found.load())
+    keep = limit_indices(len(images), cfg.limit)
+    return (images, labels) if keep is None else (images[keep], labels[keep])
+
+
+def domains_spec(cfg: DataConfig) -> DataSpec:
+    """The spec of ``cfg``'s two domains: images of ``data.channels`` at ``data.image_size``,
+    no classes; ``size`` is the smaller domain's count (a batch draws that many of each)."""
+    if cfg.num_classes:
+        allowed = f"data.name={cfg.name} holds unlabelled domains: 0 or null"
+        raise ConfigError("data.num_classes", cfg.num_classes, allowed)
+    if cfg.name == "fashion_domains":
+        if cfg.channels != 1:
+            raise ConfigError("data.channels", cfg.channels, "fashion_domains has 1 channel")
+        labels = _fashion_train(cfg)[1]
+        counts = [int((labels == k).sum()) for k in cfg.domain_classes]
+    else:
+        counts = [len(paths) for paths in _domain_files(cfg.root, "train")]
+    shape = (cfg.channels, cfg.image_size, cfg.image_size)
+    return DataSpec("image", shape, 0, (), min(counts), condition_channels=cfg.channels)
+
+
+def training_domains(cfg: DataConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """(A, B) uint8 ``(N, C, S, S)`` training images of the two domains, on the CPU."""
+    if cfg.name == "fashion_domains":
+        return _fashion_domains(cfg, *_fashion_train(cfg))
+    a, b = read_cyclegan_folders(cfg.root, "train", cfg.channels, cfg.image_size)
+    keep_a, keep_b = (limit_indices(len(x), cfg.limit) for x in (a, b))
+    return a if keep_a is None else a[keep_a], b if keep_b is None else b[keep_b]
+
+
+def held_out_domains(cfg: DataConfig) -> tuple[torch.Tensor, torch.Tensor, str]:
+    """(A, B, what they are) kept out of training, for the grids and the metrics: the test
+    split's images of the two classes, or ``ROOT/testA/`` and ``ROOT/testB/``."""
+    if cfg.name == "fashion_domains":
+        from ganexp.metrics.train_classifier import eval_split
+
+        images, labels, split = eval_split(garments_config(cfg), 0)
+        a, b = _fashion_domains(cfg, images, labels)
+        return a, b, f"{split}: {len(a)} A, {len(b)} B"
+    a, b = read_cyclegan_folders(cfg.root, "test", cfg.channels, cfg.image_size)
+    return a, b, f"testA/, testB/ ({len(a)} A, {len(b)} B)"
+
+
+def check_domains(cfg: DataConfig) -> None:
+    """data=cyclegan_folder: refuse, before any work, an empty held-out domain."""
+    if cfg.name == "cyclegan_folder":
+        _domain_files(cfg.root, "test")
+
+
 class PairedSource:
     """Batches of aligned pairs: (target B in [-1, 1], input A in [-1, 1]), A passed where a
     cGAN passes its labels (G(z, A), D(x, A)). uint8 ``(N, C, H, W)`` pairs on the device, drawn
@@ -259,3 +328,38 @@ class PairedSource:
 
     def load_state_dict(self, state: dict) -> None:
         self._stream.load_state_dict(state)
+
+
+class UnpairedSource:
+    """Batches of two unpaired domains, each drawn by index from its own
+    :class:`~ganexp.data.sampling.IndexStream` (exact resume): ``(B | A, A | B)`` in [-1, 1],
+    the batch of B's then of A's first (what D_B, then D_A, judge as real), and the A's then
+    the B's (what G_AB, then G_BA, translate), each half ``batch_size`` images."""
+
+    def __init__(
+        self, spec: DataSpec, a: torch.Tensor, b: torch.Tensor, batch_size: int, seed: int
+    ) -> None:
+        from ganexp.data.sampling import IndexStream
+
+        self.spec = spec
+        self._domains = (a, b)
+        self._streams = [
+            IndexStream(len(x), batch_size, torch.Generator(x.device).manual_seed(seed + k))
+            for k, x in enumerate(self._domains)
+        ]
+
+    def next_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
+        from ganexp.data.images import to_signed_unit
+
+        a, b = (
+            to_signed_unit(x[stream.next_indices()])
+            for x, stream in zip(self._domains, self._streams, strict=True)
+        )
+        return torch.cat([b, a]), torch.cat([a, b])
+
+    def state_dict(self) -> dict:
+        return {"a": self._streams[0].state_dict(), "b": self._streams[1].state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self._streams[0].load_state_dict(state["a"])
+        self._streams[1].load_state_dict(state["b"])

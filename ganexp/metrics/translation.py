@@ -11,7 +11,7 @@ from torch import nn
 
 from ganexp.config import RunConfig
 from ganexp.data.images import to_signed_unit
-from ganexp.data.translation import garments_config, held_out_pairs
+from ganexp.data.translation import garments_config, held_out_domains, held_out_pairs
 from ganexp.hooks import generate
 from ganexp.metrics.extractors import (
     FeatureExtractor,
@@ -126,13 +126,106 @@ class PairedEvaluator:
         return results
 
 
-def build_paired_evaluator(cfg: RunConfig, device: torch.device) -> PairedEvaluator:
-    """The evaluator of ``cfg``'s held-out pairs. The distance's features: the Fashion-MNIST
-    classifier's for fashion_edges; for a folder of pairs, which has no classes to train one
-    on, Inception's where ``metrics.features`` takes it (its weights at hand), else none."""
+class UnpairedEvaluator:
+    """On up to ``metrics.num_samples`` held-out images of each domain, G_AB's translations of
+    A and G_BA's of B: ``cycle_l1`` (mean |G_BA(G_AB(a)) - a| and |G_AB(G_BA(b)) - b|, pixels
+    in [0, 1], over both); given a feature extractor, the Frechet distance of each direction's
+    translations to the real images of its target domain (``fd_<extractor>_ab``, ``_ba``); and
+    given the domains' classes, ``transfer_accuracy``: the fraction of translations the data's
+    classifier calls the target domain's class (``_ab``, ``_ba`` and their mean, the headline).
+    Without classes the headline is ``cycle_l1``."""
+
+    def __init__(
+        self,
+        held_out: tuple[torch.Tensor, torch.Tensor, str],
+        num_samples: int,
+        device: torch.device,
+        extractor: FeatureExtractor | None,
+        classes: tuple[int, int] | None,
+    ) -> None:
+        a, b, self.split = held_out
+        self.domains = (a[:num_samples], b[:num_samples])
+        self.device = device
+        self.extractor = extractor
+        self.classes = classes if extractor is not None else None
+        self.headline = "transfer_accuracy" if self.classes else "cycle_l1"
+        self.maximize = self.classes is not None
+        self._fds: list | None = None  # one per direction, real sides at the first evaluation
+
+    def setup(self) -> dict[str, Any]:
+        """What the run config records about evaluation."""
+        record = {
+            "features_reason": f"translations of the held-out {self.split}",
+            "unpaired_split": self.split,
+            "headline": f"eval/{self.headline}",
+        }
+        if self.extractor is not None:
+            record |= {"features": self.extractor.name, "features_sha256": self.extractor.sha256}
+        return record
+
+    def _distances(self) -> list:
+        from ganexp.metrics.distances import FrechetDistance
+
+        if self._fds is None:
+            self._fds = []
+            for target in (self.domains[1], self.domains[0]):  # A -> B is judged against B
+                fd = FrechetDistance(self.extractor)
+                for start in range(0, len(target), BATCH):
+                    fd.update(target[start : start + BATCH].to(self.device), real=True)
+                self._fds.append(fd)
+        return self._fds
+
+    def __call__(
+        self, generator: nn.Module, should_stop: Callable[[], bool] | None = None
+    ) -> dict[str, float]:
+        """The metrics of ``generator`` (a :class:`~ganexp.cycle.CycleGenerators`)."""
+        fds = self._distances() if self.extractor is not None else [None, None]
+        nets = ((generator.g_ab, generator.g_ba), (generator.g_ba, generator.g_ab))
+        results, cycle, right = {}, 0.0, []
+        try:
+            for k, (there, back) in enumerate(nets):
+                images, hits = self.domains[k], 0
+                for start in range(0, len(images), BATCH):
+                    if should_stop is not None and should_stop():
+                        raise StopRequested
+                    real = images[start : start + BATCH].to(self.device)
+                    translated = generate(there, None, to_signed_unit(real))
+                    returned = to_uint8(generate(back, None, translated).float())
+                    made = to_uint8(translated.float())
+                    cycle += float((returned.float() - real.float()).abs().sum()) / 255
+                    if fds[k] is not None:
+                        fds[k].update(made)
+                    if self.classes is not None:
+                        predicted = self.extractor.logits(made).argmax(1)
+                        hits += int((predicted == self.classes[1 - k]).sum())
+                right.append(hits / len(images))
+        except StopRequested:
+            for fd in fds:
+                if fd is not None:
+                    fd.reset_fake()
+            raise
+        pixels = sum(d[0].numel() * len(d) for d in self.domains)
+        results["cycle_l1"] = cycle / pixels
+        if self.extractor is not None:
+            name = "fid" if self.extractor.name == "inception" else f"fd_{self.extractor.name}"
+            results[f"{name}_ab"], results[f"{name}_ba"] = (fd.compute() for fd in fds)
+        if self.classes is not None:
+            results["transfer_accuracy_ab"], results["transfer_accuracy_ba"] = right
+            results["transfer_accuracy"] = sum(right) / 2
+        return results
+
+
+def build_translation_evaluator(
+    cfg: RunConfig, device: torch.device
+) -> PairedEvaluator | UnpairedEvaluator:
+    """The evaluator of ``cfg``'s held-out pairs or domains. The features: the Fashion-MNIST
+    classifier's for Fashion-MNIST's edges and domains; for folders, which have no classes to
+    train one on, Inception's where ``metrics.features`` takes it (its weights at hand), else
+    none."""
     data, features = cfg.data, cfg.metrics.features
     weights = cfg.metrics.inception_weights
-    if data.name == "fashion_edges":
+    fashion = data.name in ("fashion_edges", "fashion_domains")
+    if fashion:
         data = garments_config(data)
     elif features == "auto" and not (device.type == "cuda" and inception_weights_at_hand(weights)):
         data = None
@@ -141,6 +234,10 @@ def build_paired_evaluator(cfg: RunConfig, device: torch.device) -> PairedEvalua
         cuda = [device] if device.type == "cuda" else []
         with torch.random.fork_rng(devices=cuda):  # draws nothing from the run's stream
             extractor = build_extractor(features, data.name, device, data, weights).to(device)
+    n = cfg.metrics.num_samples
+    if cfg.task.name == "unpaired_translation":
+        classifier = fashion and extractor is not None and extractor.name == "classifier"
+        classes = tuple(cfg.data.domain_classes) if classifier else None
+        return UnpairedEvaluator(held_out_domains(cfg.data), n, device, extractor, classes)
     held_out = held_out_pairs(cfg.data)
-    n, z_dim = cfg.metrics.num_samples, cfg.trainer.z_dim
-    return PairedEvaluator(held_out, n, z_dim, cfg.seed, device, extractor)
+    return PairedEvaluator(held_out, n, cfg.trainer.z_dim, cfg.seed, device, extractor)
