@@ -3,8 +3,9 @@
 ganexp-sample checkpoint=RUN_DIR                      # 64-image grid -> RUN_DIR/generated/
 ganexp-sample checkpoint=PATH mode=images n=500       # 500 PNGs
 ganexp-sample checkpoint=PATH mode=interpolate seed=0 seed2=1 n=10 [label=3]
-ganexp-sample checkpoint=PATH mode=translate input=DIR   # task=paired_translation: each image
-                                                      # of DIR translated -> RUN_DIR/translated/
+ganexp-sample checkpoint=PATH mode=translate input=DIR   # translation: each image of DIR
+                                                      # translated -> RUN_DIR/translated/
+ganexp-sample checkpoint=PATH mode=translate input=DIR direction=ba   # unpaired: B -> A
 """
 
 from __future__ import annotations
@@ -16,12 +17,15 @@ from pathlib import Path
 import torch
 from PIL import Image
 
+from ganexp.config import RunConfig
 from ganexp.errors import ConfigError
 from ganexp.restore import Restored, parse_args, report_errors, restore
 from ganexp.tracking import save_points_plot, to_uint8_grid
 
 MODES = ("grid", "images", "interpolate", "translate")
-DEFAULTS = {"mode": "grid", "n": 64, "seed": 0, "seed2": 1, "label": -1, "out": "", "input": ""}
+DEFAULTS = {"mode": "grid", "n": 64, "seed": 0, "seed2": 1, "label": -1, "out": ""}
+DEFAULTS |= {"input": "", "direction": "ab"}
+DIRECTIONS = ("ab", "ba")
 
 
 def _noise(seed: int, n: int, z_dim: int) -> torch.Tensor:
@@ -65,14 +69,23 @@ def main(argv: list[str] | None = None) -> None:
     translating = args["mode"] == "translate"
     if translating and not args["input"]:
         raise ConfigError("input", None, "mode=translate reads the images of input=DIR")
+    if args["direction"] not in DIRECTIONS:
+        raise ConfigError("direction", args["direction"], "allowed: ab (A -> B), ba (B -> A)")
     restored = restore(path, overrides)
-    paired = restored.cfg.task.name == "paired_translation"
-    if paired != translating:
-        allowed = "a paired translation checkpoint takes mode=translate input=DIR"
-        allowed += "" if paired else "; this one generates (grid, images, interpolate)"
+    task = restored.cfg.task.name
+    translator = task in ("paired_translation", "unpaired_translation")
+    if translator != translating:
+        allowed = "a translation checkpoint takes mode=translate input=DIR"
+        allowed += "" if translator else "; this one generates (grid, images, interpolate)"
         raise ConfigError("mode", args["mode"], allowed)
     if translating:
-        print(translate_folder(restored, Path(args["input"]), _out(args, path, "translated")))
+        G = restored.generator
+        if task == "unpaired_translation":
+            G = G.g_ab if args["direction"] == "ab" else G.g_ba
+        elif args["direction"] != "ab":
+            raise ConfigError("direction", args["direction"], "paired translation has one: ab")
+        out = _out(args, path, "translated")
+        print(translate_folder(G, restored.cfg, Path(args["input"]), out))
         return
     out = _out(args, path, "generated")
     z_dim, n = restored.cfg.trainer.z_dim, args["n"]
@@ -106,18 +119,20 @@ def _out(args: dict, checkpoint: Path, default: str) -> Path:
     return out
 
 
-def translate_folder(restored: Restored, folder: Path, out: Path) -> Path:
-    """Each image of ``folder`` (an input A) fitted to the run's size and channels, translated
-    by the checkpoint's G (eval mode), saved as ``out/<name>.png``."""
+@torch.no_grad()
+def translate_folder(G: torch.nn.Module, cfg: RunConfig, folder: Path, out: Path) -> Path:
+    """Each image of ``folder`` fitted to the run's size and channels, translated by ``G`` (in
+    eval mode, on its device), saved as ``out/<name>.png``."""
     from ganexp.data.images import fit, to_signed_unit
     from ganexp.data.translation import read_images
 
-    names, images = read_images(folder, restored.cfg.data.channels)
-    z = torch.zeros(1, restored.cfg.trainer.z_dim)  # G's noise is its dropout, off in eval mode
+    names, images = read_images(folder, cfg.data.channels)
+    device = next(G.parameters()).device
+    z = torch.zeros(1, cfg.trainer.z_dim, device=device)  # the translators' noise is dropout
     for name, image in zip(names, images, strict=True):
-        a = to_signed_unit(fit(image, restored.cfg.data.image_size)[None])
-        b = generate_images(restored, z, a)
-        Image.fromarray(to_uint8_grid(b, 1).squeeze(-1).numpy()).save(out / f"{name}.png")
+        x = to_signed_unit(fit(image, cfg.data.image_size)[None]).to(device)
+        translated = G(z, x).cpu()
+        Image.fromarray(to_uint8_grid(translated, 1).squeeze(-1).numpy()).save(out / f"{name}.png")
     return out
 
 

@@ -13,9 +13,15 @@ from ganexp.preflight import job_overrides, preflight
 
 GROUPS = ("data", "generator", "discriminator", "norm", "loss", "optim", "device", "logger")
 GROUPS += ("metrics", "trainer", "experiment", "task")
-# options of task=paired_translation, which the other tasks refuse; the folders need a data.root
-PAIRED_OPTIONS = ("data=fashion_edges", "generator=unet", "discriminator=patch")
-NEEDS_ROOT = ("data=image_folder", "data=pix2pix_folder")
+# options of the translation tasks, which the other tasks refuse; the folders need a data.root
+TASK_OF_OPTION = {
+    "data=fashion_edges": "paired_translation",
+    "generator=unet": "paired_translation",
+    "discriminator=patch": "paired_translation",
+    "data=fashion_domains": "unpaired_translation",
+    "generator=resnet_blocks": "unpaired_translation",
+}
+NEEDS_ROOT = ("data=image_folder", "data=pix2pix_folder", "data=cyclegan_folder")
 
 
 def _options(group: str) -> list[str]:
@@ -40,7 +46,7 @@ def test_every_group_of_the_design_exists() -> None:
     [f"{g}={o}" for g in GROUPS for o in _options(g) if f"{g}={o}" not in NEEDS_ROOT],
 )
 def test_every_option_composes_and_validates(override: str) -> None:
-    task = ("task=paired_translation",) if override in PAIRED_OPTIONS else ()
+    task = (f"task={TASK_OF_OPTION[override]}",) if override in TASK_OF_OPTION else ()
     cfg = compose_config(override, *task)
     validate(cfg)
 

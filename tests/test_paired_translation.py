@@ -196,9 +196,12 @@ def test_the_memory_estimate_holds_inputs_and_targets_and_the_real_networks(
 @pytest.mark.parametrize(
     ("overrides", "expected"),
     [
-        (("data=fashion_mnist",), "data.name='fashion_mnist': pairs needed: fashion_edges"),
-        (("generator=dcgan",), "generator.arch='dcgan': task=paired_translation needs"),
-        (("discriminator=dcgan",), "discriminator.arch='dcgan': task=paired_translation needs"),
+        (
+            ("data=fashion_mnist",),
+            "data.name='fashion_mnist': task=paired_translation takes fashion_edges",
+        ),
+        (("generator=dcgan",), "generator.arch='dcgan': task=paired_translation takes"),
+        (("discriminator=dcgan",), "discriminator.arch='dcgan': task=paired_translation takes"),
         (("conditional=true",), "conditional=True: task=paired_translation conditions on"),
         (("discriminator.pack=2",), "discriminator.pack=2: task=paired_translation conditions"),
         (("loss.generator_loss=feature_matching",), "loss.generator_loss='feature_matching'"),
@@ -221,9 +224,9 @@ def test_bad_paired_settings_are_refused_in_one_line(overrides, expected) -> Non
 @pytest.mark.parametrize(
     ("overrides", "expected"),
     [
-        (("data=fashion_edges",), "data.name='fashion_edges': holds image pairs: needs task="),
-        (("generator=unet",), "generator.arch='unet': is for task=paired_translation"),
-        (("discriminator=patch",), "discriminator.arch='patch': is for task=paired_translation"),
+        (("data=fashion_edges",), "data.name='fashion_edges': is for task=paired_translation"),
+        (("generator=unet",), "generator.arch='unet': is for image-to-image translation"),
+        (("discriminator=patch",), "discriminator.arch='patch': is for image-to-image translation"),
     ],
 )
 def test_pairs_and_translation_networks_without_the_task_are_refused(overrides, expected) -> None:
@@ -245,4 +248,4 @@ def test_bad_pix2pix_folders_are_refused_in_one_line_before_any_run(tmp_path: Pa
         image.unlink()
     assert "no held-out pairs" in refused(tmp_path, *args)
     message = refusal(*args, "logger=none", "metrics.features=classifier")
-    assert message.startswith("metrics.features='classifier': a folder of pairs has no classes")
+    assert message.startswith("metrics.features='classifier': a folder of images has no classes")
