@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import copy
+import json
 from pathlib import Path
 
+import numpy as np
 import torch
 from hydra import compose, initialize_config_module
 from omegaconf import DictConfig, OmegaConf
@@ -12,6 +15,7 @@ from torch import nn
 from ganexp.checkpoint import load_checkpoint
 from ganexp.config import RunConfig, validate
 from ganexp.run import RunResult, Session, execute, setup
+from ganexp.train import Trainer
 
 
 def compose_config(*overrides: str) -> DictConfig:
@@ -74,3 +78,61 @@ def assert_refused_before_training(result, run_dir: Path, expected: str) -> None
     assert result.stderr.strip().splitlines()[-1].startswith(f"ganexp: error: {expected}")
     assert "Traceback" not in result.stderr
     assert not run_dir.exists()
+
+
+def replayed_step(trainer: Trainer) -> tuple[dict[str, float], nn.Module]:
+    """One training step's statistics and a copy of G from before it; the data position and
+    the random stream are then put back where the step began, so that drawing a batch (and
+    noise) again gives the step's own."""
+    generator = copy.deepcopy(trainer.generator)
+    data, rng = copy.deepcopy(trainer.data.state_dict()), torch.get_rng_state()
+    trainer.run_step()
+    stats = trainer.pop_stats()
+    trainer.data.load_state_dict(data)
+    torch.set_rng_state(rng)
+    return stats, generator
+
+
+def eval_rows(run_dir: Path, key: str) -> list[dict]:
+    """The rows of a run's metrics.jsonl that hold ``key``."""
+    lines = (run_dir / "metrics.jsonl").read_text().splitlines()
+    return [row for row in map(json.loads, lines) if key in row]
+
+
+def assert_estimate_holds(cfg: RunConfig, trainer: Trainer, *extra: nn.Module) -> None:
+    """The memory estimate's weights, gradients and Adam state are what the trainer's networks
+    (and ``extra`` ones trained alongside) really hold."""
+    from ganexp.build import check_buildable
+    from ganexp.memory import estimate
+
+    nets = (trainer.generator, trainer.discriminator, *extra)
+    params = sum(p.numel() * 4 for net in nets for p in net.parameters())
+    buffers = sum(b.numel() * b.element_size() for net in nets for b in net.buffers())
+    spec = trainer.spec
+    need = estimate(cfg, spec, *check_buildable(cfg, spec), tensor_data=True)
+    assert need.weights == params + buffers
+    assert need.gradients == params and need.optimizer == 2 * params  # Adam
+
+
+def assert_translates_a_folder(
+    run_dir: Path, tmp_path: Path, translator: nn.Module, *args: str
+) -> None:
+    """`ganexp-sample checkpoint=RUN_DIR mode=translate input=DIR ARGS` writes, for each image
+    of DIR, ``translator``'s output on it (to a grey level)."""
+    from PIL import Image
+
+    from ganexp import sample
+    from ganexp.data.images import to_signed_unit
+    from ganexp.hooks import generate
+
+    folder = tmp_path / "inputs"
+    folder.mkdir()
+    images = torch.randint(0, 256, (2, 1, 32, 32), dtype=torch.uint8)
+    for i, image in enumerate(images):
+        Image.fromarray(image[0].numpy()).save(folder / f"in{i}.png")
+    sample.main([f"checkpoint={run_dir}", "mode=translate", f"input={folder}", *args])
+    for i in range(2):
+        written = Image.open(run_dir / "translated" / f"in{i}.png").convert("L")
+        made = generate(translator, torch.zeros(1, 100), to_signed_unit(images[i : i + 1]))
+        expected = ((made[0, 0].clamp(-1, 1) + 1) * 127.5).round()
+        assert (torch.from_numpy(np.array(written)).float() - expected).abs().max() <= 1

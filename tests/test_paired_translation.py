@@ -3,7 +3,6 @@ resume, the pix2pix folder format, ganexp-eval and ganexp-sample, and the inputs
 
 from __future__ import annotations
 
-import copy
 import json
 import math
 from pathlib import Path
@@ -11,13 +10,22 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import assert_same_weights, smoke_config, smoke_run, smoke_session
+from helpers import (
+    assert_estimate_holds,
+    assert_same_weights,
+    assert_translates_a_folder,
+    eval_rows,
+    replayed_step,
+    smoke_config,
+    smoke_run,
+    smoke_session,
+)
 from PIL import Image
 from test_bad_input import refusal, refused
 from torch import nn
 from wandb_runfile import image_keys, load_run
 
-from ganexp import evaluate, sample
+from ganexp import evaluate
 from ganexp.build import check_buildable
 from ganexp.data.images import to_signed_unit
 from ganexp.hooks import generate
@@ -26,10 +34,6 @@ from ganexp.memory import estimate
 from ganexp.metrics.translation import PairedEvaluator
 
 PAIRED = ("task=paired_translation",)
-
-
-def read_rows(run_dir: Path) -> list[dict]:
-    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
 
 
 def write_pairs(root: Path, counts: dict[str, int], size: int = 16) -> None:
@@ -48,14 +52,7 @@ def test_the_l1_term_is_lambda_times_the_mean_error_of_the_steps_own_batch(
     """One step's logged loss/l1, recomputed from the step's own pair batch and G's output on it
     (replayed from the states before the step, dropout masks included)."""
     trainer = smoke_session(tmp_path / "run", *PAIRED).trainer
-    generator = copy.deepcopy(trainer.generator)
-    data, rng = copy.deepcopy(trainer.data.state_dict()), torch.get_rng_state()
-
-    trainer.run_step()
-    stats = trainer.pop_stats()
-
-    trainer.data.load_state_dict(data)
-    torch.set_rng_state(rng)
+    stats, generator = replayed_step(trainer)
     with torch.no_grad():
         target, edges = trainer.data.next_batch()
         fake = generator(trainer.noise(len(target)), edges)  # training mode: dropout on
@@ -69,9 +66,8 @@ def test_a_smoke_run_logs_the_paired_metrics_and_input_output_target_grids_to_wa
     run_dir = tmp_path / "run"
     result = smoke_run(run_dir, *PAIRED, "logger=wandb", "logger.mode=offline")
     assert result.best["key"] == "eval/l1"
-    rows = read_rows(run_dir)
-    assert all("loss/l1" in row for row in rows if "loss/d" in row)
-    final = [row for row in rows if "eval/l1" in row][-1]
+    assert all("loss/l1" in row for row in eval_rows(run_dir, "loss/d"))
+    final = eval_rows(run_dir, "eval/l1")[-1]
     assert 0 < final["eval/l1"] < 1 and 0 < final["eval/ssim"] < 1
     assert final["eval/psnr"] > 0 and final["eval/fd_classifier"] > 0
     logged = load_run(run_dir)
@@ -145,27 +141,13 @@ def test_a_resumed_run_continues_exactly(tmp_path: Path) -> None:
 def test_ganexp_eval_and_sample_use_the_trained_translator(tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
     smoke_run(run_dir, *PAIRED)
-    last = [row for row in read_rows(run_dir) if "eval/l1" in row][-1]
+    last = eval_rows(run_dir, "eval/l1")[-1]
     evaluate.main([f"checkpoint={run_dir}"])
     metrics = json.loads((run_dir / "checkpoints" / "last.metrics.json").read_text())["metrics"]
     for key in ("eval/l1", "eval/psnr", "eval/ssim", "eval/fd_classifier"):
         assert metrics[key] == last[key]
-
-    folder = tmp_path / "edges"
-    folder.mkdir()
-    edges = torch.randint(0, 256, (2, 1, 32, 32), dtype=torch.uint8)
-    for i, image in enumerate(edges):
-        Image.fromarray(image[0].numpy()).save(folder / f"shoe{i}.png")
-    sample.main([f"checkpoint={run_dir}", "mode=translate", f"input={folder}"])
-    session = smoke_session(tmp_path / "again", *PAIRED, f"resume={run_dir}")
-    G = session.trainer.sampler
-    for i in range(2):
-        written = Image.open(run_dir / "translated" / f"shoe{i}.png").convert("L")
-        written = torch.from_numpy(np.array(written))
-        z = torch.zeros(1, 100)
-        made = generate(G, z, to_signed_unit(edges[i : i + 1]))[0, 0]
-        expected = ((made.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
-        assert (written.int() - expected.int()).abs().max() <= 1
+    G = smoke_session(tmp_path / "again", *PAIRED, f"resume={run_dir}").trainer.sampler
+    assert_translates_a_folder(run_dir, tmp_path, G)
 
 
 def test_a_pix2pix_folder_trains_and_is_evaluated_on_its_test_pairs(tmp_path: Path) -> None:
@@ -174,7 +156,7 @@ def test_a_pix2pix_folder_trains_and_is_evaluated_on_its_test_pairs(tmp_path: Pa
     run_dir = tmp_path / "run"
     folder = ("data=pix2pix_folder", f"data.root={root}", "data.image_size=16")
     smoke_run(run_dir, *PAIRED, *folder, "trainer.batch_size=4", "data.limit=null")
-    final = [row for row in read_rows(run_dir) if "eval/l1" in row][-1]
+    final = eval_rows(run_dir, "eval/l1")[-1]
     assert {"eval/l1", "eval/psnr", "eval/ssim"} <= final.keys()
     assert not any(key.startswith("eval/fd") for key in final)  # no classifier for a folder
 
@@ -184,12 +166,9 @@ def test_the_memory_estimate_holds_inputs_and_targets_and_the_real_networks(
 ) -> None:
     cfg, _ = smoke_config(*PAIRED)
     trainer = smoke_session(tmp_path / "run", *PAIRED).trainer
-    nets = (trainer.generator, trainer.discriminator)
-    params = sum(p.numel() * 4 for net in nets for p in net.parameters())
-    buffers = sum(b.numel() * b.element_size() for net in nets for b in net.buffers())
+    assert_estimate_holds(cfg, trainer)
     spec = trainer.spec
     need = estimate(cfg, spec, *check_buildable(cfg, spec), tensor_data=True)
-    assert need.weights == params + buffers
     assert need.data == 256 * 2 * 32 * 32  # 256 pairs of 1-channel 32 px images, uint8
 
 

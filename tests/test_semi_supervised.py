@@ -11,15 +11,20 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
-from helpers import assert_same_weights, smoke_config, smoke_run, smoke_session
+from helpers import (
+    assert_estimate_holds,
+    assert_same_weights,
+    smoke_config,
+    smoke_run,
+    smoke_session,
+)
 from test_bad_input import refusal, refused
 from wandb_runfile import load_run
 
 from ganexp import evaluate
-from ganexp.build import build_optimizer, check_buildable
+from ganexp.build import build_optimizer
 from ganexp.checkpoint import load_checkpoint
 from ganexp.data import build_labelled, labelled_subset
-from ganexp.memory import estimate
 from ganexp.semi_supervised import ClassifierCritic, accuracy
 
 SSL = ("task=semi_supervised",)
@@ -201,13 +206,7 @@ def test_a_resumed_run_continues_d_the_baseline_and_the_labelled_batches_exactly
 def test_the_memory_estimate_counts_the_baseline_as_the_run_holds_it(tmp_path: Path) -> None:
     cfg, _ = smoke_config(*SSL)
     trainer = smoke_session(tmp_path / "run", *SSL).trainer
-    nets = (trainer.generator, trainer.discriminator, trainer.semi_supervised.baseline)
-    params = sum(p.numel() * 4 for net in nets for p in net.parameters())
-    buffers = sum(b.numel() * b.element_size() for net in nets for b in net.buffers())
-    spec = trainer.spec
-    need = estimate(cfg, spec, *check_buildable(cfg, spec), tensor_data=True)
-    assert need.weights == params + buffers
-    assert need.gradients == params and need.optimizer == 2 * params  # Adam
+    assert_estimate_holds(cfg, trainer, trainer.semi_supervised.baseline)
 
 
 def test_the_preset_validates_as_the_papers_setting_with_its_deviations() -> None:

@@ -4,35 +4,36 @@ CycleGAN folder format, ganexp-eval and ganexp-sample, and the inputs it refuses
 
 from __future__ import annotations
 
-import copy
 import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from helpers import assert_same_weights, smoke_config, smoke_run, smoke_session
+from helpers import (
+    assert_estimate_holds,
+    assert_same_weights,
+    assert_translates_a_folder,
+    eval_rows,
+    replayed_step,
+    smoke_config,
+    smoke_run,
+    smoke_session,
+)
 from PIL import Image
 from test_bad_input import refusal, refused
 from torch import nn
 from wandb_runfile import image_keys, load_run
 
-from ganexp import evaluate, sample
-from ganexp.build import check_buildable
+from ganexp import evaluate
 from ganexp.checkpoint import load_checkpoint
 from ganexp.cycle import CycleCritics, CycleGenerators, swap_halves
 from ganexp.data.images import to_signed_unit
 from ganexp.data.translation import held_out_domains
-from ganexp.hooks import generate
-from ganexp.memory import estimate
 from ganexp.metrics.extractors import to_uint8
 from ganexp.metrics.translation import UnpairedEvaluator
 
 UNPAIRED = ("task=unpaired_translation",)
-
-
-def read_rows(run_dir: Path) -> list[dict]:
-    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
 
 
 class Shift(nn.Module):
@@ -62,14 +63,7 @@ def test_a_steps_cycle_and_identity_terms_and_pools_are_cyclegans_on_its_batches
     as it was before the step: lambda (|F(G(a)) - a| + |G(F(b)) - b|) and 0.5 lambda
     (|G(b) - b| + |F(a) - a|); the pools then hold the step's fakes of each domain."""
     trainer = smoke_session(tmp_path / "run", *UNPAIRED).trainer
-    G = copy.deepcopy(trainer.generator)
-    data, rng = copy.deepcopy(trainer.data.state_dict()), torch.get_rng_state()
-
-    trainer.run_step()
-    stats = trainer.pop_stats()
-
-    trainer.data.load_state_dict(data)
-    torch.set_rng_state(rng)
+    stats, G = replayed_step(trainer)
     with torch.no_grad():
         real, inputs = trainer.data.next_batch()
         b, a = real.chunk(2)
@@ -88,9 +82,8 @@ def test_a_smoke_run_logs_the_unpaired_metrics_and_cycle_grids_to_wandb(tmp_path
     run_dir = tmp_path / "run"
     result = smoke_run(run_dir, *UNPAIRED, "logger=wandb", "logger.mode=offline")
     assert result.best["key"] == "eval/transfer_accuracy"
-    rows = read_rows(run_dir)
-    assert all({"loss/cycle", "loss/identity"} <= row.keys() for row in rows if "loss/d" in row)
-    final = [row for row in rows if "eval/cycle_l1" in row][-1]
+    assert all({"loss/cycle", "loss/identity"} <= r.keys() for r in eval_rows(run_dir, "loss/d"))
+    final = eval_rows(run_dir, "eval/cycle_l1")[-1]
     for key in ("transfer_accuracy", "transfer_accuracy_ab", "transfer_accuracy_ba"):
         assert 0 <= final[f"eval/{key}"] <= 1
     assert final["eval/fd_classifier_ab"] > 0 and final["eval/fd_classifier_ba"] > 0
@@ -154,24 +147,13 @@ def test_a_resumed_run_continues_the_networks_and_the_pools_exactly(tmp_path: Pa
 def test_ganexp_eval_and_sample_use_the_trained_translators(tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
     smoke_run(run_dir, *UNPAIRED)
-    last = [row for row in read_rows(run_dir) if "eval/cycle_l1" in row][-1]
+    last = eval_rows(run_dir, "eval/cycle_l1")[-1]
     evaluate.main([f"checkpoint={run_dir}"])
     metrics = json.loads((run_dir / "checkpoints" / "last.metrics.json").read_text())["metrics"]
     for key in ("eval/cycle_l1", "eval/transfer_accuracy_ab", "eval/transfer_accuracy_ba"):
         assert metrics[key] == pytest.approx(last[key], rel=1e-4)
-
-    folder = tmp_path / "boots"
-    folder.mkdir()
-    boots = torch.randint(0, 256, (2, 1, 32, 32), dtype=torch.uint8)
-    for i, image in enumerate(boots):
-        Image.fromarray(image[0].numpy()).save(folder / f"boot{i}.png")
-    sample.main([f"checkpoint={run_dir}", "mode=translate", f"input={folder}", "direction=ba"])
     G = smoke_session(tmp_path / "again", *UNPAIRED, f"resume={run_dir}").trainer.sampler
-    for i in range(2):
-        written = Image.open(run_dir / "translated" / f"boot{i}.png").convert("L")
-        made = generate(G.g_ba, None, to_signed_unit(boots[i : i + 1]))[0, 0]
-        expected = ((made.clamp(-1, 1) + 1) * 127.5).round()
-        assert (torch.from_numpy(np.array(written)).float() - expected).abs().max() <= 1
+    assert_translates_a_folder(run_dir, tmp_path, G.g_ba, "direction=ba")
 
 
 def write_domains(root: Path, counts: dict[str, int]) -> None:
@@ -190,19 +172,13 @@ def test_a_cyclegan_folder_trains_and_is_evaluated_on_its_test_domains(tmp_path:
     folder = ("data=cyclegan_folder", f"data.root={root}", "data.image_size=16")
     result = smoke_run(run_dir, *UNPAIRED, *folder, "trainer.batch_size=4", "data.limit=null")
     assert result.best["key"] == "eval/cycle_l1"  # no classes, no transfer accuracy
-    final = [row for row in read_rows(run_dir) if "eval/cycle_l1" in row][-1]
+    final = eval_rows(run_dir, "eval/cycle_l1")[-1]
     assert not any("transfer" in key or key.startswith("eval/fd") for key in final)
 
 
 def test_the_memory_estimate_holds_both_translators_and_critics(tmp_path: Path) -> None:
     cfg, _ = smoke_config(*UNPAIRED)
-    trainer = smoke_session(tmp_path / "run", *UNPAIRED).trainer
-    nets = (trainer.generator, trainer.discriminator)
-    params = sum(p.numel() * 4 for net in nets for p in net.parameters())
-    buffers = sum(b.numel() * b.element_size() for net in nets for b in net.buffers())
-    spec = trainer.spec
-    need = estimate(cfg, spec, *check_buildable(cfg, spec), tensor_data=True)
-    assert need.weights == params + buffers and need.optimizer == 2 * params
+    assert_estimate_holds(cfg, smoke_session(tmp_path / "run", *UNPAIRED).trainer)
 
 
 @pytest.mark.parametrize(
