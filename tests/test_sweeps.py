@@ -38,7 +38,7 @@ SWEEP_PRESETS = {
     "pacgan_ring_short": 15,
     "pacgan_grid_short": 15,
     "ssl_fashion_mnist": 5,
-    "pix2pix_fashion_edges": 3,
+    "pix2pix_fashion_edges": 6,
     "cyclegan_fashion_sneaker_boot": 3,
     "wgan_toy": 27,
     "wgan_toy_short": 27,
