@@ -51,14 +51,26 @@ MULTIRUN_CONFIG = "multirun.yaml"  # Hydra's composed config of the sweep, in th
 
 
 # metrics summarized beside a headline: a semi-supervised run's baseline, and D's gain over it
-# on the same test images (its cell interval is the paired one over seeds)
-COMPANIONS = {"eval/ssl_accuracy": ("eval/ssl_baseline_accuracy", "eval/ssl_gain")}
+# on the same test images (its cell interval is the paired one over seeds); a translation's
+# other measures of the same held-out translations
+COMPANIONS = {
+    "eval/ssl_accuracy": ("eval/ssl_baseline_accuracy", "eval/ssl_gain"),
+    "eval/l1": ("eval/psnr", "eval/ssim", "eval/fd_classifier"),
+    "eval/transfer_accuracy": (
+        "eval/transfer_accuracy_ab",
+        "eval/transfer_accuracy_ba",
+        "eval/cycle_l1",
+        "eval/fd_classifier_ab",
+        "eval/fd_classifier_ba",
+    ),
+}
+HIGHER_IS_BETTER = ("eval/modes", "eval/high_quality", "eval/ssl_", "eval/psnr", "eval/ssim")
 
 
 def maximize(key: str) -> bool:
-    """Whether a larger value of metric ``key`` is better (mode coverage, quality and
-    accuracy are)."""
-    return key.startswith(("eval/modes", "eval/high_quality", "eval/ssl_"))
+    """Whether a larger value of metric ``key`` is better (mode coverage, quality, accuracy,
+    PSNR and SSIM are)."""
+    return key.startswith((*HIGHER_IS_BETTER, "eval/transfer_accuracy"))
 
 
 def t_interval(values: Sequence[float]) -> tuple[float, float] | None:

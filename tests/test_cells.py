@@ -445,3 +445,25 @@ def test_a_job_record_without_final_values_takes_them_from_its_log(tmp_path: Pat
     assert read_job(tmp_path, folder).final == {"eval/fd": 7.0, "eval/is": 2.0}
     write_job_record(folder, {"status": "completed", "final": {"eval/fd": 1.0}})
     assert read_job(tmp_path, folder).final == {"eval/fd": 1.0}  # the record wins
+
+
+def test_a_paired_translation_sweep_summarizes_every_measure_of_its_translations() -> None:
+    """Headed by eval/l1 (lower is better), with PSNR and SSIM ranked higher-is-better."""
+    measures = ("eval/l1", "eval/psnr", "eval/ssim", "eval/fd_classifier")
+
+    def job(name: str, overrides: list[str], values: tuple[float, ...]) -> JobResult:
+        best = {"key": "eval/l1", "value": values[0], "step": 1}
+        final = dict(zip(measures, values, strict=True))
+        return JobResult(name, Path(name), "completed", None, overrides, 1, 1.0, final, best)
+
+    jobs = [
+        job("0", ["task.l1_weight=100", "seed=0"], (0.04, 23.0, 0.85, 4.0)),
+        job("1", ["task.l1_weight=100", "seed=1"], (0.05, 22.0, 0.84, 3.0)),
+        job("2", ["task.l1_weight=0", "seed=0"], (0.06, 21.0, 0.80, 6.0)),
+        job("3", ["task.l1_weight=0", "seed=1"], (0.05, 20.0, 0.82, 5.0)),
+    ]
+    table = build_cells(jobs, "eval/l1", ["task.l1_weight", "seed"])
+    assert [r.metric for r in table.rows] == [m for m in measures for _ in range(2)]
+    psnr = [r for r in table.rows if r.metric == "eval/psnr"]
+    assert [r.mean for r in psnr] == pytest.approx([22.5, 20.5])
+    assert psnr[0].is_best and not psnr[1].is_best  # the higher PSNR is the better one
