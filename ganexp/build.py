@@ -240,7 +240,7 @@ def _check_users_outputs(
     must give what the loop needs: G a batch of samples, D one score per sample (per pack)."""
     n = cfg.trainer.batch_size
     labels = torch.zeros(n, dtype=torch.long) if _num_classes(cfg, spec) else None
-    if spec.condition_channels:  # paired translation: the input images
+    if spec.condition_channels:  # translation: the input images
         labels = torch.empty(n, spec.condition_channels, *spec.shape[1:])
     checks = (
         ("generator", generator, torch.empty(n, cfg.trainer.z_dim), (n, *spec.shape)),
@@ -261,7 +261,7 @@ def _check_users_outputs(
             reason = str(ex).splitlines()[0] if str(ex) else type(ex).__name__
             raise ConfigError(f"{network}._target_", target, f"forward failed: {reason}") from None
         got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
-        # D: one score per input, or (paired translation) one per patch of each input
+        # D: one score per input, or (translation) one per patch of each input
         per_input = out.numel() == want[0] or spec.condition_channels > 0
         scores = network == "discriminator" and isinstance(out, torch.Tensor) and per_input
         if got != want and not (scores and got[0] == want[0]):

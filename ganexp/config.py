@@ -542,6 +542,9 @@ def _translation(cfg: DictConfig) -> None:
     """The translation tasks and what they need: their data, translating networks, and nothing
     that treats the input image as class labels or judges batches."""
     task, name = cfg.task.name, cfg.data.name
+    classes = list(cfg.data.domain_classes)
+    if name != "fashion_domains" and classes != [7, 9]:
+        _require(False, "data.domain_classes", classes, "is read by data=fashion_domains only")
     for key in ("l1_weight", "cycle_weight", "identity_weight", "pool_size"):
         _require(cfg.task[key] >= 0, f"task.{key}", cfg.task[key], "must be >= 0")
     for data_task, names in TRANSLATION_DATA.items():
@@ -578,7 +581,6 @@ def _translation(cfg: DictConfig) -> None:
     for key, taken in refused.items():
         _require(not taken, key, lookup(cfg, key), condition)
     if name == "fashion_domains":
-        classes = list(cfg.data.domain_classes)
         good = len(classes) == 2 and classes[0] != classes[1] and all(0 <= c < 10 for c in classes)
         allowed = "two different Fashion-MNIST classes, 0-9 (domain A's, then B's)"
         _require(good, "data.domain_classes", classes, allowed)

@@ -161,9 +161,9 @@ def input_gradient_norms(
     labels: torch.Tensor | None,
     grad_scale: torch.Tensor | float = 1.0,
 ) -> torch.Tensor:
-    """||grad_x D(x)||_2 for each input D judges (each pack, for a packed D; a PatchGAN's D(x) is
-    the mean of its patch scores, as its loss takes it), in fp32, with the
-    graph kept so a penalty on it trains D. Under fp16 the gradient is taken of the scaled output
+    """||grad_x D(x)||_2 for each input D judges (each pack, for a packed D; a PatchGAN's D(x)
+    is the mean of its patch scores, as its loss takes it), in fp32, with the graph kept so a
+    penalty on it trains D. Under fp16 the gradient is taken of the scaled output
     and unscaled (the AMP recipe for gradient penalties), so it cannot underflow."""
     inputs = inputs.detach().requires_grad_(True)
     out = critic(inputs, labels).float()

@@ -131,7 +131,7 @@ def activations(
             z = torch.empty(n, cfg.trainer.z_dim)
             x = torch.empty(n, *spec.shape)
             labels = torch.zeros(n, dtype=torch.long) if labelled else None
-            if spec.condition_channels:  # paired translation: the input images
+            if spec.condition_channels:  # translation: the input images
                 labels = torch.empty(n, spec.condition_channels, *spec.shape[1:])
             measured["g"].append(_output_bytes(generator, z, labels))
             measured["d"].append(_output_bytes(discriminator, x, labels))
@@ -197,7 +197,7 @@ def estimate(
 
     data = 0
     if spec.size is not None and tensor_data:
-        channels = spec.shape[0] + spec.condition_channels  # paired translation: A beside B
+        channels = spec.shape[0] + spec.condition_channels  # translation: A and B
         data = spec.size * channels * spec.shape[1] * spec.shape[2]
 
     evaluation = 0

@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from ganexp.config import RunConfig
+from ganexp.config import TRANSLATION_DATA, RunConfig
 from ganexp.errors import ConfigError
 from ganexp.restore import Restored, parse_args, report_errors, restore
 from ganexp.tracking import save_points_plot, to_uint8_grid
@@ -73,7 +73,7 @@ def main(argv: list[str] | None = None) -> None:
         raise ConfigError("direction", args["direction"], "allowed: ab (A -> B), ba (B -> A)")
     restored = restore(path, overrides)
     task = restored.cfg.task.name
-    translator = task in ("paired_translation", "unpaired_translation")
+    translator = task in TRANSLATION_DATA
     if translator != translating:
         allowed = "a translation checkpoint takes mode=translate input=DIR"
         allowed += "" if translator else "; this one generates (grid, images, interpolate)"

@@ -198,9 +198,11 @@ def test_bad_unpaired_settings_are_refused_in_one_line(overrides, expected) -> N
     assert message.startswith(expected), message
 
 
-def test_fashion_domains_without_the_task_are_refused() -> None:
+def test_fashion_domains_without_the_task_and_domain_classes_without_them_are_refused() -> None:
     message = refusal("experiment=smoke", "logger=none", "data=fashion_domains")
     assert message.startswith("data.name='fashion_domains': is for task=unpaired_translation")
+    message = refusal("experiment=smoke", "logger=none", "data.domain_classes=[1,2]")
+    assert message.startswith("data.domain_classes=[1, 2]: is read by data=fashion_domains only")
 
 
 def test_bad_cyclegan_folders_are_refused_in_one_line_before_any_run(tmp_path: Path) -> None:
