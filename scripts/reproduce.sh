@@ -9,7 +9,7 @@ set -u
 cd "$(dirname "$0")/.."
 out=${OUT:-reproductions}
 presets=("$@")
-[ ${#presets[@]} -gt 0 ] || presets=(pacgan_ring_short pacgan_grid_short mode_collapse norm_study ssl_fashion_mnist pix2pix_fashion_edges)
+[ ${#presets[@]} -gt 0 ] || presets=(pacgan_ring_short pacgan_grid_short mode_collapse norm_study ssl_fashion_mnist pix2pix_fashion_edges cyclegan_fashion_sneaker_boot)
 mkdir -p "$out"
 status=0
 for preset in "${presets[@]}"; do
