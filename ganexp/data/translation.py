@@ -1,14 +1,18 @@
 """Image pairs and unpaired domains for image-to-image translation (Pix2Pix, CycleGAN).
 
-Three sources of uint8 ``(N, C, H, W)`` images, each read once:
+Four sources of uint8 ``(N, C, H, W)`` images, each read once:
 
-- :func:`fashion_edges`: Fashion-MNIST garments (B) and their edge maps (A), the edges the
-  Sobel gradient magnitude of each garment (``scipy.ndimage.sobel``), scaled to its own maximum,
-  computed once per split and cached under ``data.cache_dir``;
-- :func:`read_pix2pix_folder`: the pix2pix format, each file one pair side by side (A | B, the
-  left half A), in ``ROOT/train/`` and ``ROOT/test/`` (or ``val/``);
-- :func:`read_cyclegan_folders`: the CycleGAN format, ``ROOT/trainA/`` and ``ROOT/trainB/``
-  (and ``testA/``, ``testB/``), any number of images in each, unpaired.
+- ``data=fashion_edges``: Fashion-MNIST garments (B) and their edge maps (A), the edges the
+  Sobel gradient magnitude of each garment (scipy's kernels), scaled to its own maximum,
+  computed once per split and cached under ``data.cache_dir`` (:func:`cached_edges`);
+- ``data=pix2pix_folder``: the pix2pix format, each file one pair side by side (A | B, the left
+  half A), in ``ROOT/train/`` and ``ROOT/test/`` (or ``val/``) (:func:`read_pix2pix_folder`);
+- ``data=fashion_domains``: the Fashion-MNIST images of two classes, ``data.domain_classes``;
+- ``data=cyclegan_folder``: the CycleGAN format, ``ROOT/trainA/`` and ``ROOT/trainB/`` (and
+  ``testA/``, ``testB/``), any number of images in each, unpaired
+  (:func:`read_cyclegan_folders`).
+
+:class:`PairedSource` and :class:`UnpairedSource` batch them with exact resume.
 """
 
 from __future__ import annotations
@@ -28,7 +32,8 @@ from torchvision.transforms.v2 import functional as F
 from ganexp.config import DataConfig
 from ganexp.data import mnist
 from ganexp.data.folder import load_image
-from ganexp.data.images import fit_all
+from ganexp.data.images import fit, fit_all, to_signed_unit
+from ganexp.data.sampling import IndexStream
 from ganexp.data.spec import DataSpec
 from ganexp.data.subset import limit_indices
 from ganexp.errors import ConfigError
@@ -146,8 +151,6 @@ def read_cyclegan_folders(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The images of ``ROOT/{split}A/`` and ``ROOT/{split}B/``, each fitted to ``size``; the
     two domains may hold different numbers of images, but neither may be empty."""
-    from ganexp.data.images import fit
-
     a, b = (
         torch.stack([fit(image, size) for image in _read(paths, channels)])
         for paths in _domain_files(root, split)
@@ -308,8 +311,6 @@ class PairedSource:
         batch_size: int,
         seed: int,
     ) -> None:
-        from ganexp.data.sampling import IndexStream
-
         if len(inputs) != len(targets):
             raise ValueError(f"{len(inputs)} inputs for {len(targets)} targets")
         self.spec = spec
@@ -318,8 +319,6 @@ class PairedSource:
         self._stream = IndexStream(len(inputs), batch_size, generator)
 
     def next_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
-        from ganexp.data.images import to_signed_unit
-
         index = self._stream.next_indices()
         return to_signed_unit(self._targets[index]), to_signed_unit(self._inputs[index])
 
@@ -339,8 +338,6 @@ class UnpairedSource:
     def __init__(
         self, spec: DataSpec, a: torch.Tensor, b: torch.Tensor, batch_size: int, seed: int
     ) -> None:
-        from ganexp.data.sampling import IndexStream
-
         self.spec = spec
         self._domains = (a, b)
         self._streams = [
@@ -349,8 +346,6 @@ class UnpairedSource:
         ]
 
     def next_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
-        from ganexp.data.images import to_signed_unit
-
         a, b = (
             to_signed_unit(x[stream.next_indices()])
             for x, stream in zip(self._domains, self._streams, strict=True)
