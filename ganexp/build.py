@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import partial
 from typing import Any
 
@@ -118,7 +119,11 @@ def build_generator(cfg: RunConfig, spec: DataSpec) -> nn.Module:
     args = (cfg.trainer.z_dim, spec.shape, net.width, net.depth, norm, classes)
     if net._target_ is not None:
         context = {"z_dim": args[0], "shape": spec.shape, "num_classes": classes}
-        model = _users_network(cfg, "generator", norm=norm.layer, **context)
+        model = _for_each_direction(
+            cfg,
+            CycleGenerators,
+            lambda: _users_network(cfg, "generator", norm=norm.layer, **context),
+        )
     elif net.arch in _CONV:
         model = _CONV[net.arch][0](*args, activation=act, conditioning=net.conditioning)
     elif net.arch in (Arch.unet, Arch.resnet_blocks):  # translate the image in the labels
@@ -145,7 +150,9 @@ def build_discriminator(cfg: RunConfig, spec: DataSpec) -> nn.Module:
     args = (shape, net.width, net.depth, norm, classes)
     if net._target_ is not None:
         context = {"shape": shape, "num_classes": classes, "norm": norm.layer}
-        model = _users_network(cfg, "discriminator", **context)
+        model = _for_each_direction(
+            cfg, CycleCritics, lambda: _users_network(cfg, "discriminator", **context)
+        )
         _check_features(cfg, model)
     elif net.arch in _CONV:
         model = _CONV[net.arch][1](*args, activation=act, conditioning=net.conditioning)
@@ -165,8 +172,16 @@ def build_discriminator(cfg: RunConfig, spec: DataSpec) -> nn.Module:
     return model
 
 
+def _for_each_direction(
+    cfg: RunConfig, pair: type[nn.Module], build: Callable[[], nn.Module]
+) -> nn.Module:
+    """``build()``'s network; for unpaired translation, two of them as one ``pair``
+    (:class:`~ganexp.cycle.CycleGenerators` or :class:`~ganexp.cycle.CycleCritics`)."""
+    return pair(build(), build()) if cfg.task.name == "unpaired_translation" else build()
+
+
 def _translator(cfg: RunConfig, spec: DataSpec, norm: NormSpec) -> nn.Module:
-    """generator=unet or resnet_blocks; for unpaired translation, one for each direction."""
+    """generator=unet or resnet_blocks, one for each direction of unpaired translation."""
     net, (channels, size) = cfg.generator, spec.shape[:2]
 
     def one() -> nn.Module:
@@ -174,16 +189,17 @@ def _translator(cfg: RunConfig, spec: DataSpec, norm: NormSpec) -> nn.Module:
             return UNetGenerator(spec.condition_channels, channels, size, net.width, norm)
         return BlocksGenerator(spec.condition_channels, channels, net.width, net.depth, norm)
 
-    return CycleGenerators(one(), one()) if cfg.task.name == "unpaired_translation" else one()
+    return _for_each_direction(cfg, CycleGenerators, one)
 
 
 def _patch_critic(cfg: RunConfig, spec: DataSpec, norm: NormSpec) -> nn.Module:
     """discriminator=patch: of (input, image) pairs, or for unpaired translation, one of each
     domain's images alone."""
     width, (channels, size) = cfg.discriminator.width, spec.shape[:2]
-    if cfg.task.name != "unpaired_translation":
-        return PatchDiscriminator(channels, spec.condition_channels, size, width, norm)
-    return CycleCritics(*(PatchDiscriminator(channels, 0, size, width, norm) for _ in "BA"))
+    condition = 0 if cfg.task.name == "unpaired_translation" else spec.condition_channels
+    return _for_each_direction(
+        cfg, CycleCritics, lambda: PatchDiscriminator(channels, condition, size, width, norm)
+    )
 
 
 def _check_features(cfg: RunConfig, critic: nn.Module) -> None:

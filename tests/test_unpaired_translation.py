@@ -47,6 +47,40 @@ class Shift(nn.Module):
         return inputs[-1] + self.by  # as G (z, x) or as D (x)
 
 
+class MyTranslator(nn.Module):
+    """A user's translator (generator._target_): a 3x3 convolution and tanh."""
+
+    def __init__(self, shape: tuple[int, ...]) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(shape[0], shape[0], 3, padding=1)
+
+    def forward(self, z: torch.Tensor | None, labels: torch.Tensor) -> torch.Tensor:
+        return torch.tanh(self.conv(labels))
+
+
+class MyCritic(nn.Module):
+    """A user's patch critic (discriminator._target_)."""
+
+    def __init__(self, shape: tuple[int, ...]) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(shape[0], 1, 4, 2, 1)
+
+    def forward(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        return self.conv(x)
+
+
+def test_users_own_networks_are_built_once_for_each_direction(tmp_path: Path) -> None:
+    mine = (
+        f"generator._target_={__name__}.MyTranslator",
+        f"discriminator._target_={__name__}.MyCritic",
+    )
+    smoke_run(tmp_path / "run", *UNPAIRED, *mine)
+    state = load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")
+    assert {"g_ab.conv.weight", "g_ba.conv.weight"} <= state["generator"].keys()
+    assert {"d_b.conv.weight", "d_a.conv.weight"} <= state["discriminator"].keys()
+    assert "eval/transfer_accuracy" in eval_rows(tmp_path / "run", "eval/cycle_l1")[-1]
+
+
 def test_both_directions_run_as_one_generator_and_one_critic() -> None:
     a, b = torch.zeros(3, 1, 4, 4), torch.ones(3, 1, 4, 4)
     G = CycleGenerators(Shift(10.0), Shift(-10.0))
