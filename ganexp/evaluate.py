@@ -1,6 +1,9 @@
 """``ganexp-eval checkpoint=PATH``: every metric of a checkpoint, as JSON on stdout and in
-``PATH`` with the suffix ``.metrics.json``. Config overrides apply, e.g.
+``PATH`` with the suffix ``.metrics.json`` (or ``out=FILE``). Config overrides apply, e.g.
 ``ganexp-eval checkpoint=RUN_DIR metrics.num_samples=10000 metrics.features=classifier``.
+
+The numbers are printed before anything is written: a checkpoint in a read-only folder (or a
+full disk) loses the file, never the numbers.
 """
 
 from __future__ import annotations
@@ -8,32 +11,74 @@ from __future__ import annotations
 import json
 import sys
 from dataclasses import replace
+from pathlib import Path
 
 from torch import nn
 
-from ganexp.errors import ConfigError
+from ganexp.checkpoint import writable_file_error, write_text_atomic
+from ganexp.config import RunConfig
+from ganexp.data.spec import DataSpec
+from ganexp.errors import ConfigError, GanexpError
 from ganexp.restore import Restored, parse_args, report_errors, restore
+
+DEFAULTS = {"out": ""}
 
 
 def main(argv: list[str] | None = None) -> None:
     from ganexp.run import build_evaluator
 
-    path, _, overrides = parse_args(sys.argv[1:] if argv is None else argv, {})
-    restored = restore(path, overrides)
+    target, args, overrides = parse_args(sys.argv[1:] if argv is None else argv, DEFAULTS)
+    restored = restore(target, overrides)
+    out = (
+        Path(args["out"]).expanduser()
+        if args["out"]
+        else restored.path.with_suffix(".metrics.json")
+    )
     cfg = replace(restored.cfg, metrics=replace(restored.cfg.metrics, enabled=True))
-    evaluator = build_evaluator(cfg, restored.spec, restored.device, classifiers(restored))
+    spec = evaluation_spec(cfg, restored.spec)
+    unwritable = writable_file_error(out)
+    if unwritable:
+        print(
+            f"ganexp-eval: note: cannot write {out} ({unwritable}); the metrics are only printed "
+            "(out=FILE writes them elsewhere)",
+            file=sys.stderr,
+        )
+    evaluator = build_evaluator(cfg, spec, restored.device, classifiers(restored))
     if evaluator is None:
-        raise ConfigError("checkpoint", str(path), "nothing to evaluate for this data")
+        raise ConfigError("checkpoint", str(restored.path), "nothing to evaluate for this data")
     metrics = {f"eval/{k}": v for k, v in evaluator(restored.generator).items()}
     report = {
-        "checkpoint": str(path),
+        "checkpoint": str(restored.path),
         "step": restored.state["step"],
         "metrics": metrics,
         "setup": evaluator.setup(),
     }
     text = json.dumps(report, indent=2)
-    path.with_suffix(".metrics.json").write_text(text + "\n")
-    print(text)
+    print(text, flush=True)
+    if unwritable:
+        return
+    try:
+        write_text_atomic(out, text + "\n")
+    except OSError as ex:
+        raise GanexpError(
+            f"could not write {out} ({ex.strerror or ex}); the metrics are printed above"
+        ) from None
+
+
+def evaluation_spec(cfg: RunConfig, trained: DataSpec) -> DataSpec:
+    """The data as it is now (the overrides applied: ``data.limit``, ``data.root``), checked as
+    training checks it: the real images evaluation compares with are counted, not read from the
+    checkpoint; the generator's shape must be theirs."""
+    from ganexp.data import data_plan
+    from ganexp.preflight import check_sizes
+
+    now = data_plan(cfg.data)[0]
+    if now.shape != trained.shape:
+        allowed = f"its images are {list(now.shape)}; the generator makes {list(trained.shape)}"
+        raise ConfigError("data.name", cfg.data.name, allowed)
+    spec = replace(trained, size=now.size)
+    check_sizes(cfg, spec)
+    return spec
 
 
 def classifiers(restored: Restored) -> tuple[nn.Module, nn.Module] | None:
@@ -42,11 +87,20 @@ def classifiers(restored: Restored) -> tuple[nn.Module, nn.Module] | None:
         return None
     from ganexp.build import build_discriminator
 
+    task_state = restored.state.get("semi_supervised")
+    if not isinstance(task_state, dict) or "baseline" not in task_state:
+        allowed = "incomplete checkpoint: a semi-supervised run's holds its baseline classifier"
+        raise ConfigError("checkpoint", str(restored.path), allowed)
     nets = []
-    for weights in (restored.state["discriminator"], restored.state["semi_supervised"]["baseline"]):
-        net = build_discriminator(restored.cfg, restored.spec).to(restored.device)
-        net.load_state_dict(weights)
-        nets.append(net)
+    for weights in (restored.state["discriminator"], task_state["baseline"]):
+        net = build_discriminator(restored.cfg, restored.spec)
+        try:
+            net.load_state_dict(weights)
+        except (RuntimeError, TypeError, AttributeError) as ex:
+            first = str(ex).strip().splitlines()[0]
+            allowed = f"its classifier weights do not fit its config ({first})"
+            raise ConfigError("checkpoint", str(restored.path), allowed) from None
+        nets.append(net.to(restored.device))
     return nets[0], nets[1]
 
 

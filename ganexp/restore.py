@@ -2,6 +2,13 @@
 
 The checkpoint carries its run's resolved config; ``key=value`` arguments override it (a
 different device, more samples) and are checked like the training command's.
+
+A checkpoint is data someone may hand you, so what its config says may only select among
+ganexp's own parts and values: a ``_target_`` anywhere in it (Hydra's key that names code to
+call) is refused, except the four places where a run names the user's own class (``loss``,
+``generator``, ``discriminator``, ``norm``), and those only when the command line names the same
+class again: the user's code comes from the user, never from the file. A string that would
+be resolved (``${...}``) is refused as well: a saved config is resolved already.
 """
 
 from __future__ import annotations
@@ -16,7 +23,7 @@ from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 from torch import nn
 
-from ganexp.config import RunConfig, schema, validate
+from ganexp.config import USER_PARTS, RunConfig, schema, validate
 from ganexp.data import DataSpec
 from ganexp.errors import ConfigError, GanexpError
 
@@ -29,6 +36,17 @@ class Restored:
     device: torch.device
     state: dict[str, Any]
     path: Path
+
+
+def _typed(key: str, value: str, default: Any) -> Any:
+    """``value`` as the type of ``default``; ConfigError naming the key if it is not one."""
+    if default is None or isinstance(default, str):
+        return value
+    try:
+        return type(default)(value)
+    except ValueError:
+        kind = "an integer" if isinstance(default, int) else type(default).__name__
+        raise ConfigError(key, value, f"must be {kind}") from None
 
 
 def parse_args(argv: list[str], known: dict[str, Any]) -> tuple[Path, dict[str, Any], list[str]]:
@@ -45,16 +63,53 @@ def parse_args(argv: list[str], known: dict[str, Any]) -> tuple[Path, dict[str, 
         if key == "checkpoint":
             checkpoint = Path(value).expanduser()
         elif key in own:
-            own[key] = type(known[key])(value) if known[key] is not None else value
+            own[key] = _typed(key, value, known[key])
         else:
             overrides.append(arg)
     if checkpoint is None:
         raise ConfigError(
             "checkpoint", None, "required: checkpoint=PATH (a .pt file or run folder)"
         )
-    if checkpoint.is_dir():
-        checkpoint = checkpoint / "checkpoints" / "last.pt"
     return checkpoint, own, overrides
+
+
+def _named_code(value: Any, where: str) -> list[tuple[str, Any]]:
+    """Every ``_target_`` (and every ``${...}`` string) inside ``value``, with its key."""
+    if isinstance(value, dict):
+        found = [(f"{where}{k}", v) for k, v in value.items() if k == "_target_"]
+        for k, v in value.items():
+            found += _named_code(v, f"{where}{k}.")
+        return found
+    if isinstance(value, list | tuple):
+        return [hit for i, v in enumerate(value) for hit in _named_code(v, f"{where}{i}.")]
+    if isinstance(value, str) and "${" in value:
+        return [(where.rstrip("."), value)]
+    return []
+
+
+def check_no_code(config: dict[str, Any], path: Path, overrides: list[str]) -> None:
+    """Refuse a checkpoint whose config names code the user did not name (module docstring)."""
+    named = {k: v.strip("'\"") for k, _, v in (o.partition("=") for o in overrides)}
+    unnamed = []
+    for key, value in _named_code(config, ""):
+        slot = key.removesuffix("._target_") in USER_PARTS and key.endswith("._target_")
+        if slot and (value is None or named.get(key) == value):
+            continue  # the schema's own null (a built-in part), or the user's own choice
+        if slot and isinstance(value, str):
+            unnamed.append(f"{key}={value}")
+            continue
+        if key.endswith("_target_"):
+            what = f"refused: its config names code to run ({key}={value!r}); a checkpoint may"
+            raise ConfigError("checkpoint", str(path), f"{what} only select ganexp's own parts")
+        what = "refused: a checkpoint's config is resolved; it holds an interpolation"
+        raise ConfigError("checkpoint", str(path), f"{what} at {key} ({value!r})")
+    if unnamed:
+        raise ConfigError(
+            "checkpoint",
+            str(path),
+            f"its config names your own classes ({', '.join(unnamed)}); a checkpoint never "
+            f"chooses code to run: if you trust them, name them yourself: {' '.join(unnamed)}",
+        )
 
 
 def sampler_weights(state: dict[str, Any]) -> dict[str, Any]:
@@ -66,18 +121,32 @@ def sampler_weights(state: dict[str, Any]) -> dict[str, Any]:
     return {k.removeprefix("module."): v for k, v in averaged if k.startswith("module.")}
 
 
-def restore(path: Path, overrides: list[str]) -> Restored:
-    """The generator of checkpoint ``path`` on the configured device, in eval mode."""
+def load_for_sampling(target: Path) -> tuple[dict[str, Any], Path]:
+    """The checkpoint ``target`` names: a file, or a run folder's newest one that loads (the
+    ones that do not are skipped with a message, as training does)."""
+    from ganexp.checkpoint import SAMPLING, checkpoint_folder, load_checkpoint
+
+    if target.is_dir():
+        store = checkpoint_folder(target)
+        if store is None:
+            raise ConfigError(
+                "checkpoint", str(target), "holds no checkpoints/last.pt or step_*.pt"
+            )
+        return store.load_latest("checkpoint", SAMPLING)
+    return load_checkpoint(target, "checkpoint", SAMPLING), target
+
+
+def restore(target: Path, overrides: list[str]) -> Restored:
+    """The generator of checkpoint ``target`` (a file or run folder) on the configured device,
+    in eval mode."""
     from ganexp.build import build_generator
-    from ganexp.checkpoint import load_checkpoint
     from ganexp.config import register_schema
     from ganexp.data import DataSpec
     from ganexp.device import resolve_device
 
     register_schema()
-    state = load_checkpoint(path, key="checkpoint")
-    if not isinstance(state.get("config"), dict):
-        raise ConfigError("checkpoint", str(path), "has no run config (not written by ganexp)")
+    state, path = load_for_sampling(target)
+    check_no_code(state["config"], path, overrides)
     try:
         merged = OmegaConf.merge(schema(), state["config"])
     except OmegaConfBaseException as ex:
@@ -94,9 +163,14 @@ def restore(path: Path, overrides: list[str]) -> Restored:
     cfg = validate(merged)
     device = resolve_device(cfg.device.name)
     spec = DataSpec(**{k: tuple(v) if isinstance(v, list) else v for k, v in state["spec"].items()})
-    generator = build_generator(cfg, spec).to(device)
-    generator.load_state_dict(sampler_weights(state))
-    return Restored(cfg, spec, generator.eval(), device, state, path)
+    generator = build_generator(cfg, spec)
+    try:
+        generator.load_state_dict(sampler_weights(state))
+    except RuntimeError as ex:
+        first = str(ex).strip().splitlines()[0]
+        reason = f"its generator weights do not fit the network its config builds ({first})"
+        raise ConfigError("checkpoint", str(path), reason) from None
+    return Restored(cfg, spec, generator.to(device).eval(), device, state, path)
 
 
 def report_errors(command: str, main) -> None:

@@ -10,15 +10,20 @@ ganexp-sample checkpoint=PATH mode=translate input=DIR direction=ba   # unpaired
 
 from __future__ import annotations
 
+import io
 import math
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import torch
 from PIL import Image
 
-from ganexp.config import TRANSLATION_DATA, RunConfig
-from ganexp.errors import ConfigError
+from ganexp.checkpoint import writable_file_error, write_bytes_atomic
+from ganexp.config import INT_MAX, TRANSLATION_DATA, RunConfig
+from ganexp.errors import ConfigError, GanexpError
 from ganexp.restore import Restored, parse_args, report_errors, restore
 from ganexp.tracking import save_points_plot, to_uint8_grid
 
@@ -26,6 +31,9 @@ MODES = ("grid", "images", "interpolate", "translate")
 DEFAULTS = {"mode": "grid", "n": 64, "seed": 0, "seed2": 1, "label": -1, "out": ""}
 DEFAULTS |= {"input": "", "direction": "ab"}
 DIRECTIONS = ("ab", "ba")
+# the most images one command makes: a grid of 64 x 64, a walk of 1024, 1e6 single files
+MAX_N = {"grid": 4096, "interpolate": 1024, "images": 1_000_000, "translate": 1_000_000}
+CHUNK = 256  # images generated at once in mode=images
 
 
 def _noise(seed: int, n: int, z_dim: int) -> torch.Tensor:
@@ -43,6 +51,8 @@ def slerp(a: torch.Tensor, b: torch.Tensor, steps: int) -> torch.Tensor:
 
 def _labels(restored: Restored, n: int, label: int) -> torch.Tensor | None:
     classes = restored.spec.num_classes if restored.cfg.conditional else 0
+    if label < -1:
+        raise ConfigError("label", label, "a class number, or -1 for every class")
     if not classes:
         if label >= 0:
             raise ConfigError("label", label, "the generator is not conditional; use label=-1")
@@ -60,18 +70,29 @@ def generate_images(restored: Restored, z: torch.Tensor, labels: torch.Tensor | 
     return restored.generator(z.to(device), None if labels is None else labels.to(device)).cpu()
 
 
-def main(argv: list[str] | None = None) -> None:
-    path, args, overrides = parse_args(sys.argv[1:] if argv is None else argv, DEFAULTS)
+def check_args(args: dict[str, Any]) -> None:
+    """The command's own keys, before the checkpoint is read."""
     if args["mode"] not in MODES:
         raise ConfigError("mode", args["mode"], "allowed: " + ", ".join(MODES))
-    if args["n"] < 1:
-        raise ConfigError("n", args["n"], "must be an integer >= 1")
-    translating = args["mode"] == "translate"
-    if translating and not args["input"]:
+    most = MAX_N[args["mode"]]
+    if not 1 <= args["n"] <= most:
+        raise ConfigError(
+            "n", args["n"], f"must be an integer in [1, {most}] for mode={args['mode']}"
+        )
+    for key in ("seed", "seed2"):
+        if not 0 <= args[key] <= INT_MAX:
+            raise ConfigError(key, args[key], "must be an integer in [0, 2**63 - 1]")
+    if args["mode"] == "translate" and not args["input"]:
         raise ConfigError("input", None, "mode=translate reads the images of input=DIR")
     if args["direction"] not in DIRECTIONS:
         raise ConfigError("direction", args["direction"], "allowed: ab (A -> B), ba (B -> A)")
-    restored = restore(path, overrides)
+
+
+def main(argv: list[str] | None = None) -> None:
+    target, args, overrides = parse_args(sys.argv[1:] if argv is None else argv, DEFAULTS)
+    check_args(args)
+    translating = args["mode"] == "translate"
+    restored = restore(target, overrides)
     task = restored.cfg.task.name
     translator = task in TRANSLATION_DATA
     if translator != translating:
@@ -84,10 +105,10 @@ def main(argv: list[str] | None = None) -> None:
             G = G.g_ab if args["direction"] == "ab" else G.g_ba
         elif args["direction"] != "ab":
             raise ConfigError("direction", args["direction"], "paired translation has one: ab")
-        out = _out(args, path, "translated")
+        out = _out(args, restored.path, "translated")
         print(translate_folder(G, restored.cfg, Path(args["input"]), out))
         return
-    out = _out(args, path, "generated")
+    out = _out(args, restored.path, "generated")
     z_dim, n = restored.cfg.trainer.z_dim, args["n"]
     if args["mode"] == "interpolate":
         ends = [_noise(args["seed"], 1, z_dim)[0], _noise(args["seed2"], 1, z_dim)[0]]
@@ -96,26 +117,56 @@ def main(argv: list[str] | None = None) -> None:
     else:
         z = _noise(args["seed"], n, z_dim)
         name = f"grid_seed{args['seed']}.png"
-    images = generate_images(restored, z, _labels(restored, n, args["label"]))
+    labels = _labels(restored, n, args["label"])
+    if args["mode"] == "images" and restored.spec.kind != "points":
+        for start in range(0, n, CHUNK):  # n may be large: generated and written in chunks
+            part = None if labels is None else labels[start : start + CHUNK]
+            for i, image in enumerate(generate_images(restored, z[start : start + CHUNK], part)):
+                path = out / f"seed{args['seed']}_{start + i:05d}.png"
+                save_png(to_uint8_grid(image[None], 1).squeeze(-1).numpy(), path)
+        print(out)
+        return
+    images = generate_images(restored, z, labels)
+    target = out / name
     if restored.spec.kind == "points":
-        target = out / name
-        save_points_plot(images, None, target)
-    elif args["mode"] == "images":
-        for i, image in enumerate(images):
-            Image.fromarray(to_uint8_grid(image[None], 1).squeeze(-1).numpy()).save(
-                out / f"seed{args['seed']}_{i:05d}.png"
-            )
-        target = out
+        _write(target, lambda: save_points_plot(images, None, target))
     else:
         nrow = n if args["mode"] == "interpolate" else max(1, math.isqrt(n))
-        target = out / name
-        Image.fromarray(to_uint8_grid(images, nrow).squeeze(-1).numpy()).save(target)
+        save_png(to_uint8_grid(images, nrow).squeeze(-1).numpy(), target)
     print(target)
 
 
+def _write(path: Path, write: Callable[[], None]) -> None:
+    try:
+        write()
+    except OSError as ex:
+        raise GanexpError(f"could not write {path} ({ex.strerror or ex})") from None
+
+
+def save_png(pixels: np.ndarray, path: Path) -> None:
+    """``pixels`` as a PNG file written whole or not at all; one error line if the disk
+    refuses."""
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="PNG")
+    _write(path, lambda: write_bytes_atomic(path, buffer.getvalue()))
+
+
 def _out(args: dict, checkpoint: Path, default: str) -> Path:
-    out = Path(args["out"]) if args["out"] else checkpoint.parent.parent / default
-    out.mkdir(parents=True, exist_ok=True)
+    """``out=DIR``, else ``default`` in the checkpoint's run folder (beside the checkpoint when
+    it is not in a run's ``checkpoints/``); ConfigError if it cannot be written."""
+    if args["out"]:
+        key, out = "out", Path(args["out"]).expanduser()
+    else:
+        folder = checkpoint.parent
+        run_dir = folder.parent if folder.name == "checkpoints" else folder
+        key, out = "checkpoint", run_dir / default
+    reason = writable_file_error(out / ".ganexp-sample")
+    if reason:
+        raise ConfigError(
+            key,
+            args["out"] or str(checkpoint),
+            f"cannot write into {out} ({reason}); choose out=DIR",
+        )
     return out
 
 
@@ -132,7 +183,7 @@ def translate_folder(G: torch.nn.Module, cfg: RunConfig, folder: Path, out: Path
     for name, image in zip(names, images, strict=True):
         x = to_signed_unit(fit(image, cfg.data.image_size)[None]).to(device)
         translated = G(z, x).cpu()
-        Image.fromarray(to_uint8_grid(translated, 1).squeeze(-1).numpy()).save(out / f"{name}.png")
+        save_png(to_uint8_grid(translated, 1).squeeze(-1).numpy(), out / f"{name}.png")
     return out
 
 

@@ -170,8 +170,17 @@ def test_users_networks_and_norm_train_from_their_own_folder(user_folder: Path) 
     assert {"G=mynets.TinyGenerator", "D=mynets.TinyCritic", "norm.d=custom"} <= set(run.run.tags)
     assert run.config["generator"]["hidden"] == 48
     assert [row["step"] for row in run.history if "loss/g" in row] == [1, 2]
-    # ganexp-sample rebuilds the user's generator from the checkpoint's config
+    # ganexp-sample rebuilds the user's generator from the checkpoint's config, once the user
+    # names their classes: a checkpoint never chooses code by itself
     sample = [str(Path(GANEXP).with_name("ganexp-sample")), f"checkpoint={run_dir}", "n=4"]
+    refused = subprocess.run(sample, cwd=user_folder, capture_output=True, text=True, timeout=240)
+    classes = refused.stderr.strip().split("name them yourself: ")[-1].split()
+    assert refused.returncode == 2 and classes == [
+        "generator._target_=mynets.TinyGenerator",
+        "discriminator._target_=mynets.TinyCritic",
+        "norm._target_=mynets.RMSNorm",
+    ], refused.stderr
+    sample += classes
     done = subprocess.run(sample, cwd=user_folder, capture_output=True, text=True, timeout=240)
     assert done.returncode == 0, done.stderr[-3000:]
     assert list((run_dir / "generated").glob("*.png"))
