@@ -287,6 +287,9 @@ def _check_archive(path: Path, key: str) -> None:
     """A checkpoint is torch's zip archive: refuse anything else for what it is, and check the
     CRC-32 of every member (flipped bytes inside a tensor would load silently otherwise)."""
     if not zipfile.is_zipfile(path):
+        with open(path, "rb") as f:
+            if f.read(4) == b"PK\x03\x04":  # a zip archive's start without its directory
+                raise ConfigError(key, str(path), "unreadable checkpoint (truncated or damaged)")
         what = f"it is {_what_it_is(path)}, not a torch file"
         raise ConfigError(key, str(path), f"not a ganexp checkpoint: {what}")
     try:
