@@ -9,21 +9,32 @@ built on the meta device. The first problem is printed as one line, with no trac
 from __future__ import annotations
 
 import dataclasses
+import functools
 import re
 import sys
+from collections import Counter
 from dataclasses import fields
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from hydra import compose, initialize_config_module
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException, MissingConfigException
-from omegaconf import DictConfig, open_dict, read_write
+from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
 
-from ganexp.config import SEED_MAX, TRANSLATION_DATA, NetConfig, Norm, RunConfig, lookup, validate
+from ganexp.config import (
+    SEED_MAX,
+    TRANSLATION_DATA,
+    NetConfig,
+    Norm,
+    RunConfig,
+    lookup,
+    schema,
+    validate,
+)
 from ganexp.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -39,6 +50,36 @@ _INFO_FLAGS = {"--info", "-i"}  # its value is optional: one of Hydra's topics
 _INFO_TOPICS = {"all", "config", "defaults", "defaults-tree", "plugins", "searchpath"}
 _NO_JOB_FLAGS = {"-h", "--help", "--hydra-help", "--info", "-i", "--cfg", "-c", "-sc"}
 _NO_JOB_FLAGS |= {"--shell-completion", "--version"}
+
+# What a resume may change: how long the run trains, how often it logs, samples, evaluates and
+# checkpoints, where its data files are and its results go, what it evaluates, and the device
+# and kernels it runs on. Every other key of the config (a key added later too) is part of the
+# experiment and must be the checkpoint's. An entry ending in "." covers a whole group.
+RESUME_MAY_CHANGE = (
+    "resume",
+    "trainer.max_steps",
+    "trainer.log_every",
+    "trainer.sample_every",
+    "trainer.eval_every",
+    "trainer.checkpoint_every",
+    "trainer.keep_checkpoints",
+    "trainer.num_samples",  # the grid's fixed noise comes from the checkpoint
+    "trainer.progress_bar",
+    "trainer.profile",
+    "trainer.skip_nonfinite",  # what to do at a non-finite step, which would stop the run
+    "optim.implementation",  # the same update, another kernel
+    "data.root",  # but for the folder data sets, whose data it is (FOLDER_DATA)
+    "data.search",
+    "data.download",
+    "data.cache_dir",
+    "data.verify_checksums",
+    "data.num_workers",  # the batch order is the sampler's, in the main process
+    "logger.",
+    "metrics.",
+    "device.",
+    "paper",  # published numbers a study compares with
+)
+FOLDER_DATA = ("image_folder", "pix2pix_folder", "cyclegan_folder")  # data.root is the data
 
 
 def split_argv(argv: list[str]) -> tuple[list[str], list[str]]:
@@ -125,7 +166,14 @@ def _check(cfg: DictConfig, run_dir: Path | None) -> tuple[RunConfig, DataSpec]:
         run_dir = Path(HydraConfig.get().runtime.output_dir)
     resumed = None
     if run_cfg.resume or run_dir is not None:
-        resumed = load_resume(resume_source(run_cfg.resume, run_dir or Path.cwd()))
+        source = resume_source(run_cfg.resume, run_dir or Path.cwd())
+        if run_cfg.resume and run_cfg.trainer.replicas > 1:
+            raise _replicas_from_one_checkpoint(run_cfg)
+        resumed = load_resume(source)
+    resolved = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
+    checks = [(resumed, run_cfg, resolved)] if resumed is not None else []
+    if run_cfg.trainer.replicas > 1 and run_dir is not None:
+        checks += _replicas_resumed(run_cfg, resolved, run_dir)
     device = resolve_device(run_cfg.device.name)
     resolve_precision(run_cfg.device.precision, device)
     check_processes(run_cfg, device.type)
@@ -141,8 +189,8 @@ def _check(cfg: DictConfig, run_dir: Path | None) -> tuple[RunConfig, DataSpec]:
         check_pairs(run_cfg.data)
         check_domains(run_cfg.data)
     generator, discriminator = check_buildable(run_cfg, spec)
-    if resumed is not None:
-        check_resume_fits(resumed, run_cfg, spec, generator, discriminator)
+    for state, job_cfg, job_resolved in checks:
+        check_resume_fits(state, job_cfg, job_resolved, spec, generator, discriminator)
     processes = launched_world_size()
     stacked = True
     if run_cfg.trainer.replicas > 1:
@@ -160,6 +208,34 @@ def _check(cfg: DictConfig, run_dir: Path | None) -> tuple[RunConfig, DataSpec]:
     )
     check_memory(run_cfg, need, device)
     return run_cfg, spec
+
+
+def _replicas_from_one_checkpoint(cfg: RunConfig) -> ConfigError:
+    k = cfg.trainer.replicas
+    return ConfigError(
+        "resume",
+        cfg.resume,
+        f"trainer.replicas={k} would continue all {k} replicas from this one checkpoint: "
+        f"copies of one run, not {k} seeds (a summary would count them as n = {k}, sd 0); "
+        "a replicas job continues its replicas by itself when its command runs again in its "
+        f"folder (hydra.run.dir=RUN); for {k} seeds leave out resume",
+    )
+
+
+def _replicas_resumed(
+    cfg: RunConfig, resolved: dict[str, Any], run_dir: Path
+) -> list[tuple[tuple[dict, Path], RunConfig, dict[str, Any]]]:
+    """The checkpoint each replica of a replicas job continues from in its own folder, with
+    that replica's config (a run's with seed ``seed + k``)."""
+    from ganexp.checkpoint import load_resume, resume_source
+    from ganexp.replicas import replica_config, replica_dir
+
+    found = []
+    for k in range(cfg.trainer.replicas):
+        resumed = load_resume(resume_source(None, replica_dir(run_dir, k)))
+        if resumed is not None:
+            found.append((resumed, *replica_config(cfg, resolved, k)))
+    return found
 
 
 def _examples(cfg: RunConfig, spec: DataSpec) -> str:
@@ -200,7 +276,57 @@ def notes(cfg: RunConfig, spec: DataSpec) -> list[str]:
 
 def _plain(value: object) -> str:
     """A value as it is typed on the command line."""
+    if value is None:
+        return "null"
     return str(value).lower() if isinstance(value, bool) else str(value)
+
+
+def resume_may_change(key: str, data_name: str) -> bool:
+    """Whether a resume may give dotted ``key`` another value than its checkpoint's
+    (:data:`RESUME_MAY_CHANGE`) when the run trains on ``data_name``."""
+    if key == "data.root" and data_name in FOLDER_DATA:
+        return False
+    return any(
+        key == entry or (entry.endswith(".") and key.startswith(entry))
+        for entry in RESUME_MAY_CHANGE
+    )
+
+
+def _flat(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """A nested config dict as {dotted key: value}; lists are values."""
+    found: dict[str, Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            found |= _flat(value, f"{prefix}{key}.")
+        else:
+            found[f"{prefix}{key}"] = value
+    return found
+
+
+@functools.cache
+def _defaults() -> dict[str, Any]:
+    return _flat(OmegaConf.to_container(schema(), resolve=True, enum_to_str=True))
+
+
+_ABSENT = object()
+
+
+def experiment_differences(saved: dict[str, Any], resolved: dict[str, Any]) -> dict[str, str]:
+    """{key: "KEY is THEN in the checkpoint, NOW now"} for every key outside
+    :data:`RESUME_MAY_CHANGE` whose value differs between a checkpoint's resolved config and
+    this run's. A key the checkpoint's config lacks (one added since) counts as its default."""
+    then, now = _flat(saved), _flat(resolved)
+    data_name = str(now.get("data.name"))
+    found = {}
+    for key in [*now, *(key for key in then if key not in now)]:
+        if resume_may_change(key, data_name):
+            continue
+        old = then.get(key, _defaults().get(key, _ABSENT))
+        new = now.get(key, _ABSENT)
+        if old != new:
+            shown = [("absent" if v is _ABSENT else _plain(v)) for v in (old, new)]
+            found[key] = f"{key} is {shown[0]} in the checkpoint, {shown[1]} now"
+    return found
 
 
 def _network_keys(cfg: RunConfig) -> list[str]:
@@ -213,12 +339,12 @@ def _network_keys(cfg: RunConfig) -> list[str]:
     return keys
 
 
-def _differences(saved: dict, cfg: RunConfig, keys: list[str]) -> list[str]:
-    found = []
+def _differences(saved: dict, cfg: RunConfig, keys: list[str]) -> dict[str, str]:
+    found = {}
     for key in keys:
         then, now = lookup(saved, key), lookup(cfg, key)
         if then is not None and then != now:
-            found.append(f"{key} is {_plain(then)} in the checkpoint, {_plain(now)} now")
+            found[key] = f"{key} is {_plain(then)} in the checkpoint, {_plain(now)} now"
     return found
 
 
@@ -241,46 +367,82 @@ def _shape_differences(nets: dict[str, nn.Module], state: dict) -> list[str]:
 def check_resume_fits(
     resumed: tuple[dict, Path],
     cfg: RunConfig,
+    resolved: dict[str, Any],
     spec: DataSpec,
     generator: nn.Module,
     discriminator: nn.Module,
 ) -> None:
-    """The checkpoint a run continues from must hold networks of this run's shape, the state of
-    its optimizer, and a data position in a training set of the same size (images:
-    ``data.limit``; toy data: ``data.train_size``)."""
+    """The checkpoint a run continues from must be of the same experiment: its stored config
+    (``state["config"]``) and this run's ``resolved`` one agree on every key a resume may not
+    change (:data:`RESUME_MAY_CHANGE`). Whatever its config says, it must also hold networks of
+    this run's shape, the state of its optimizer, and a data position in a training set of the
+    same size (images: ``data.limit``; toy data: ``data.train_size``)."""
     state, path = resumed
     saved = state.get("config") if isinstance(state.get("config"), dict) else {}
     then = state.get("spec") if isinstance(state.get("spec"), dict) else {}
     networks = _differences(saved, cfg, _network_keys(cfg))
     if then.get("shape") is not None and tuple(then["shape"]) != spec.shape:
         keys = ["data.name", "data.channels", "data.image_size"]
-        networks += _differences(saved, cfg, keys) or [
-            f"the data's shape is {list(then['shape'])} in the checkpoint, {list(spec.shape)} now"
-        ]
+        shape = f"the data's shape is {list(then['shape'])} in the checkpoint, {list(spec.shape)}"
+        networks |= _differences(saved, cfg, keys) or {"": f"{shape} now"}
     if cfg.conditional and then.get("num_classes", spec.num_classes) != spec.num_classes:
-        networks.append(
+        networks["data.num_classes"] = (
             f"data.num_classes is {then['num_classes']} in the checkpoint, {spec.num_classes} now"
         )
     nets = {"generator": generator, "discriminator": discriminator}
-    problems = [
-        (
-            "the checkpoint's networks differ from this run's",
-            networks or _shape_differences(nets, state),
-        ),
-        (
-            "the checkpoint holds another optimizer's state",
-            _differences(saved, cfg, ["optim.name"]),
-        ),
-    ]
+    optimizer = _differences(saved, cfg, ["optim.name"])
     moved = _differences(saved, cfg, ["data.train_size"])  # toy data's fixed set
     if "size" in then and then["size"] != spec.size:
         size = f"the training set has {then['size']} examples in the checkpoint, {spec.size} now"
-        moved += _differences(saved, cfg, ["data.limit"]) or [size]
-    problems.append(("its data position does not carry over to another training set", moved))
+        moved |= _differences(saved, cfg, ["data.limit"]) or {"": size}
+    # a checkpoint without its config (none written by ganexp) is judged by its contents alone
+    experiment = experiment_differences(saved, resolved) if saved else {}
+    if "seed" in experiment:
+        experiment["seed"] += (
+            " (a resumed run draws from the checkpoint's random streams: another seed is a new run)"
+        )
+    problems = [
+        (
+            "the checkpoint's networks differ from this run's",
+            list(networks.values()) or _shape_differences(nets, state),
+        ),
+        ("the checkpoint holds another optimizer's state", list(optimizer.values())),
+        ("its data position does not carry over to another training set", list(moved.values())),
+        (
+            "the checkpoint is another experiment",
+            [line for key, line in experiment.items() if key not in networks | optimizer | moved],
+        ),
+    ]
+    found = [f"{what}: {'; '.join(lines)}" for what, lines in problems if lines]
     own = "" if cfg.resume else " (the run folder's own checkpoint; a new run needs a new folder)"
-    for what, found in problems:
-        if found:
-            raise ConfigError("resume", str(path), f"{what}: {'; '.join(found)}{own}")
+    if found:
+        raise ConfigError("resume", str(path), ". ".join(found) + own)
+    from ganexp.train import INTERVAL
+
+    if INTERVAL in state and not _interval_fits(state[INTERVAL]):
+        raise ConfigError(
+            "resume", str(path), f"not a ganexp checkpoint: its '{INTERVAL}' is malformed"
+        )
+
+
+def _interval_fits(interval: object) -> bool:
+    """The step statistics summed since the last logged row, as
+    :meth:`ganexp.train.Trainer.load_state_dict` reads them."""
+    import torch
+
+    if not isinstance(interval, dict):
+        return False
+    keys, sums, count = interval.get("keys"), interval.get("sums"), interval.get("count")
+    return (
+        isinstance(keys, list)
+        and all(isinstance(key, str) for key in keys)
+        and isinstance(sums, torch.Tensor)
+        and sums.dtype.is_floating_point
+        and sums.shape == (len(keys),)
+        and isinstance(count, int)
+        and not isinstance(count, bool)
+        and count >= 0
+    )
 
 
 def check_processes(cfg: RunConfig, device_type: str) -> None:
@@ -333,6 +495,7 @@ def preflight(argv: list[str]) -> None:
     hydra_overrides = [o for o in overrides if _is_hydra_override(o)]
     seeds, replicas = set(), 1
     with initialize_config_module(CONFIG_MODULE, version_base="1.3"):
+        jobs = []
         for num, job in enumerate(_expand(overrides, multirun)):
             numbered = [f"hydra.job.num={num}"] if multirun else []
             try:
@@ -346,6 +509,9 @@ def preflight(argv: list[str]) -> None:
             run_dir = _run_dir(cfg.hydra, multirun)
             with read_write(cfg), open_dict(cfg):
                 del cfg["hydra"]
+            jobs.append((job, cfg, run_dir))
+        check_distinct_runs([(job, cfg) for job, cfg, _ in jobs])
+        for _, cfg, run_dir in jobs:
             run_cfg, spec = _check(cfg, run_dir)
             seeds.add(run_cfg.seed)
             replicas = max(replicas, run_cfg.trainer.replicas)
@@ -359,6 +525,54 @@ def preflight(argv: list[str]) -> None:
             "in each job: replicas replace the seed axis; sweep one seed "
             "(hydra.sweeper.params.seed=0)",
         )
+
+
+def check_distinct_runs(jobs: list[tuple[list[str], DictConfig]]) -> None:
+    """A sweep's summary counts the jobs of a cell (its swept values but the seed) as seeds:
+    refuse jobs that are copies of one run, which it would count as n seeds with sd 0. Those are
+    a job listed twice (the same overrides), and jobs of different seeds that all continue from
+    one checkpoint (its random streams replace the seed's). Jobs that continue one checkpoint
+    with different allowed keys (``-m trainer.max_steps=10,20 resume=RUN``) are forks of one
+    run, each a cell of its own."""
+    counts = Counter(tuple(job) for job, _ in jobs)
+    for job, count in counts.items():
+        if count > 1:
+            raise ConfigError(
+                "-m",
+                " ".join(job),
+                f"the sweep lists this job {count} times: copies of one run, which its summary "
+                f"would count as n = {count} with sd 0; list each value once",
+            )
+    shared: dict[object, tuple[str, set[int]]] = {}
+    for _, cfg in jobs:
+        if cfg.resume:
+            resume, seeds = shared.setdefault(_checkpoint_identity(cfg.resume), (cfg.resume, set()))
+            seeds.add(cfg.seed)
+    for resume, seeds in shared.values():
+        if len(seeds) > 1:
+            listed = ",".join(map(str, sorted(seeds)))
+            raise ConfigError(
+                "resume",
+                resume,
+                f"the jobs of seed={listed} would all continue from this one checkpoint, whose "
+                f"random streams replace the seed: copies of one run, not {len(seeds)} seeds (a "
+                f"summary would count them as n = {len(seeds)}, sd 0); a sweep continues its "
+                "jobs by itself when its command runs again (the same hydra.sweep.dir); for new "
+                "seeds leave out resume",
+            )
+
+
+def _checkpoint_identity(resume: str) -> object:
+    """What ``resume`` names: the file it would load (step files and last.pt are hard links),
+    or the path as typed if there is none (the job's own check says so)."""
+    path = Path(resume).expanduser()
+    if path.is_dir():
+        path = path / "checkpoints" / "last.pt"
+    try:
+        stat = path.stat()
+    except OSError:
+        return str(path.resolve())
+    return stat.st_dev, stat.st_ino
 
 
 def _run_dir(hydra_cfg: DictConfig, multirun: bool) -> Path | None:

@@ -40,6 +40,7 @@ STAT_KEYS = (
     "loss/cycle",
     "loss/identity",
 )
+INTERVAL = "interval"  # checkpoint key: the step statistics summed since the last logged row
 
 
 class StopRequested(Exception):
@@ -75,8 +76,11 @@ class Precision:
         return {"scaler_d": self.scaler_d.state_dict(), "scaler_g": self.scaler_g.state_dict()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.scaler_d.load_state_dict(state["scaler_d"])
-        self.scaler_g.load_state_dict(state["scaler_g"])
+        """A scaler saved disabled (an fp32 or bf16 run continued in fp16) is empty: the new
+        scaler then starts as a new fp16 run's does."""
+        for name, scaler in (("scaler_d", self.scaler_d), ("scaler_g", self.scaler_g)):
+            if state[name]:
+                scaler.load_state_dict(state[name])
 
 
 @dataclass
@@ -387,7 +391,27 @@ class Trainer:
             "skipped_steps": self.skipped_steps,
             "precision": self.precision.state_dict(),
             "data": self.data.state_dict(),
+            INTERVAL: self._interval_state(),
         } | self._averages()
+
+    def _interval_state(self) -> dict[str, Any]:
+        """The step statistics summed since the last logged row: the next row averages them
+        with the steps after a resume, as an uninterrupted run's does."""
+        sums = self._sums.to("cpu", copy=True)
+        return {"keys": list(STAT_KEYS), "sums": sums, "count": self._count}
+
+    def _load_interval(self, state: dict[str, Any] | None) -> None:
+        """The sums, matched by key (one the checkpoint lacks starts at 0). A checkpoint written
+        before they were kept has none: the next row then averages the steps since the resume."""
+        self._sums.zero_()
+        self._count = 0
+        if not state:
+            return
+        keys = list(state["keys"])
+        for i, key in enumerate(STAT_KEYS):
+            if key in keys:
+                self._sums[i] = state["sums"][keys.index(key)]
+        self._count = state["count"]
 
     def _averages(self) -> dict[str, Any]:
         """The state of G's EMA and of the historical averages, where the run keeps them."""
@@ -411,6 +435,7 @@ class Trainer:
         self.skipped_steps = state["skipped_steps"]
         self.precision.load_state_dict(state["precision"])
         self.data.load_state_dict(state["data"])
+        self._load_interval(state.get(INTERVAL))
         if self.ema is not None and "generator_ema" in state:
             self.ema.load_state_dict(state["generator_ema"])
         if self.historical and "historical_g" in state:
