@@ -43,7 +43,7 @@ from ganexp.errors import ConfigError, Interrupted, RunFailed
 from ganexp.losses import GradientPenaltyLoss
 from ganexp.models.common import pack_of
 from ganexp.run import RunResult, Session
-from ganexp.train import STAT_KEYS, Trainer
+from ganexp.train import STAT_KEYS, StopRequested, Trainer
 
 # a replica's global random streams: the CPU generator's state, and the current CUDA device's
 Stream = tuple[torch.Tensor, torch.Tensor | None]
@@ -225,16 +225,30 @@ class ReplicaGroup:
         return torch.stack(reals), stacked_labels, torch.stack(noise), stacked_eps
 
     def run_step(self) -> None:
-        """Trainer.run_step for every replica (its docstring says what a step is)."""
+        """Trainer.run_step for every replica (its docstring says what a step is).
+
+        A stop signal abandons the step as in a separate run (StopRequested, every replica
+        back at its last completed step) only while no replica has finished it: between the
+        stacked step's critic iterations, or in the first replica's turn. In a later turn the
+        signal reaches the other replicas after the step (:meth:`train`), so that all of them
+        stop at the same step."""
         if not self.vectorized:
             for k in self.active:
+                trainer = self.trainers[k]
                 with self.own_stream(k):
-                    self.trainers[k].run_step()
+                    try:
+                        trainer.run_step()
+                    except StopRequested:  # the first turn only: the signal's receiver
+                        trainer.rewind_step()
+                        raise
             return
         first = self.trainers[0]
         loss, conditional = first.loss, first.conditional
         G, D = self.G, self.D
+        before = self._step_state() if first.n_critic > 1 else None
         for i in range(first.n_critic):
+            if i:
+                self._abandon_if_stopping(before)
             real, labels, z, eps = self._draw()
             fake_labels = labels if conditional else None
             last = i == first.n_critic - 1
@@ -248,6 +262,7 @@ class ReplicaGroup:
             total.sum().backward()
             self.opt_d.step()
             loss.after_d_step(D)  # weight clipping, elementwise on the stacked weights
+        self._abandon_if_stopping(before)
         D.share_grads()
         for value in D.params.values():
             value.requires_grad_(False)
@@ -277,6 +292,40 @@ class ReplicaGroup:
             trainer._record_nonfinite(stats[k])
             trainer.images_seen += trainer.batch_size * trainer.n_critic
 
+    def _step_state(self) -> dict[str, Any]:
+        """What a stacked step changes before its generator update, copied: the critics'
+        weights, buffers and optimizer, the generators' buffers (batch norm statistics move with
+        the critic steps' fakes), and each replica's data position and random stream."""
+        return {
+            "discriminator": [t.detach().clone() for t in self._critic_tensors()],
+            "generator_buffers": [b.clone() for b in self.G.buffers.values()],
+            "opt_d": copy.deepcopy(self.opt_d.state_dict()),
+            "data": [copy.deepcopy(t.data.state_dict()) for t in self.trainers],
+            "rng": list(self.rng),
+        }
+
+    def _critic_tensors(self) -> list[torch.Tensor]:
+        return [*self.D.params.values(), *self.D.buffers.values()]
+
+    def _abandon_if_stopping(self, before: dict[str, Any] | None) -> None:
+        """With several critic steps, on a stop signal: put back the state from ``before`` the
+        step, and abandon it (StopRequested), as Trainer.run_step does."""
+        if before is None or not self.trainers[0].stop_requested():
+            return
+        with torch.no_grad():
+            for tensor, saved in zip(self._critic_tensors(), before["discriminator"], strict=True):
+                tensor.copy_(saved)
+            for buffer, saved in zip(
+                self.G.buffers.values(), before["generator_buffers"], strict=True
+            ):
+                buffer.copy_(saved)
+        self.opt_d.load_state_dict(before["opt_d"])
+        self.opt_d.zero_grad(set_to_none=True)
+        for trainer, data in zip(self.trainers, before["data"], strict=True):
+            trainer.data.load_state_dict(data)
+        self.rng = before["rng"]
+        raise StopRequested
+
     def _penalty(self, real, fake, labels, eps) -> torch.Tensor:
         """WGAN-GP's penalty for each replica: GradientPenaltyLoss.regularizer on its slice."""
         pack = pack_of(self.trainers[0].discriminator)
@@ -291,33 +340,62 @@ class ReplicaGroup:
     def train(self) -> None:
         """Steps to max_steps; after each, every live replica's hooks, in its own stream. A
         replica whose hooks fail (a non-finite loss or weight) stops alone, with one line; its
-        slice goes on being computed, unread, and cannot reach the others'."""
-        for k, trainer in enumerate(self.trainers):
+        slice goes on being computed, unread, and cannot reach the others'.
+
+        A stop signal stops every replica at the same step, each as a separate run stops:
+        checkpointed at that step (its evaluation, if one was under way, left pending), then
+        Interrupted. The signal comes to the first trainer (:func:`ganexp.run.stop_on_signals`);
+        the others are given it after each step, before their hooks."""
+        first = self.trainers[0]
+        started: list[int] = []
+        try:
+            for k in self.active:
+                started.append(k)
+                self._hooks(k, "before_train")
+            while self.step < first.max_steps and self.active:
+                self.run_step()
+                self.step += 1
+                signal = first.signal_received
+                for k in self.active:
+                    self.trainers[k].step += 1
+                    signal = self._after_step(k, signal)
+                if signal:
+                    raise Interrupted(signal, self.step)
+        except StopRequested:  # inside a step, or in the first replica's pending evaluation
+            signal = first.signal_received
+            for k in [k for k in self.active if k in started]:
+                self._hooks(k, "after_interrupt", signal)
+            raise Interrupted(signal, self.step) from None
+        for k in self.active:
+            self._hooks(k, "after_train")
+
+    def _after_step(self, k: int, signal: int) -> int:
+        """Replica k's hooks after a step, stopping for ``signal``; returns the signal the
+        replicas after it stop for: the one that abandoned its evaluation, if one did (the first
+        replica's, the signal's receiver), so that they stop at this step too."""
+        try:
+            self._hooks(k, "after_step", signal)
+        except StopRequested:
+            signal = self.trainers[0].signal_received
+            self._hooks(k, "after_interrupt", signal)
+        return signal
+
+    def _hooks(self, k: int, call: str, signal: int = 0) -> None:
+        """Replica k's hooks' ``call`` (``after_step``...) in its own stream, the replica
+        stopping for ``signal`` (0: none; the first trainer's ``signal_received`` is left to the
+        handler, which sets it at any moment). A replica whose hooks fail stops alone, with one
+        line."""
+        trainer = self.trainers[k]
+        trainer.stop_signal = signal
+        if k:
+            trainer.signal_received = signal
+        try:
             with self.own_stream(k):
                 for hook in trainer.hooks:
-                    hook.before_train(trainer)
-        first = self.trainers[0]
-        while self.step < first.max_steps and self.active:
-            self.run_step()
-            self.step += 1
-            signal = first.signal_received
-            for k in self.active:
-                trainer = self.trainers[k]
-                trainer.step += 1
-                trainer.stop_signal = signal
-                try:
-                    with self.own_stream(k):
-                        for hook in trainer.hooks:
-                            hook.after_step(trainer)
-                except RunFailed as error:
-                    self.failed[k] = str(error)
-                    print(f"ganexp: replica {k}: {error}; the others go on", file=sys.stderr)
-            if signal:
-                raise Interrupted(signal, self.step)
-        for k in self.active:
-            with self.own_stream(k):
-                for hook in self.trainers[k].hooks:
-                    hook.after_train(self.trainers[k])
+                    getattr(hook, call)(trainer)
+        except RunFailed as error:
+            self.failed[k] = str(error)
+            print(f"ganexp: replica {k}: {error}; the others go on", file=sys.stderr)
 
 
 def replica_dir(run_dir: Path, k: int) -> Path:

@@ -23,20 +23,27 @@ under the sweep dir and writes there:
 and logs the tables, the verdict and figures to W&B in one more run of the sweep's group
 (``job_type=summary``). ``SweepSummary.last_failed`` counts the jobs that did not complete, for
 the exit code.
+
+Each file is written whole or not at all (a temporary file, fsynced, renamed: the checkpoints'
+writer), so a full disk leaves the files as they were, with one line. A sweep stopped before its
+end (Ctrl-C, a stop signal) is summarized as the process exits: the jobs that ran, and those the
+basic sweeper would have launched after them, listed last as ``not run``.
 """
 
 from __future__ import annotations
 
+import atexit
 import csv
+import io
 import json
 import math
 import os
 import sys
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import yaml
 from hydra.experimental.callback import Callback
@@ -52,10 +59,12 @@ from ganexp.cells import (
     read_paper_rows,
 )
 from ganexp.job import JOB_FILE, read_job_record
+from ganexp.preflight import job_overrides
 
 MISSING_RECORD = "no job.json (killed?)"
+NOT_RUN = "not run"  # the status of a job a stopped sweep never started
 FALLBACK_KEY = "loss/g"  # plotted when no job logged an eval metric
-_STATUS_ORDER = {"completed": 0, "interrupted": 1, "failed": 2}
+_STATUS_ORDER = {"completed": 0, "interrupted": 1, "failed": 2, NOT_RUN: 3}
 _NOT_JOB_DIRS = {"wandb", "samples", "checkpoints", ".submitit", ".hydra"}
 _FILES = {"cells": "cells.csv", "csv": "summary.csv", "md": "summary.md"}
 _CELLS_NOTE = (
@@ -169,6 +178,44 @@ def collect_jobs(sweep_dir: Path) -> list[JobResult]:
     return sorted(jobs, key=lambda job: job.order)
 
 
+def planned_jobs(config: DictConfig) -> list[list[str]] | None:
+    """Every job's overrides in job order, as the basic sweeper launches them; None for a
+    sweeper that chooses its jobs as it goes (Optuna)."""
+    sweeper = config.hydra.sweeper
+    if "BasicSweeper" not in str(sweeper.get("_target_", "")):
+        return None
+    params = {str(k): str(v) for k, v in (sweeper.get("params") or {}).items()}
+    return job_overrides(list(config.hydra.overrides.task), True, params)
+
+
+def jobs_not_run(sweep_dir: Path, planned: list[list[str]]) -> list[JobResult]:
+    """The planned jobs that no folder of the sweep holds, named by their job number."""
+    started = Counter(_override_key(_started_overrides(path)) for path in find_job_dirs(sweep_dir))
+    missing = []
+    for num, overrides in enumerate(planned):
+        key = _override_key(overrides)
+        if started[key]:
+            started[key] -= 1
+        else:
+            missing.append(JobResult(str(num), sweep_dir / str(num), NOT_RUN, None, overrides))
+    return missing
+
+
+def _override_key(overrides: Sequence[str]) -> tuple[str, ...]:
+    return tuple(sorted(overrides))
+
+
+def _started_overrides(path: Path) -> list[str]:
+    """A started job's overrides: its job.json's, or Hydra's record of them."""
+    record = _record_or_none(path) or {}
+    if record.get("overrides") is not None:
+        return list(record["overrides"])
+    overrides_file = path / ".hydra" / "overrides.yaml"
+    return (
+        list(yaml.safe_load(overrides_file.read_text()) or []) if overrides_file.is_file() else []
+    )
+
+
 def _record_or_none(path: Path) -> dict[str, Any] | None:
     try:
         return read_job_record(path)
@@ -244,11 +291,23 @@ def _cell(value: Any) -> str:
     return str(value)
 
 
+def _write(path: Path, write: Callable[[BinaryIO], Any]) -> None:
+    """``write(file)`` into ``path`` whole or not at all (see the module docstring)."""
+    from ganexp.checkpoint import _write_atomic  # imports torch: only once a summary is written
+
+    _write_atomic(path, write)
+
+
+def _write_text(text: str, path: Path) -> None:
+    _write(path, lambda f: f.write(text.encode("utf-8")))
+
+
 def write_csv(table: Table, path: Path) -> None:
-    with open(path, "w", newline="", encoding="utf-8") as f:
-        writer = csv.writer(f)
-        writer.writerow(table.columns)
-        writer.writerows([["" if v is None else v for v in row] for row in table.rows])
+    text = io.StringIO()
+    writer = csv.writer(text)
+    writer.writerow(table.columns)
+    writer.writerows([["" if v is None else v for v in row] for row in table.rows])
+    _write_text(text.getvalue(), path)
 
 
 def markdown_table(columns: list[str], rows: list[list[str]]) -> list[str]:
@@ -316,10 +375,17 @@ def plot_curves(cells: list[Cell], key: str | None, path: Path) -> bool:
     ax.set(xlabel="generator step", ylabel=key, title=title)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.01, 1.0), ncol=1 + len(cells) // 25)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    _save_figure(fig, path)
     return True
+
+
+def _save_figure(fig: Any, path: Path) -> None:
+    """``fig`` as a PNG at ``path``, written whole or not at all; closed either way."""
+    try:
+        fig.tight_layout()
+        _write(path, lambda f: fig.savefig(f, format="png"))
+    finally:
+        _pyplot().close(fig)
 
 
 def _heatmap_text(row: CellStats) -> str:
@@ -360,9 +426,7 @@ def plot_heatmap(jobs: list[JobResult], cells: CellTable, path: Path) -> None:
     title = f"final {key}, mean ± 95% CI half-width (n)\n({_better(key)} is better)"
     ax.set_title(title, fontsize=9)
     fig.colorbar(image, ax=ax)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    _save_figure(fig, path)
 
 
 def _better(key: str) -> str:
@@ -386,32 +450,40 @@ class Summary:
     table: Table
     cells: CellTable
     files: dict[str, Path]
+    not_run: list[JobResult] | None = None  # a stopped sweep's jobs never started (None: unknown)
 
     @property
     def failed(self) -> int:
         return sum(job.status != "completed" for job in self.jobs)
 
 
-def summarize(sweep_dir: Path, jobs: list[JobResult] | None = None) -> Summary:
+def summarize(
+    sweep_dir: Path, jobs: list[JobResult] | None = None, not_run: list[JobResult] | None = None
+) -> Summary:
     """Write cells.csv, summary.csv, summary.md and the figures into ``sweep_dir``; published
-    numbers come from the ``paper`` rows of the sweep's config (its ``multirun.yaml``)."""
-    jobs = collect_jobs(sweep_dir) if jobs is None else jobs
-    key = headline_key(jobs)
+    numbers come from the ``paper`` rows of the sweep's config (its ``multirun.yaml``).
+    ``not_run``: the jobs a stopped sweep never started, listed last in the jobs' tables."""
+    ran = collect_jobs(sweep_dir) if jobs is None else jobs
+    jobs = [*ran, *(not_run or [])]
+    key = headline_key(ran)
     axes = swept_axes(jobs)
     table = summary_table(jobs, key, axes)
     files = {name: sweep_dir / filename for name, filename in _FILES.items()}
     write_csv(table, files["csv"])
-    cells = build_cells(jobs, key, axes, read_paper_rows(sweep_dir))
+    cells = build_cells(ran, key, axes, read_paper_rows(sweep_dir))
     write_csv(Table(cells.columns, cells.values()), files["cells"])
     figures = {}
     if plot_curves(cells.cells, key, sweep_dir / "curves.png"):
         figures["curves"] = sweep_dir / "curves.png"
     if key and len(cells.axes) == 2:
-        plot_heatmap(jobs, cells, sweep_dir / "heatmap.png")
+        plot_heatmap(ran, cells, sweep_dir / "heatmap.png")
         figures["heatmap"] = sweep_dir / "heatmap.png"
     statuses = Counter(job.status for job in jobs)
     counts = ", ".join(f"{n} {status}" for status, n in sorted(statuses.items(), key=_by_status))
     lines = [f"# Sweep {sweep_dir}", "", f"{len(jobs)} jobs: {counts}."]
+    if not_run:
+        names = ", ".join(job.name for job in not_run)
+        lines.append(f"The sweep stopped before it started job(s) {names}: `{NOT_RUN}` below.")
     if key:
         lines.append(f"Headline metric: `{key}` ({_better(key)} is better).")
     lines += ["", "## Cells", "", _CELLS_NOTE.format(key=f"`{key}`" if key else "values"), ""]
@@ -422,8 +494,8 @@ def summarize(sweep_dir: Path, jobs: list[JobResult] | None = None) -> Summary:
     else:
         lines.append("No job reported an eval metric; rows by status, then job.")
     lines += ["", *jobs_markdown(table, [jobs.index(job) for job in ranked(jobs, key)])]
-    files["md"].write_text("\n".join(lines) + "\n", encoding="utf-8")
-    return Summary(sweep_dir, jobs, key, table, cells, files | figures)
+    _write_text("\n".join(lines) + "\n", files["md"])
+    return Summary(sweep_dir, jobs, key, table, cells, files | figures, not_run)
 
 
 def log_summary_to_wandb(summary: Summary, logger: DictConfig, group: str | None) -> None:
@@ -483,25 +555,45 @@ def sweep_group(config: DictConfig, jobs: list[JobResult]) -> str | None:
     return f"{experiment or 'sweep'}-{Path(config.hydra.sweep.dir).name}"
 
 
+def _summary_or_none(sweep_dir: Path, make: Callable[[], Summary]) -> Summary | None:
+    """``make()`` (a :func:`summarize`), or None after one line on stderr: a summary that
+    cannot be written (a full disk, a second Ctrl-C) must not hide the jobs' own results."""
+    try:
+        return make()
+    except OSError as ex:
+        reason = ex.strerror or str(ex)
+        print(
+            f"ganexp: could not summarize {sweep_dir} ({reason}); each job's folder keeps its "
+            "results",
+            file=sys.stderr,
+        )
+    except KeyboardInterrupt:
+        print(f"ganexp: the summary of {sweep_dir} was interrupted", file=sys.stderr)
+    except Exception as ex:
+        print(f"ganexp: could not summarize {sweep_dir}: {ex!r}", file=sys.stderr)
+    return None
+
+
 class SweepSummary(Callback):
-    """Hydra callback: summarize the sweep dir when a multirun ends."""
+    """Hydra callback: summarize the sweep dir when a multirun ends, or when the process exits
+    before it does (Ctrl-C, a stop signal)."""
 
     #: jobs of the last summarized sweep that did not complete (the entrypoint's exit code)
     last_failed: int = 0
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         SweepSummary.last_failed = 0
+        atexit.register(self.summarize_stopped, config)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        atexit.unregister(self.summarize_stopped)
         sweep_dir = Path(config.hydra.sweep.dir)
         if not sweep_dir.is_dir():
             return
         jobs = collect_jobs(sweep_dir)
         SweepSummary.last_failed = sum(job.status != "completed" for job in jobs)
-        try:
-            summary = summarize(sweep_dir, jobs)
-        except Exception as ex:  # a summary must not hide the jobs' own results
-            print(f"ganexp: could not summarize {sweep_dir}: {ex!r}", file=sys.stderr)
+        summary = _summary_or_none(sweep_dir, lambda: summarize(sweep_dir, jobs))
+        if summary is None:
             return
         log_summary_to_wandb(summary, config.logger, sweep_group(config, summary.jobs))
         failed = f", {summary.failed} failed" if summary.failed else ""
@@ -509,3 +601,25 @@ class SweepSummary(Callback):
             f"ganexp: sweep summary: {summary.files['md']} ({len(summary.jobs)} jobs{failed})",
             file=sys.stderr,
         )
+
+    def summarize_stopped(self, config: DictConfig) -> None:
+        """At exit, the summary of a sweep that stopped before its end: of the jobs that ran,
+        and of those the basic sweeper had still to launch (other sweepers choose theirs as
+        they go). No W&B summary run: the process is on its way out."""
+        sweep_dir = Path(config.hydra.sweep.dir)
+        if not sweep_dir.is_dir():
+            return
+
+        def stopped() -> Summary:
+            planned = planned_jobs(config)
+            not_run = None if planned is None else jobs_not_run(sweep_dir, planned)
+            return summarize(sweep_dir, not_run=not_run)
+
+        summary = _summary_or_none(sweep_dir, stopped)
+        if summary is None:
+            return
+        ran = len(summary.jobs) - len(summary.not_run or [])
+        line = f"ganexp: sweep stopped: {summary.files['md']} summarizes the {ran} jobs that ran"
+        if summary.not_run is not None:
+            line += f"; not run: {', '.join(job.name for job in summary.not_run) or 'none'}"
+        print(line, file=sys.stderr)
