@@ -12,6 +12,10 @@ Four sources of uint8 ``(N, C, H, W)`` images, each read once:
   ``testA/``, ``testB/``), any number of images in each, unpaired
   (:func:`read_cyclegan_folders`).
 
+The files of the two folder formats are listed without descending into subfolders (a link to a
+file is read as the file) and each is checked to be a whole image before any work
+(:func:`ganexp.data.folder.check_image`).
+
 :class:`PairedSource` and :class:`UnpairedSource` batch them with exact resume.
 """
 
@@ -24,14 +28,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 from scipy import ndimage
 from torchvision.datasets.folder import IMG_EXTENSIONS
 from torchvision.transforms.v2 import functional as F
 
 from ganexp.config import DataConfig
 from ganexp.data import mnist
-from ganexp.data.folder import load_image
+from ganexp.data.folder import check_image, load_image
 from ganexp.data.images import fit, fit_all, to_signed_unit
 from ganexp.data.sampling import IndexStream
 from ganexp.data.spec import DataSpec
@@ -71,10 +74,13 @@ def cached_edges(images: torch.Tensor, cache_dir: str, name: str) -> torch.Tenso
     return edges
 
 
-def _image_files(folder: Path) -> list[Path]:
+def _image_files(folder: Path, key: str = "data.root") -> list[Path]:
     if not folder.is_dir():
         return []
-    return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMG_EXTENSIONS)
+    try:
+        return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMG_EXTENSIONS)
+    except OSError as err:
+        raise ConfigError(key, str(folder), f"cannot list the folder: {err.strerror}") from None
 
 
 def _read(paths: list[Path], channels: int) -> list[torch.Tensor]:
@@ -84,24 +90,23 @@ def _read(paths: list[Path], channels: int) -> list[torch.Tensor]:
 def read_images(folder: Path, channels: int) -> tuple[list[str], list[torch.Tensor]]:
     """The names (without suffix) and uint8 ``(C, H, W)`` images of the image files in
     ``folder``; a folder without one is refused."""
-    paths = _image_files(folder)
+    paths = _image_files(folder, "input")
     if not paths:
         raise ConfigError("input", str(folder), "holds no images (png, jpg, ...)")
+    for path in paths:
+        check_image(str(path), "input")
     return [p.stem for p in paths], _read(paths, channels)
 
 
 def _pair_sizes(root: str, split: str) -> list[Path]:
-    """The files of ``ROOT/split/``, each checked to hold a pair (width twice the height) and of
-    one size, from the image headers alone (nothing is decoded)."""
+    """The files of ``ROOT/split/``, each checked to be a whole image
+    (:func:`~ganexp.data.folder.check_image`) holding a pair (width twice the height), all of
+    one size."""
     folder = Path(os.path.expanduser(root)) / split
     paths = _pair_files(root, split)
     sizes = set()
     for path in paths:
-        try:
-            with Image.open(path) as image:
-                width, height = image.size
-        except OSError as err:
-            raise ConfigError("data.root", str(path), f"cannot read as an image: {err}") from None
+        width, height = check_image(str(path))
         if width != 2 * height:
             pair = f"a pair is A | B, {2 * height}x{height}"
             raise ConfigError(
@@ -132,7 +137,8 @@ def check_pairs(cfg: DataConfig) -> None:
 
 
 def _domain_files(root: str | None, split: str) -> list[list[Path]]:
-    """The image files of ``ROOT/{split}A/`` and ``ROOT/{split}B/``; neither may be empty."""
+    """The image files of ``ROOT/{split}A/`` and ``ROOT/{split}B/``, each checked to be a whole
+    image (:func:`~ganexp.data.folder.check_image`); neither folder may be empty."""
     if root is None:
         raise ConfigError("data.root", None, "data.name=cyclegan_folder reads data.root")
     domains = []
@@ -142,6 +148,8 @@ def _domain_files(root: str | None, split: str) -> list[list[Path]]:
         if not paths:
             allowed = f"domain {side} has no images: {folder} is missing or empty"
             raise ConfigError("data.root", root, allowed)
+        for path in paths:
+            check_image(str(path))
         domains.append(paths)
     return domains
 
@@ -293,7 +301,8 @@ def held_out_domains(cfg: DataConfig) -> tuple[torch.Tensor, torch.Tensor, str]:
 
 
 def check_domains(cfg: DataConfig) -> None:
-    """data=cyclegan_folder: refuse, before any work, an empty held-out domain."""
+    """data=cyclegan_folder: refuse, before any work, an empty held-out domain or a file in it
+    that is not a whole image (the training domains are checked by :func:`domains_spec`)."""
     if cfg.name == "cyclegan_folder":
         _domain_files(cfg.root, "test")
 
