@@ -8,9 +8,11 @@ import json
 import os
 import re
 import signal
+import struct
 import subprocess
 import sys
 import time
+import zlib
 from itertools import product
 from pathlib import Path
 
@@ -259,21 +261,29 @@ def test_mode_collapse_runs_under_joblib_with_one_wandb_run_per_job(tmp_path: Pa
     assert load_run(sweep).run.job_type == "summary"
 
 
+def _png_chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+
 def write_image_folders(root: Path) -> tuple[Path, Path]:
-    """Two class folders of small PNGs; a copy of them where one PNG is corrupt."""
+    """Two class folders of small PNGs; a copy of them where one PNG cannot be decoded though
+    its header and chunk checksums are whole (what the check before training cannot tell)."""
     good, bad = root / "good", root / "bad"
     for folder in (good, bad):
         for cls in ("a", "b"):
             (folder / cls).mkdir(parents=True)
             for i in range(4):
                 Image.new("L", (8, 8), 40 * i).save(folder / cls / f"{i}.png")
-    (bad / "b" / "2.png").write_bytes(b"\x89PNG\r\n\x1a\n this is not a picture")
+    header = _png_chunk(b"IHDR", struct.pack(">IIBBBBB", 8, 8, 8, 0, 0, 0, 0))
+    pixels = _png_chunk(b"IDAT", b"not zlib data")
+    png = b"\x89PNG\r\n\x1a\n" + header + pixels + _png_chunk(b"IEND", b"")
+    (bad / "b" / "2.png").write_bytes(png)
     return good, bad
 
 
 @pytest.mark.slow
 def test_a_failing_job_is_summarized_last_and_the_sweep_exits_non_zero(tmp_path: Path) -> None:
-    """The corrupt image is found only when it is decoded (after preflight): that job fails,
+    """The broken image is found only when it is decoded (after preflight): that job fails,
     the other completes, summary.md ends with the failure's one-line error, exit code 1."""
     good, bad = write_image_folders(tmp_path)
     sweep = tmp_path / "sweep"
