@@ -77,7 +77,7 @@ def evaluation_spec(cfg: RunConfig, trained: DataSpec) -> DataSpec:
         allowed = f"its images are {list(now.shape)}; the generator makes {list(trained.shape)}"
         raise ConfigError("data.name", cfg.data.name, allowed)
     spec = replace(trained, size=now.size)
-    check_sizes(cfg, spec)
+    check_sizes(cfg, spec, training=False)
     return spec
 
 

@@ -243,9 +243,10 @@ def _examples(cfg: RunConfig, spec: DataSpec) -> str:
     return f"{spec.size} training examples{limit}"
 
 
-def check_sizes(cfg: RunConfig, spec: DataSpec) -> None:
+def check_sizes(cfg: RunConfig, spec: DataSpec, training: bool = True) -> None:
     """Sizes the training set must hold: a whole batch, and the real images evaluation compares
-    with (as many as it generates). Toy mixtures are sampled fresh and hold any number."""
+    with (as many as it generates). Toy mixtures are sampled fresh and hold any number.
+    ``training=False``: a checkpoint's evaluation (ganexp-eval), not a run's."""
     if spec.size is None:
         return
     batch = cfg.trainer.batch_size
@@ -255,10 +256,12 @@ def check_sizes(cfg: RunConfig, spec: DataSpec) -> None:
     n = cfg.metrics.num_samples
     held_out = cfg.task.name in TRANSLATION_DATA  # evaluates on held-out images, up to n
     if cfg.metrics.enabled and n > spec.size and not held_out:
+        once = " (once, at the last step: trainer.eval_every=0)"
+        when = "" if cfg.trainer.eval_every or not training else once
         raise ConfigError(
             "metrics.num_samples",
             n,
-            "evaluation compares with as many real images, and there are only "
+            f"evaluation{when} compares with as many real images, and there are only "
             f"{_examples(cfg, spec)}; at most {spec.size}, or metrics.enabled=false",
         )
 
@@ -489,6 +492,14 @@ def check_processes(cfg: RunConfig, device_type: str) -> None:
 def preflight(argv: list[str]) -> None:
     """Compose and check every job of ``argv``; raise ConfigError on the first bad one."""
     flags, overrides = split_argv(argv)
+    if "--experimental-rerun" in flags:
+        where = flags[flags.index("--experimental-rerun") + 1 :][:1] or [None]
+        raise ConfigError(
+            "--experimental-rerun",
+            where[0],
+            "refused: it unpickles a file of a run folder, which can run code; run the job's "
+            "overrides again instead (RUN/.hydra/overrides.yaml)",
+        )
     if _NO_JOB_FLAGS & set(flags):
         return
     multirun = bool({"-m", "--multirun"} & set(flags))

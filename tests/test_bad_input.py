@@ -251,7 +251,8 @@ def test_a_batch_larger_than_the_training_set_is_refused(tmp_path: Path) -> None
 TOO_BIG_FOR_THE_DATA = [
     (["trainer.batch_size=60001"], "more than the 60000 training examples; at most 60000"),
     (["experiment=smoke", "trainer.batch_size=257"], "trainer.batch_size=257: more than the 256"),
-    (["data.limit=1000"], "metrics.num_samples=10000: evaluation compares with as many real"),
+    (["data.limit=1000"], "metrics.num_samples=10000: evaluation (once, at the last step: "),
+    (["data.limit=1000", "trainer.eval_every=5"], "10000: evaluation compares with as many real"),
     (["experiment=smoke", "metrics.num_samples=257"], "only 256 training examples (data.limit="),
 ]
 

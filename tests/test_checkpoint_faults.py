@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 import os
+import pickle
 import shutil
 import struct
 import subprocess
@@ -323,3 +324,36 @@ def test_eval_counts_the_real_images_as_training_does(image_run: Path) -> None:
 
     unlimited = replace(cfg, data=replace(cfg.data, limit=None))
     assert evaluate.evaluation_spec(unlimited, restored.spec).size == 60000
+
+
+class Payload:
+    """Pickles into a call that creates a folder if it is ever unpickled."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.mkdir, (str(self.marker),))
+
+
+def test_hydras_rerun_of_a_pickled_run_folder_config_is_refused(tmp_path: Path) -> None:
+    """Hydra's --experimental-rerun unpickles RUN/.hydra/config.pickle: a run folder someone
+    hands out could run code through it."""
+    marker = tmp_path / "payload-ran"
+    pickled = tmp_path / "config.pickle"
+    pickled.write_bytes(pickle.dumps(Payload(marker)))
+    result = subprocess.run(
+        [str(BIN / "ganexp"), "--experimental-rerun", str(pickled)],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    assert result.stderr.strip() == (
+        f"ganexp: error: --experimental-rerun='{pickled}': refused: it unpickles a file of a run "
+        "folder, which can run code; run the job's overrides again instead "
+        "(RUN/.hydra/overrides.yaml)"
+    )
+    assert not marker.exists()
+    pickle.loads(pickled.read_bytes())  # the file really is live
+    assert marker.is_dir()
