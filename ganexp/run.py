@@ -36,6 +36,7 @@ from ganexp.hooks import (
     Profile,
     SampleGrid,
 )
+from ganexp.job import note_step
 from ganexp.losses import HistoricalAverage, R1Penalty, build_loss
 from ganexp.semi_supervised import SemiSupervised, SemiSupervisedEvaluator
 from ganexp.tracking import NullTracker, Tracker
@@ -396,8 +397,13 @@ def stop_on_signals(trainer: Trainer) -> Iterator[None]:
 
 
 def execute(session: Session) -> RunResult:
-    """Train to the end; the W&B run is finished whatever happens."""
-    return execute_sessions([session], session.trainer.train)[0]
+    """Train to the end; the W&B run is finished whatever happens. Whatever stops the run
+    early carries the last step it completed, for job.json (:func:`ganexp.job.noted_step`)."""
+    try:
+        return execute_sessions([session], session.trainer.train)[0]
+    except BaseException as stop:
+        note_step(stop, session.trainer.step)
+        raise
 
 
 def execute_sessions(sessions: list[Session], train: Callable[[], None]) -> list[RunResult]:

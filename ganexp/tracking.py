@@ -1,7 +1,11 @@
 """Where a run's numbers and pictures go: W&B, ``metrics.jsonl`` and ``samples/``.
 
 ``metrics.jsonl`` holds one JSON object per logged step with exactly the scalars sent to W&B, so a
-run can be read without W&B. W&B failing never stops training: one warning, and the files go on.
+run can be read without W&B. W&B failing (a full disk included) never stops training: one warning,
+and the files go on. The files are written with the checkpoint's guarantees: a sample grid whole
+or not at all (:func:`ganexp.runfolder.write_whole`), a row of ``metrics.jsonl`` in one write,
+cut back off the file if the write fails, so no partial line is left; a failed write stops the
+run with one line, "could not write PATH (reason)".
 
 Resuming. A resumed run cuts ``metrics.jsonl`` back to its checkpoint's step (the steps after it
 are logged again), so each (step, key) is in it once. Every W&B row carries our own ``step`` key,
@@ -17,14 +21,15 @@ new file and renames the earlier folders of the run to ``superseded-offline-run-
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import logging
 import netrc
 import os
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 from urllib.parse import urlparse
 
 import torch
@@ -32,6 +37,7 @@ from PIL import Image
 
 from ganexp.config import CheckpointUpload, LoggerConfig, LoggerMode
 from ganexp.metrics.extractors import to_uint8
+from ganexp.runfolder import write_whole, writing
 
 log = logging.getLogger(__name__)
 
@@ -74,8 +80,11 @@ def to_uint8_grid(images: torch.Tensor, nrow: int) -> torch.Tensor:
     return to_uint8(grid).permute(1, 2, 0)
 
 
-def save_points_plot(points: torch.Tensor, centers: torch.Tensor | None, path: Path) -> None:
-    """A scatter of generated 2-D points over the mixture's mode centers."""
+def save_points_plot(
+    points: torch.Tensor, centers: torch.Tensor | None, path: Path | BinaryIO
+) -> None:
+    """A scatter of generated 2-D points over the mixture's mode centers, as a PNG (a file
+    object gets one too)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -116,13 +125,16 @@ class Tracker:
         ``resumed_dir`` (by default this one), whose history up to that step it keeps."""
         self.run_dir = run_dir
         self.samples_dir = run_dir / "samples"
-        self.samples_dir.mkdir(parents=True, exist_ok=True)
+        with writing(self.samples_dir):
+            self.samples_dir.mkdir(parents=True, exist_ok=True)
         self.metrics_path = run_dir / "metrics.jsonl"
         self.resume_step = resume_step
         if resume_step is not None:
             source = (resumed_dir or run_dir) / "metrics.jsonl"
             keep_history_until(source, resume_step, self.metrics_path)
-        self._jsonl = open(self.metrics_path, "a", encoding="utf-8")  # noqa: SIM115
+        with writing(self.metrics_path):
+            # unbuffered: each row is one write, which append_line can take back
+            self._jsonl = open(self.metrics_path, "ab", buffering=0)  # noqa: SIM115
         self.run = None
         self.mode = "disabled" if cfg.name == "none" else resolve_mode(cfg.mode)
         upload = CheckpointUpload(cfg.log_checkpoints)
@@ -187,7 +199,7 @@ class Tracker:
         for line in self.metrics_path.read_text(encoding="utf-8").splitlines():
             row = json.loads(line)
             step = row.pop("step")
-            self._wandb_log(row, step)
+            self._wandb_log(step, lambda row=row: row)
         for path in sorted(self.samples_dir.glob("step_*.png")):
             step = int(path.stem.removeprefix("step_"))
             if step <= self.resume_step:
@@ -215,21 +227,23 @@ class Tracker:
 
     def log(self, step: int, scalars: Mapping[str, float]) -> None:
         """One line of metrics.jsonl and the same scalars to W&B."""
-        self._jsonl.write(json.dumps({"step": step, **scalars}) + "\n")
-        self._jsonl.flush()
-        self._wandb_log(dict(scalars), step)
+        row = json.dumps({"step": step, **scalars}) + "\n"
+        with writing(self.metrics_path):
+            append_line(self._jsonl, row.encode())
+        self._wandb_log(step, lambda: dict(scalars))
 
     def log_images(self, step: int, images: torch.Tensor, nrow: int) -> Path:
         """A grid of images in [-1, 1] to samples/step_NNNNNN.png and to W&B as ``samples``."""
         path = self.samples_dir / f"step_{step:06d}.png"
-        Image.fromarray(to_uint8_grid(images, nrow).squeeze(-1).numpy()).save(path)
+        image = Image.fromarray(to_uint8_grid(images, nrow).squeeze(-1).numpy())
+        write_whole(path, lambda f: image.save(f, format="PNG"))
         self._log_image_file(path, step)
         return path
 
     def log_points(self, step: int, points: torch.Tensor, centers: torch.Tensor | None) -> Path:
         """A scatter of 2-D samples to samples/step_NNNNNN.png and to W&B as ``samples``."""
         path = self.samples_dir / f"step_{step:06d}.png"
-        save_points_plot(points, centers, path)
+        write_whole(path, lambda f: save_points_plot(points, centers, f))
         self._log_image_file(path, step)
         return path
 
@@ -238,7 +252,7 @@ class Tracker:
             return
         import wandb
 
-        self._wandb_log({"samples": wandb.Image(str(path), caption=f"step {step}")}, step)
+        self._wandb_log(step, lambda: {"samples": wandb.Image(str(path), caption=f"step {step}")})
 
     def log_histograms(self, step: int, values: Mapping[str, torch.Tensor]) -> None:
         """Tensors as W&B histograms (W&B only: metrics.jsonl holds scalars)."""
@@ -249,7 +263,7 @@ class Tracker:
         # in float64: numpy cannot bin float32 values a few ulps apart (a D whose outputs
         # barely differ, e.g. right after initialization) into 64 finite-sized bins
         data = {k: wandb.Histogram(v.detach().double().cpu().numpy()) for k, v in values.items()}
-        self._wandb_log(data, step)
+        self._wandb_log(step, lambda: data)
 
     def log_sample_table(
         self, step: int, images: torch.Tensor, labels: torch.Tensor | None, names: tuple[str, ...]
@@ -259,13 +273,16 @@ class Tracker:
             return
         import wandb
 
-        table = wandb.Table(columns=["step", "class", "sample"])
-        pixels = to_uint8(images.float()).cpu().permute(0, 2, 3, 1)  # (N, H, W, C)
-        for i, image in enumerate(pixels):
-            label = None if labels is None else int(labels[i])
-            name = names[label] if label is not None and label < len(names) else label
-            table.add_data(step, name, wandb.Image(image.squeeze(-1).numpy()))
-        self._wandb_log({"samples_table": table}, step)
+        def table() -> dict[str, Any]:
+            rows = wandb.Table(columns=["step", "class", "sample"])
+            pixels = to_uint8(images.float()).cpu().permute(0, 2, 3, 1)  # (N, H, W, C)
+            for i, image in enumerate(pixels):
+                label = None if labels is None else int(labels[i])
+                name = names[label] if label is not None and label < len(names) else label
+                rows.add_data(step, name, wandb.Image(image.squeeze(-1).numpy()))
+            return {"samples_table": rows}
+
+        self._wandb_log(step, table)
 
     def log_checkpoint(self, path: Path, step: int, aliases: list[str]) -> None:
         """A checkpoint as a version of the run's ``model-<id>`` artifact (online runs, or
@@ -281,11 +298,13 @@ class Tracker:
         except Exception as ex:
             print(f"W&B: could not log checkpoint {path.name} ({ex!r})", file=sys.stderr)
 
-    def _wandb_log(self, data: dict[str, Any], step: int) -> None:
+    def _wandb_log(self, step: int, data: Callable[[], dict[str, Any]]) -> None:
+        """Log what ``data()`` makes (W&B media are built inside the guard: making one writes
+        files, which a full disk refuses)."""
         if self.run is None:
             return
         try:
-            self.run.log({STEP_KEY: step, **data})
+            self.run.log({STEP_KEY: step, **data()})
         except Exception as ex:
             print(f"W&B: logging failed ({ex!r}); continuing with metrics.jsonl", file=sys.stderr)
             self._abandon_wandb()
@@ -347,9 +366,21 @@ def keep_history_until(source: Path, step: int, target: Path) -> None:
             continue
         if logged <= step:
             kept.append(line + "\n")
-    tmp = target.with_name(f".{target.name}.tmp")
-    tmp.write_text("".join(kept), encoding="utf-8")
-    tmp.replace(target)
+    write_whole(target, lambda f: f.write("".join(kept).encode()))
+
+
+def append_line(file: io.RawIOBase, line: bytes) -> None:
+    """``line`` at the end of ``file`` (unbuffered, opened to append) in one write; if the
+    write fails, the file is cut back to where it ended, so no partial line is left."""
+    end = file.seek(0, os.SEEK_END)
+    try:
+        rest = memoryview(line)
+        while rest:  # a short write is followed by one that says why (ENOSPC)
+            rest = rest[file.write(rest) :]
+    except BaseException:
+        with contextlib.suppress(OSError):
+            file.truncate(end)
+        raise
 
 
 class NullTracker:
