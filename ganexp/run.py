@@ -25,7 +25,7 @@ from ganexp.cycle import CycleTerms, DomainPools
 from ganexp.data import DataSpec, build_data, build_labelled, data_spec, mode_centers
 from ganexp.device import describe, resolve_device, resolve_precision
 from ganexp.distributed import World, current
-from ganexp.errors import Interrupted
+from ganexp.errors import ConfigError, Interrupted
 from ganexp.hooks import (
     CheckFinite,
     Checkpoint,
@@ -225,6 +225,25 @@ def _historical(
     return HistoricalAverage(generator, weight), HistoricalAverage(discriminator, weight)
 
 
+def _load_resumed(
+    state: dict[str, Any], path: Path, trainer: Trainer, fixed: FixedInputs, world: World
+) -> dict[str, Any]:
+    """Put the checkpoint's state into the trainer and the fixed inputs; returns this process's
+    random and data states. A checkpoint whose entries have the right types but not the right
+    contents (an optimizer of other parameters, a data position of another sampler) is one
+    ConfigError line, not a traceback."""
+    try:
+        trainer.load_state_dict(state)
+        own = _own_state(state, world)
+        trainer.data.load_state_dict(own["data"])
+        fixed.load_state_dict(state["fixed"], trainer.device)
+    except (KeyError, TypeError, ValueError, RuntimeError, AttributeError, IndexError) as ex:
+        first = str(ex).strip().splitlines()[0] if str(ex).strip() else ""
+        reason = f"{type(ex).__name__}: {first}" if first else type(ex).__name__
+        raise ConfigError("resume", str(path), f"malformed checkpoint ({reason})") from None
+    return own
+
+
 def setup(
     cfg: RunConfig,
     resolved: dict[str, Any],
@@ -299,10 +318,7 @@ def setup(
     state, resumed_from = resumed if resumed else (None, None)
     own = None
     if state is not None:
-        trainer.load_state_dict(state)
-        own = _own_state(state, world)
-        trainer.data.load_state_dict(own["data"])
-        fixed.load_state_dict(state["fixed"], device)
+        own = _load_resumed(state, resumed_from, trainer, fixed, world)
         _say(world, f"ganexp: resuming from {resumed_from} at step {trainer.step}")
 
     tracker = NullTracker()
