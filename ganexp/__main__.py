@@ -238,10 +238,22 @@ def _replicas(
     from ganexp.replicas import replica_dir, train_replicas
 
     start = time.monotonic()
-    outcomes = train_replicas(cfg, resolved, run_dir, name=name, group=record["group"])
-    wall = round(time.monotonic() - start, 3)
     overrides = [o for o in record["overrides"] if not o.startswith("seed=")]
-    names, bests = [], []
+    names = [replica_dir(run_dir, k).name for k in range(cfg.trainer.replicas)]
+    try:
+        outcomes = train_replicas(cfg, resolved, run_dir, name=name, group=record["group"])
+    except Interrupted as stop:  # every replica was checkpointed at the same step
+        wall = round(time.monotonic() - start, 3)
+        step = noted_step(stop)
+        for k in range(cfg.trainer.replicas):
+            own = dict(record, overrides=[*overrides, f"seed={cfg.seed + k}"], wall_time_s=wall)
+            own |= {"status": "interrupted", "error": str(stop)}
+            own["steps"] = step if step is not None else record["steps"]
+            write_job_record(replica_dir(run_dir, k), own)
+        record["replicas"] = names
+        raise
+    wall = round(time.monotonic() - start, 3)
+    bests = []
     for k, (result, error) in enumerate(outcomes):
         own = dict(record, overrides=[*overrides, f"seed={cfg.seed + k}"], wall_time_s=wall)
         if result is None:
@@ -252,7 +264,6 @@ def _replicas(
             _finished(result, replica_dir(run_dir, k), wall, multirun=True)
             bests += [result.best["value"]] if result.best.get("value") is not None else []
         write_job_record(replica_dir(run_dir, k), own)
-        names.append(replica_dir(run_dir, k).name)
     failed = sum(result is None for result, _ in outcomes)
     record |= {"status": "completed" if not failed else "failed", "replicas": names}
     record["error"] = f"{failed} of {len(outcomes)} replicas failed" if failed else None

@@ -40,6 +40,7 @@ from torch.func import functional_call, stack_module_state, vmap
 from ganexp.config import RunConfig
 from ganexp.distributed import current
 from ganexp.errors import ConfigError, Interrupted, RunFailed
+from ganexp.job import note_step
 from ganexp.losses import GradientPenaltyLoss
 from ganexp.models.common import pack_of
 from ganexp.run import RunResult, Session
@@ -461,7 +462,11 @@ def train_replicas(
     from ganexp.run import execute_sessions
 
     sessions, replicas = build_replicas(cfg, resolved, run_dir, name=name, group=group)
-    results = execute_sessions(sessions, replicas.train)
+    try:
+        results = execute_sessions(sessions, replicas.train)
+    except BaseException as stop:  # every replica stopped at the group's step
+        note_step(stop, replicas.step)
+        raise
     return [
         (None, replicas.failed[k]) if k in replicas.failed else (result, None)
         for k, result in enumerate(results)

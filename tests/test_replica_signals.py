@@ -251,6 +251,10 @@ def test_sigterm_to_dcgan_replicas_from_the_command_line_and_the_same_command_co
     step = int(found[1])
     assert 2 <= step < 6
     assert json.loads((run_dir / "job.json").read_text())["status"] == "interrupted"
+    for k in range(2):  # each replica's own record, as a separate run's: what a sweep counts
+        own = json.loads((run_dir / f"replica_{k}" / "job.json").read_text())
+        assert own["status"] == "interrupted" and own["steps"] == step
+        assert own["error"].startswith(f"stopped by SIGTERM at step {step}")
     for k in range(2):
         assert load_checkpoint(last(run_dir, k))["step"] == step
 
