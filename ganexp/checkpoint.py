@@ -19,7 +19,6 @@ import pickle
 import random
 import re
 import sys
-import tempfile
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
@@ -29,6 +28,7 @@ import numpy as np
 import torch
 
 from ganexp.errors import ConfigError, RunFailed
+from ganexp.runfolder import write_atomic
 
 LAST = "last.pt"
 BEST = "best.pt"
@@ -89,43 +89,6 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
-def _write_atomic(path: Path, write) -> None:
-    """``write(file)`` into a temporary file, fsync it, rename it over ``path``. On failure
-    (a full disk) the temporary file is removed and ``path`` is left as it was."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
-
-
-def write_bytes_atomic(path: Path, data: bytes) -> None:
-    """``data`` as the whole of ``path``, or (OSError) ``path`` as it was."""
-    _write_atomic(path, lambda f: f.write(data))
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    write_bytes_atomic(path, text.encode())
-
-
-def writable_file_error(path: Path) -> str | None:
-    """Why ``path`` cannot be written, or None: its folder is made if need be and a temporary
-    file is created and removed beside it (root ignores permission bits; a probe does not)."""
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", suffix=".probe"):
-            pass
-    except OSError as ex:
-        return ex.strerror or str(ex)
-    return "it is a folder" if path.is_dir() else None
-
-
 def _link_atomic(source: Path, target: Path) -> None:
     """Make ``target`` name the same file as ``source``, replacing it atomically."""
     tmp = target.with_name(f".{target.name}.link")
@@ -134,7 +97,7 @@ def _link_atomic(source: Path, target: Path) -> None:
     try:
         os.link(source, tmp)
     except OSError:  # no hard links on this file system: copy
-        _write_atomic(tmp, lambda f: f.write(source.read_bytes()))
+        write_atomic(tmp, lambda f: f.write(source.read_bytes()))
     os.replace(tmp, target)
 
 
@@ -146,8 +109,8 @@ def save_checkpoint(state: dict[str, Any], path: Path) -> None:
     data = buffer.getbuffer()
     digest = hashlib.sha256(data).hexdigest()
     try:
-        _write_atomic(path, lambda f: f.write(data))
-        _write_atomic(_digest_path(path), lambda f: f.write(f"{digest}\n".encode()))
+        write_atomic(path, lambda f: f.write(data))
+        write_atomic(_digest_path(path), lambda f: f.write(f"{digest}\n".encode()))
         _fsync_dir(path.parent)
     except OSError as ex:
         raise RunFailed(

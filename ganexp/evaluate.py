@@ -15,11 +15,11 @@ from pathlib import Path
 
 from torch import nn
 
-from ganexp.checkpoint import writable_file_error, write_text_atomic
 from ganexp.config import RunConfig
 from ganexp.data.spec import DataSpec
-from ganexp.errors import ConfigError, GanexpError
+from ganexp.errors import ConfigError, GanexpError, RunFailed
 from ganexp.restore import Restored, parse_args, report_errors, restore
+from ganexp.runfolder import writable_file_error, write_whole
 
 DEFAULTS = {"out": ""}
 
@@ -58,11 +58,9 @@ def main(argv: list[str] | None = None) -> None:
     if unwritable:
         return
     try:
-        write_text_atomic(out, text + "\n")
-    except OSError as ex:
-        raise GanexpError(
-            f"could not write {out} ({ex.strerror or ex}); the metrics are printed above"
-        ) from None
+        write_whole(out, lambda f: f.write(f"{text}\n".encode()))
+    except RunFailed as error:
+        raise GanexpError(f"{error}; the metrics are printed above") from None
 
 
 def evaluation_spec(cfg: RunConfig, trained: DataSpec) -> DataSpec:

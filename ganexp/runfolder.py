@@ -28,6 +28,7 @@ import json
 import os
 import socket
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -214,10 +215,36 @@ def writing(path: Path) -> Iterator[None]:
         raise RunFailed(f"could not write {path} ({ex.strerror or ex})") from None
 
 
-def write_whole(path: Path, write: Callable[[BinaryIO], object]) -> None:
-    """``write(file)`` becomes ``path`` whole or not at all (the checkpoint's atomic write);
-    a failure is RunFailed naming ``path``, and the earlier ``path`` stays as it was."""
-    from ganexp.checkpoint import _write_atomic  # torch: only once there is something to write
+def write_atomic(path: Path, write: Callable[[BinaryIO], object]) -> None:
+    """``write(file)`` into a temporary file, fsync it, rename it over ``path``. On failure
+    (a full disk) the temporary file is removed, ``path`` is left as it was and the OSError
+    goes on. Checkpoints, summaries and every file of a run are written this way."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
 
+
+def write_whole(path: Path, write: Callable[[BinaryIO], object]) -> None:
+    """:func:`write_atomic`, a failure being RunFailed naming ``path``."""
     with writing(path):
-        _write_atomic(path, write)
+        write_atomic(path, write)
+
+
+def writable_file_error(path: Path) -> str | None:
+    """Why ``path`` cannot be written, or None: its folder is made if need be and a temporary
+    file is created and removed beside it (root ignores permission bits; a probe does not)."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", suffix=".probe"):
+            pass
+    except OSError as ex:
+        return ex.strerror or str(ex)
+    return "it is a folder" if path.is_dir() else None

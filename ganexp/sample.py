@@ -10,10 +10,8 @@ ganexp-sample checkpoint=PATH mode=translate input=DIR direction=ba   # unpaired
 
 from __future__ import annotations
 
-import io
 import math
 import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,10 +19,10 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ganexp.checkpoint import writable_file_error, write_bytes_atomic
 from ganexp.config import INT_MAX, TRANSLATION_DATA, RunConfig
-from ganexp.errors import ConfigError, GanexpError
+from ganexp.errors import ConfigError
 from ganexp.restore import Restored, parse_args, report_errors, restore
+from ganexp.runfolder import writable_file_error, write_whole
 from ganexp.tracking import save_points_plot, to_uint8_grid
 
 MODES = ("grid", "images", "interpolate", "translate")
@@ -129,26 +127,17 @@ def main(argv: list[str] | None = None) -> None:
     images = generate_images(restored, z, labels)
     target = out / name
     if restored.spec.kind == "points":
-        _write(target, lambda: save_points_plot(images, None, target))
+        write_whole(target, lambda f: save_points_plot(images, None, f))
     else:
         nrow = n if args["mode"] == "interpolate" else max(1, math.isqrt(n))
         save_png(to_uint8_grid(images, nrow).squeeze(-1).numpy(), target)
     print(target)
 
 
-def _write(path: Path, write: Callable[[], None]) -> None:
-    try:
-        write()
-    except OSError as ex:
-        raise GanexpError(f"could not write {path} ({ex.strerror or ex})") from None
-
-
 def save_png(pixels: np.ndarray, path: Path) -> None:
     """``pixels`` as a PNG file written whole or not at all; one error line if the disk
     refuses."""
-    buffer = io.BytesIO()
-    Image.fromarray(pixels).save(buffer, format="PNG")
-    _write(path, lambda: write_bytes_atomic(path, buffer.getvalue()))
+    write_whole(path, lambda f: Image.fromarray(pixels).save(f, format="PNG"))
 
 
 def _out(args: dict, checkpoint: Path, default: str) -> Path:

@@ -43,7 +43,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 import yaml
 from hydra.experimental.callback import Callback
@@ -60,6 +60,7 @@ from ganexp.cells import (
 )
 from ganexp.job import JOB_FILE, read_job_record
 from ganexp.preflight import job_overrides
+from ganexp.runfolder import write_atomic
 
 MISSING_RECORD = "no job.json (killed?)"
 NOT_RUN = "not run"  # the status of a job a stopped sweep never started
@@ -291,15 +292,8 @@ def _cell(value: Any) -> str:
     return str(value)
 
 
-def _write(path: Path, write: Callable[[BinaryIO], Any]) -> None:
-    """``write(file)`` into ``path`` whole or not at all (see the module docstring)."""
-    from ganexp.checkpoint import _write_atomic  # imports torch: only once a summary is written
-
-    _write_atomic(path, write)
-
-
 def _write_text(text: str, path: Path) -> None:
-    _write(path, lambda f: f.write(text.encode("utf-8")))
+    write_atomic(path, lambda f: f.write(text.encode("utf-8")))
 
 
 def write_csv(table: Table, path: Path) -> None:
@@ -383,7 +377,7 @@ def _save_figure(fig: Any, path: Path) -> None:
     """``fig`` as a PNG at ``path``, written whole or not at all; closed either way."""
     try:
         fig.tight_layout()
-        _write(path, lambda f: fig.savefig(f, format="png"))
+        write_atomic(path, lambda f: fig.savefig(f, format="png"))
     finally:
         _pyplot().close(fig)
 

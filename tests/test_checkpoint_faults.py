@@ -22,7 +22,7 @@ from PIL import Image
 
 from ganexp import evaluate, sample
 from ganexp.checkpoint import load_checkpoint, load_resume, resume_source, save_checkpoint
-from ganexp.errors import ConfigError, GanexpError
+from ganexp.errors import ConfigError, GanexpError, RunFailed
 
 BIN = Path(sys.executable).parent
 TOY = ("data=ring8", "generator=mlp", "discriminator=mlp", "norm=none", "metrics.enabled=false")
@@ -297,10 +297,10 @@ def test_eval_beside_a_read_only_checkpoint_prints_its_numbers(
 def test_eval_that_cannot_write_its_file_after_computing_still_shows_the_numbers(
     tmp_path: Path, run: Path, capsys, monkeypatch
 ) -> None:
-    def full_disk(path: Path, text: str) -> None:
-        raise OSError(28, "No space left on device")
+    def full_disk(path: Path, write) -> None:
+        raise RunFailed(f"could not write {path} (No space left on device)")
 
-    monkeypatch.setattr(evaluate, "write_text_atomic", full_disk)
+    monkeypatch.setattr(evaluate, "write_whole", full_disk)
     with pytest.raises(GanexpError, match=r"No space left on device\); the metrics are printed"):
         evaluate.main([f"checkpoint={run}", "metrics.num_samples=64", f"out={tmp_path / 'm.json'}"])
     assert '"eval/' in capsys.readouterr().out
