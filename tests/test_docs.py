@@ -234,7 +234,8 @@ def run(command: str, cwd: Path, timeout: int = 600) -> subprocess.CompletedProc
         **os.environ,
         "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
         "OMP_NUM_THREADS": "1",
-        "PYTHONPATH": str(cwd),  # the user's own modules (mylosses.py, mynets.py) import
+        # the user's own modules (mylosses.py, mynets.py) import, as from the folder they are in
+        "PYTHONPATH": os.pathsep.join([str(cwd), *filter(None, [os.environ.get("PYTHONPATH")])]),
     }
     return subprocess.run(
         ["bash", "-c", command],
