@@ -177,7 +177,7 @@ def print_throughput(rows: list[dict[str, Any]], s: Settings) -> None:
         )
     table.print()
     print(
-        "  setup s: building the loop (ganexp.run.setup loads the data and, with"
+        "  setup s: building the loop (ganexp.session.run.setup loads the data and, with"
         " device.compile=true,\n  compiles on a probe step). in effect: read off the objects"
         " (a D conv's output dtype and layout, optimizer flags)."
     )

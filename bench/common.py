@@ -25,7 +25,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from ganexp.config import RunConfig, register_schema
 from ganexp.errors import ConfigError
-from ganexp.preflight import check_config, composition_error
+from ganexp.session.preflight import check_config, composition_error
 
 REPO = Path(__file__).resolve().parent.parent
 # Every in-process session: no W&B, no evaluation hook (section 3 measures evaluation on its own).
@@ -55,11 +55,11 @@ def resolved(cfg: DictConfig) -> dict[str, Any]:
 
 
 def make_session(overrides: Sequence[str], run_dir: Path):
-    """``ganexp.run.setup`` of the composed config in ``run_dir``: the real training path.
+    """``ganexp.session.run.setup`` of the composed config in ``run_dir``: the real training path.
 
     What setup prints (the device line) is kept out of the benchmark's output.
     """
-    from ganexp.run import setup
+    from ganexp.session.run import setup
 
     cfg, run_cfg = compose_config([*QUIET, *overrides])
     with contextlib.redirect_stderr(io.StringIO()):

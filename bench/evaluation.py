@@ -27,12 +27,12 @@ from typing import Any
 import torch
 from common import compose_config, median, rss_mb, sync
 
-from ganexp.build import build_generator
 from ganexp.data import build_data, data_spec
-from ganexp.device import resolve_device
-from ganexp.hooks import generate
+from ganexp.data.images import to_uint8
+from ganexp.engine.device import resolve_device
 from ganexp.metrics.evaluator import BATCH, ImageEvaluator
-from ganexp.metrics.extractors import to_uint8
+from ganexp.models.common import generate
+from ganexp.session.build import build_generator
 
 
 def _evaluator(n: int, cache: Path) -> tuple[Any, Any, torch.device, ImageEvaluator]:

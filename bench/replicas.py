@@ -3,10 +3,10 @@
 Two settings (issue 13): the PacGAN toy (``experiment=pacgan_ring``: G 4 x 400, D 3 x 200 maxout
 at batch 100) with K = 10, and DCGAN-32 on Fashion-MNIST at batch 64 with K = 4, as ganexp trains
 it on the CPU (each replica's step in turn) and stacked (the vmap path a GPU takes). The sequential
-baseline is K sessions built by ``ganexp.run.setup`` (seeds 0..K-1), one after another, each
+baseline is K sessions built by ``ganexp.session.run.setup`` (seeds 0..K-1), one after another, each
 calling its ``trainer.run_step()`` for the round's steps (as K separate jobs would: a run's
 weights and optimizer state stay in the CPU's caches); the replicas are the same K sessions
-grouped by ``ganexp.replicas.build_replicas``, calling the group's ``run_step()``. Both are
+grouped by ``ganexp.session.run.build_replicas``, calling the group's ``run_step()``. Both are
 timed in interleaved rounds (the order alternating), after warm-up steps; the figure is
 replica-steps per second (K x steps / time), its median over rounds, and the ratio is the median
 of the per-round ratios.
@@ -20,7 +20,8 @@ from pathlib import Path
 
 from common import QUIET, Table, compose_config, median, resolved, sync
 
-# name: (overrides, K, stacked): stacked None is what ganexp picks (ganexp.replicas.vectorize)
+# name: (overrides, K, stacked): stacked None is what ganexp picks
+# (ganexp.engine.replicas.vectorize)
 SETTINGS = {
     "toy (pacgan_ring), K=10": (("experiment=pacgan_ring",), 10, None),
     "dcgan-32 fashion_mnist batch 64, K=4": (("trainer.batch_size=64",), 4, None),
@@ -29,8 +30,8 @@ SETTINGS = {
 
 
 def _sequential_and_replicas(overrides: tuple[str, ...], k: int, stacked: bool | None, tmp: Path):
-    from ganexp.replicas import ReplicaGroup, build_replicas
-    from ganexp.run import setup
+    from ganexp.engine.replicas import ReplicaGroup
+    from ganexp.session.run import build_replicas, setup
 
     base = (*QUIET, *overrides, "trainer.progress_bar=false")
     sessions = []

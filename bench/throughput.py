@@ -7,7 +7,8 @@ DCGAN-32 on Fashion-MNIST at batch 128, for:
   (pytorch.org/tutorials/beginner/dcgan_faces_tutorial.html), written out below with its data
   pipeline (torchvision dataset, PIL transforms, a shuffling DataLoader with 2 workers), its
   optimizers and its step order, on ganexp's own G and D so that the networks are identical;
-* ganexp's hot loop, ``session.trainer.run_step()`` of a session built by ``ganexp.run.setup``
+* ganexp's hot loop, ``session.trainer.run_step()`` of a session built by
+``ganexp.session.run.setup``
   (the real path: data on the device, ganexp's optimizer settings), in several variants that are
   plain Hydra overrides. A variant whose key does not exist (yet) is skipped with ganexp's
   one-line error.
@@ -46,11 +47,11 @@ from torch import nn
 from torch.utils.data import DataLoader
 from torchvision import transforms
 
-from ganexp.build import build_discriminator, build_generator
 from ganexp.data import data_spec
 from ganexp.data.mnist import locate
 from ganexp.errors import ConfigError
 from ganexp.models.dcgan import Project, Score
+from ganexp.session.build import build_discriminator, build_generator
 
 TUTORIAL = "PyTorch DCGAN tutorial loop"
 REFILL_S = 1.0  # after its round, the tutorial's DataLoader workers load ahead (4 batches)
@@ -198,7 +199,8 @@ def _plain_layers(net: nn.Sequential) -> nn.Sequential:
 
 
 class GanexpLoop:
-    """``trainer.run_step()`` of a session from ``ganexp.run.setup``: the hot loop, no hooks."""
+    """``trainer.run_step()`` of a session from ``ganexp.session.run.setup``: the hot loop, no
+    hooks."""
 
     def __init__(self, variant: Variant, run_dir: Path) -> None:
         self.label = variant.label

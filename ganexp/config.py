@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 import typing
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -17,7 +18,9 @@ from enum import Enum, StrEnum
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
+from hydra.errors import MissingConfigException
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
 
 from ganexp.errors import ConfigError
 
@@ -128,7 +131,7 @@ class DataConfig:
 
 @dataclass
 class UserClass:
-    """A node that may name the user's own class (``_target_``, ganexp.parts): its keys that
+    """A node that may name the user's own class (``_target_``, ganexp.parts.user): its keys that
     the schema lacks are that class's constructor keywords, which :func:`validate` collects
     into ``parameters`` (an attribute, not a config key)."""
 
@@ -282,6 +285,7 @@ class RunConfig:
     paper: list[Any] = field(default_factory=list)
 
 
+CONFIG_MODULE = "ganexp.conf"  # the config groups and presets, as a package Hydra reads
 USER_PARTS = ("loss", "generator", "discriminator", "norm")  # nodes that may name a _target_
 
 
@@ -322,7 +326,7 @@ DATASETS = (
 GENERATOR_LOSSES = ("non_saturating", "minimax", "feature_matching")
 AUGMENTS = ("none", "diffaug")
 BATCH_VIEWS = ("none", "minibatch_discrimination", "minibatch_stddev")
-AUGMENT_POLICIES = ("color", "translation", "cutout")  # ganexp.augment.POLICIES
+AUGMENT_POLICIES = ("color", "translation", "cutout")  # ganexp.parts.augment.POLICIES
 LOGGERS = ("wandb", "none")
 FEATURES = ("auto", "inception", "classifier")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
@@ -587,7 +591,8 @@ def _translation(cfg: DictConfig) -> None:
 
 
 def _replicas(cfg: DictConfig) -> None:
-    """What replicas (ganexp.replicas) cannot vectorize, refused with trainer.replicas > 1."""
+    """What replicas (ganexp.engine.replicas) cannot vectorize, refused with trainer.replicas >
+    1."""
     _positive(cfg, "trainer.replicas")
     replicas = cfg.trainer.replicas
     if replicas == 1:
@@ -640,3 +645,54 @@ def lookup(config: object, key: str) -> Any:
 
 def _one_of(options: tuple[str, ...]) -> str:
     return "allowed: " + ", ".join(options)
+
+
+_TYPE_WORDS = {
+    "Integer": "must be an integer",
+    "Float": "must be a number",
+    "not a valid bool": "must be true or false",
+}
+
+
+def composition_error(ex: Exception, overrides: list[str] = ()) -> ConfigError:
+    """Hydra's and OmegaConf's multi-line composition errors, as one ConfigError; the value of
+    an unknown key is looked up in ``overrides`` (OmegaConf's error does not carry it)."""
+    if isinstance(ex, MissingConfigException) and ex.missing_cfg_file:
+        group, _, option = ex.missing_cfg_file.rpartition("/")
+        if ex.options:
+            return ConfigError(group, option, "allowed: " + ", ".join(ex.options))
+        return ConfigError(group or option, option, "no such config group")
+    cause = ex.__cause__ if isinstance(ex.__cause__, OmegaConfBaseException) else ex
+    full_key = getattr(cause, "full_key", None)
+    first_line = str(cause).splitlines()[0] if str(cause) else type(cause).__name__
+    if full_key:
+        value = getattr(cause, "value", None)
+        typed = {o.split("=", 1)[0].lstrip("+~"): o.split("=", 1)[1] for o in overrides if "=" in o}
+        value = typed.get(full_key, value) if value is None else value
+        if isinstance(cause, ConfigAttributeError | ConfigKeyError):
+            return ConfigError(full_key, value, "no such key; " + _known_keys(full_key))
+        choices = re.search(r"expected one of \[(.*)\]", first_line)
+        if choices:
+            return ConfigError(full_key, value, "allowed: " + choices.group(1))
+        for word, allowed in _TYPE_WORDS.items():
+            if word in first_line:
+                return ConfigError(full_key, value, allowed)
+        return ConfigError(full_key, value, first_line)
+    ambiguous = re.match(r"Ambiguous value for argument '([^=]+)=(.*)'", first_line)
+    if ambiguous:
+        key, value = ambiguous.groups()
+        return ConfigError(key, value, "a comma-separated list sweeps only with -m")
+    return ConfigError("command line", " ".join(ex.args[:1]) or first_line, first_line)
+
+
+def _known_keys(full_key: str) -> str:
+    """The keys next to ``full_key`` in the schema, for a typo's message."""
+    node: object = RunConfig()
+    parts = full_key.split(".")
+    for part in parts[:-1]:
+        node = getattr(node, part, None)
+        if not dataclasses.is_dataclass(node):
+            return "see `ganexp --cfg job` for every key"
+    names = ", ".join(f.name for f in dataclasses.fields(node))
+    where = ".".join(parts[:-1]) or "the top level"
+    return f"keys of {where}: {names}"

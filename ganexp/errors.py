@@ -37,3 +37,8 @@ class Interrupted(GanexpError):
         super().__init__(
             f"stopped by {name} at step {step}; checkpoint saved, run the same command to continue"
         )
+
+
+class StopRequested(Exception):
+    """A stop signal came inside a step (between critic iterations) or inside a hook (between
+    evaluation batches): the work in progress is abandoned, not finished."""

@@ -1,4 +1,4 @@
-"""Run by tests/test_distributed.py under torchrun: a smoke run through ganexp.run in every
+"""Run by tests/test_distributed.py under torchrun: a smoke run through ganexp.session.run in every
 process, after which each process saves its own weights as OUT/rank<r>.pt for the test to compare.
 With GANEXP_NAN_AT=RANK:STEP in the environment, that rank's D outputs NaN from that step on,
 and each process that stops on the fault writes its one-line report to OUT/rank<r>.error (a file
@@ -16,11 +16,11 @@ from pathlib import Path
 import torch
 from helpers import smoke_config
 
-from ganexp import distributed
 from ganexp.config import register_schema
+from ganexp.engine import distributed
+from ganexp.engine.trainer import Trainer
 from ganexp.errors import RunFailed
-from ganexp.run import execute, setup
-from ganexp.train import Trainer
+from ganexp.session.run import execute, setup
 
 
 def main() -> None:

@@ -12,10 +12,10 @@ from hydra import compose, initialize_config_module
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from ganexp.checkpoint import load_checkpoint
 from ganexp.config import RunConfig, validate
-from ganexp.run import RunResult, Session, execute, setup
-from ganexp.train import Trainer
+from ganexp.engine.checkpoint import load_checkpoint
+from ganexp.engine.trainer import Trainer
+from ganexp.session.run import RunResult, Session, execute, setup
 
 
 def compose_config(*overrides: str) -> DictConfig:
@@ -102,8 +102,8 @@ def eval_rows(run_dir: Path, key: str) -> list[dict]:
 def assert_estimate_holds(cfg: RunConfig, trainer: Trainer, *extra: nn.Module) -> None:
     """The memory estimate's weights, gradients and Adam state are what the trainer's networks
     (and ``extra`` ones trained alongside) really hold."""
-    from ganexp.build import check_buildable
-    from ganexp.memory import estimate
+    from ganexp.session.build import check_buildable
+    from ganexp.session.memory import estimate
 
     nets = (trainer.generator, trainer.discriminator, *extra)
     params = sum(p.numel() * 4 for net in nets for p in net.parameters())
@@ -121,9 +121,9 @@ def assert_translates_a_folder(
     of DIR, ``translator``'s output on it (to a grey level)."""
     from PIL import Image
 
-    from ganexp import sample
+    from ganexp.cli import sample
     from ganexp.data.images import to_signed_unit
-    from ganexp.hooks import generate
+    from ganexp.models.common import generate
 
     folder = tmp_path / "inputs"
     folder.mkdir()

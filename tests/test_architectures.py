@@ -16,12 +16,12 @@ from helpers import checkpoint_weights, compose_config
 from test_bad_input import refusal
 from torch import nn
 
-from ganexp.build import build_discriminator, build_generator, check_buildable
 from ganexp.config import RunConfig, validate
 from ganexp.data import DataSpec
 from ganexp.errors import ConfigError
 from ganexp.models.common import ConditionalNorm, Projection
 from ganexp.models.resnet import DBlock, GBlock, OptimizedDBlock
+from ganexp.session.build import build_discriminator, build_generator, check_buildable
 
 GANEXP = str(Path(sys.executable).with_name("ganexp"))
 NORMS = ("batch", "layer", "instance", "group", "spectral", "none")

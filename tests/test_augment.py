@@ -12,7 +12,8 @@ from test_bad_input import refusal
 from test_sweeps import TINY, ganexp_cmd
 from wandb_runfile import load_run
 
-from ganexp.augment import (
+from ganexp.config import AUGMENT_POLICIES, validate
+from ganexp.parts.augment import (
     POLICIES,
     attach,
     brightness,
@@ -22,8 +23,7 @@ from ganexp.augment import (
     saturation,
     translation,
 )
-from ganexp.config import AUGMENT_POLICIES, validate
-from ganexp.losses import GradientPenaltyLoss, R1Penalty
+from ganexp.parts.losses import GradientPenaltyLoss, R1Penalty
 
 
 @pytest.fixture(autouse=True)

@@ -18,13 +18,13 @@ import pytest
 import torch
 from helpers import compose_config, smoke_config, smoke_run
 
-from ganexp.build import build_discriminator, build_generator, check_buildable
-from ganexp.checkpoint import CheckpointStore, load_checkpoint, save_checkpoint
 from ganexp.config import RunConfig, validate
 from ganexp.data import data_spec
+from ganexp.engine.checkpoint import CheckpointStore, load_checkpoint, save_checkpoint
 from ganexp.errors import ConfigError
-from ganexp.memory import Estimate, check_memory, cpu_available, estimate
-from ganexp.preflight import check_config, preflight
+from ganexp.session.build import build_discriminator, build_generator, check_buildable
+from ganexp.session.memory import Estimate, check_memory, cpu_available, estimate
+from ganexp.session.preflight import check_config, preflight
 
 GANEXP = str(Path(sys.executable).with_name("ganexp"))
 SMOKE = ("experiment=smoke", "logger=none", "metrics.enabled=false")

@@ -13,9 +13,9 @@ from test_bad_input import refusal
 from test_sweeps import TINY, ganexp_cmd
 from wandb_runfile import load_run
 
-from ganexp.build import build_discriminator
 from ganexp.data import data_spec
 from ganexp.models.common import BatchStatistic, MinibatchDiscrimination, MinibatchStddev
+from ganexp.session.build import build_discriminator
 
 
 def test_minibatch_discrimination_by_hand() -> None:

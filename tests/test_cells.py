@@ -18,7 +18,7 @@ from scipy import stats
 from test_sweeps import markdown_rows
 from wandb_runfile import load_run
 
-from ganexp.cells import (
+from ganexp.analysis.cells import (
     build_cells,
     check_paper_rows,
     holm,
@@ -28,8 +28,8 @@ from ganexp.cells import (
     welch_p,
 )
 from ganexp.errors import ConfigError
-from ganexp.job import write_job_record
-from ganexp.sweep import JobResult, SweepSummary, summarize
+from ganexp.session.job import write_job_record
+from ganexp.session.sweep import JobResult, SweepSummary, summarize
 
 FD = "eval/fd_classifier"  # lower is better
 MODES = "eval/modes_covered"  # higher is better
@@ -430,7 +430,7 @@ def test_a_paper_row_on_a_key_the_config_lacks_is_refused_before_training() -> N
 def test_a_job_record_without_final_values_takes_them_from_its_log(tmp_path: Path) -> None:
     """A finished job that an earlier ganexp started again kept no results in job.json: its
     final values are its last evaluation in metrics.jsonl (a cut last line skipped)."""
-    from ganexp.sweep import read_job
+    from ganexp.session.sweep import read_job
 
     folder = tmp_path / "0"
     write_job_record(folder, {"status": "completed", "overrides": ["seed=0"], "final": {}})

@@ -20,8 +20,8 @@ from helpers import smoke_run
 from hydra.utils import instantiate
 from PIL import Image
 
-from ganexp import evaluate, sample
-from ganexp.checkpoint import load_checkpoint, load_resume, resume_source, save_checkpoint
+from ganexp.cli import evaluate, sample
+from ganexp.engine.checkpoint import load_checkpoint, load_resume, resume_source, save_checkpoint
 from ganexp.errors import ConfigError, GanexpError, RunFailed
 
 BIN = Path(sys.executable).parent

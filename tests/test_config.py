@@ -9,7 +9,7 @@ from helpers import compose_config
 
 from ganexp.config import LossName, OptimName, validate
 from ganexp.errors import ConfigError
-from ganexp.preflight import job_overrides, preflight
+from ganexp.session.preflight import job_overrides, preflight
 
 GROUPS = ("data", "generator", "discriminator", "norm", "loss", "optim", "device", "logger")
 GROUPS += ("metrics", "trainer", "experiment", "task")

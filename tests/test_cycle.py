@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from ganexp.cycle import ImagePool, cycle_loss, identity_loss
+from ganexp.tasks.unpaired_translation import ImagePool, cycle_loss, identity_loss
 
 
 def test_the_cycle_term_is_lambda_times_both_mean_l1_distances() -> None:

@@ -20,11 +20,11 @@ import torch
 from helpers import smoke_config
 from wandb_runfile import load_run
 
-from ganexp.checkpoint import load_checkpoint
 from ganexp.data import build_data
-from ganexp.distributed import World
+from ganexp.engine.checkpoint import load_checkpoint
+from ganexp.engine.distributed import World
 from ganexp.errors import ConfigError
-from ganexp.preflight import check_processes
+from ganexp.session.preflight import check_processes
 
 TESTS = Path(__file__).parent
 GANEXP = str(Path(sys.executable).with_name("ganexp"))

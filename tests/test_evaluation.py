@@ -11,7 +11,7 @@ import pytest
 from helpers import smoke_run
 from PIL import Image
 
-from ganexp.checkpoint import load_checkpoint
+from ganexp.engine.checkpoint import load_checkpoint
 
 BIN = Path(sys.executable).parent
 IMAGE_KEYS = {

@@ -18,7 +18,8 @@ from torchmetrics.image.inception import InceptionScore
 from torchmetrics.image.kid import KernelInceptionDistance
 from torchvision.transforms.v2 import functional as TF
 
-from ganexp.data.images import to_signed_unit
+from ganexp.data.images import to_signed_unit, to_uint8
+from ganexp.data.test_split import eval_split
 from ganexp.errors import ConfigError
 from ganexp.metrics import extractors
 from ganexp.metrics.classifier import record_path, sha256_file
@@ -29,9 +30,8 @@ from ganexp.metrics.extractors import (
     FeatureExtractor,
     build_extractor,
     load_classifier,
-    to_uint8,
 )
-from ganexp.metrics.train_classifier import accuracy, cache_path, eval_split, main
+from ganexp.metrics.train_classifier import accuracy, cache_path, main
 
 FASHION = Path("/usr/share/datasets/fashion-mnist")
 needs_fashion = pytest.mark.skipif(

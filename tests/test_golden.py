@@ -72,6 +72,16 @@ CASES: dict[str, tuple[str, ...]] = {
         "task.pool_size=3",
     ),
     "replicas_wgan_gp": ("trainer.replicas=2", "loss=wgan_gp", "norm=layer"),
+    # MLPs on the CPU: replicas stacked into one vmapped step (convolutions take turns)
+    "replicas_stacked_toy": (
+        "trainer.replicas=2",
+        "loss=wgan_gp",
+        "data=ring8",
+        "generator=mlp",
+        "discriminator=mlp",
+        "norm=none",
+        "trainer.ema_decay=0.9",
+    ),
 }
 STAT_PREFIXES = ("loss/", "d/", "wasserstein")
 
@@ -81,7 +91,7 @@ def record(case: str, run_dir: Path) -> dict[str, list[dict[str, float]]]:
     metrics.jsonl (one for a run, one per replica), keyed by the file's folder."""
     overrides = (*EVERY_STEP, *CASES[case])
     if any(o.startswith("trainer.replicas=") for o in overrides):
-        from ganexp.replicas import train_replicas
+        from ganexp.session.run import train_replicas
 
         train_replicas(*smoke_config(*overrides), run_dir, name="golden", group=None)
     else:

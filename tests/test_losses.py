@@ -11,7 +11,8 @@ from torch import nn
 
 from ganexp.config import LossConfig, LossName
 from ganexp.errors import ConfigError
-from ganexp.losses import (
+from ganexp.models.common import Packed
+from ganexp.parts.losses import (
     BCELoss,
     GANLoss,
     GradientPenaltyLoss,
@@ -23,7 +24,6 @@ from ganexp.losses import (
     build_loss,
     feature_matching,
 )
-from ganexp.models.common import Packed
 
 
 class Quadratic(nn.Module):

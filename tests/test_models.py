@@ -10,13 +10,13 @@ import torch
 from helpers import LinearCritic, compose_config
 from torch import nn
 
-from ganexp.build import build_discriminator, build_generator, check_buildable
 from ganexp.config import Norm, RunConfig, validate
 from ganexp.data import DataSpec
 from ganexp.errors import ConfigError
 from ganexp.models.common import Maxout, Packed
 from ganexp.models.dcgan import Project, Score
 from ganexp.models.norms import make_norm
+from ganexp.session.build import build_discriminator, build_generator, check_buildable
 
 IMAGE_SIZES = (28, 32, 64)
 NORMS = [n.value for n in Norm if n != Norm.custom]  # custom: the user's (test_user_parts)

@@ -14,10 +14,11 @@ from helpers import assert_refused_before_training, assert_same_weights, smoke_s
 from test_sweeps import TINY, ganexp_cmd
 from wandb_runfile import load_run
 
-from ganexp.checkpoint import load_checkpoint
-from ganexp.losses import HistoricalAverage
-from ganexp.restore import sampler_weights
-from ganexp.run import execute
+from ganexp.cli.restore import sampler_weights
+from ganexp.engine.checkpoint import load_checkpoint
+from ganexp.parts.losses import HistoricalAverage
+from ganexp.parts.terms import Historical
+from ganexp.session.run import execute
 
 NORMS = ("batch", "layer", "instance", "group", "spectral", "none")
 
@@ -237,7 +238,12 @@ def test_historical_averaging_by_hand() -> None:
 
 def test_historical_averages_follow_every_step_and_a_rewind(tmp_path: Path) -> None:
     trainer = smoke_session(tmp_path, "loss.historical_weight=0.01", "loss=wgan_gp").trainer
-    g_hist, d_hist = trainer.historical
+    g_hist, d_hist = (
+        term.average
+        for player in "gd"
+        for term in trainer.terms
+        if isinstance(term, Historical) and term.player == player
+    )
     for _ in range(2):
         trainer.run_step()
         trainer.step += 1

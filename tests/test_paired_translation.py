@@ -25,13 +25,13 @@ from test_bad_input import refusal, refused
 from torch import nn
 from wandb_runfile import image_keys, load_run
 
-from ganexp import evaluate
-from ganexp.build import check_buildable
+from ganexp.cli import evaluate
 from ganexp.data.images import to_signed_unit
-from ganexp.hooks import generate
-from ganexp.losses import input_gradient_norms
-from ganexp.memory import estimate
 from ganexp.metrics.translation import PairedEvaluator
+from ganexp.models.common import generate
+from ganexp.parts.losses import input_gradient_norms
+from ganexp.session.build import check_buildable
+from ganexp.session.memory import estimate
 
 PAIRED = ("task=paired_translation",)
 

@@ -14,10 +14,10 @@ import pytest
 import torch
 from helpers import assert_same_weights, smoke_session
 
-from ganexp.checkpoint import CheckpointStore, load_checkpoint, save_checkpoint
+from ganexp.engine.checkpoint import CheckpointStore, load_checkpoint, save_checkpoint
+from ganexp.engine.trainer import Hook, Trainer
 from ganexp.errors import ConfigError, RunFailed
-from ganexp.run import execute
-from ganexp.train import Hook, Trainer
+from ganexp.session.run import execute
 
 GANEXP = str(Path(sys.executable).with_name("ganexp"))
 # a run long enough to kill at several points: 24 steps, a checkpoint every 4
@@ -228,7 +228,7 @@ def test_disk_refusing_a_checkpoint_is_a_clear_error_leaving_the_old_one(tmp_pat
     script = (
         "import sys, torch, resource, signal\n"
         "from pathlib import Path\n"
-        "from ganexp.checkpoint import save_checkpoint\n"
+        "from ganexp.engine.checkpoint import save_checkpoint\n"
         "from ganexp.errors import RunFailed\n"
         "signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
         "resource.setrlimit(resource.RLIMIT_FSIZE, (100_000, 100_000))\n"

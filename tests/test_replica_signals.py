@@ -22,14 +22,13 @@ import torch
 from helpers import assert_same_weights, compose_config, smoke_config
 from omegaconf import OmegaConf
 
-from ganexp.checkpoint import load_checkpoint
 from ganexp.config import validate
+from ganexp.engine.checkpoint import load_checkpoint
+from ganexp.engine.hooks import PENDING_EVAL, Evaluate
+from ganexp.engine.trainer import Hook, Trainer
 from ganexp.errors import Interrupted
-from ganexp.hooks import PENDING_EVAL, Evaluate
-from ganexp.replicas import build_replicas, train_replicas
-from ganexp.run import execute_sessions
-from ganexp.sweep import NOT_RUN, SweepSummary
-from ganexp.train import Hook, Trainer
+from ganexp.session.run import build_replicas, execute_sessions, train_replicas
+from ganexp.session.sweep import NOT_RUN, SweepSummary
 
 # WGAN-GP's five critic iterations a step, two replicas, a checkpoint every step
 GP = (
@@ -63,7 +62,7 @@ def strategy(name: str) -> Iterator[None]:
     conv networks do on the CPU."""
     with pytest.MonkeyPatch.context() as patch:
         if name == "in-turn":
-            patch.setattr("ganexp.replicas.vectorize", lambda networks, device: False)
+            patch.setattr("ganexp.session.run.vectorize", lambda networks, device: False)
         yield
 
 

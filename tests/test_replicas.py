@@ -14,8 +14,7 @@ from wandb_runfile import load_run
 
 from ganexp.errors import ConfigError
 from ganexp.metrics import evaluator
-from ganexp.replicas import build_replicas, train_replicas
-from ganexp.run import execute_sessions
+from ganexp.session.run import build_replicas, execute_sessions, train_replicas
 
 MLP = ("data=ring8", "generator=mlp", "discriminator=mlp")
 QUIET = ("metrics.enabled=false", "trainer.checkpoint_every=100")
@@ -103,7 +102,7 @@ def test_vectorized_dcgan_replicas_take_the_first_step_of_their_separate_runs(
 ) -> None:
     """The stacked path for conv networks (what a GPU runs): the first step's D loss, on the
     initial weights with the replica's own batch and noise, is its separate run's to rounding."""
-    monkeypatch.setattr("ganexp.replicas.vectorize", lambda networks, device: True)
+    monkeypatch.setattr("ganexp.session.run.vectorize", lambda networks, device: True)
     for norm in ("batch", "layer", "spectral"):
         overrides = (f"norm={norm}", "trainer.max_steps=1", "trainer.log_every=1")
         _replicas_against_separate_runs(tmp_path / norm, 2, *overrides)

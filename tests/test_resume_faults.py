@@ -15,11 +15,11 @@ from pathlib import Path
 import pytest
 from helpers import smoke_run, smoke_session
 
-from ganexp.checkpoint import load_checkpoint, save_checkpoint
+from ganexp.engine.checkpoint import load_checkpoint, save_checkpoint
+from ganexp.engine.trainer import INTERVAL, Hook, Trainer
 from ganexp.errors import ConfigError, Interrupted
-from ganexp.preflight import experiment_differences, preflight
-from ganexp.run import execute
-from ganexp.train import INTERVAL, Hook, Trainer
+from ganexp.session.preflight import experiment_differences, preflight
+from ganexp.session.run import execute
 
 GANEXP = str(Path(sys.executable).with_name("ganexp"))
 TOY = ("data=ring8", "generator=mlp", "discriminator=mlp", "norm=none", "metrics.enabled=false")

@@ -20,12 +20,12 @@ import pytest
 from PIL import Image
 from test_sweeps import GANEXP, ganexp_cmd, read_csv
 
-from ganexp.__main__ import _remove_if_untouched
-from ganexp.checkpoint import load_checkpoint
+from ganexp.cli.train import _remove_if_untouched
+from ganexp.engine.checkpoint import load_checkpoint
+from ganexp.engine.runfolder import LOCK_FILE, WAIT_ENV, hold
 from ganexp.errors import RunFailed
-from ganexp.job import RESERVE_FILE, reserve_room, write_job_record
-from ganexp.runfolder import LOCK_FILE, WAIT_ENV, hold
-from ganexp.tracking import append_line
+from ganexp.session.job import RESERVE_FILE, reserve_room, write_job_record
+from ganexp.tracking.logger import append_line
 
 # a toy run of small networks: quick steps, small checkpoints, no evaluation
 TOY = (

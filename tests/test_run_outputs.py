@@ -158,7 +158,7 @@ def test_histograms_of_d_outputs_that_barely_differ_are_logged(tmp_path: Path) -
     import torch
 
     from ganexp.config import LoggerConfig
-    from ganexp.tracking import Tracker
+    from ganexp.tracking.logger import Tracker
 
     close = torch.full((24,), 0.3) + torch.arange(24) * 3e-8  # a range of a few float32 ulps
     logger = LoggerConfig(mode="offline")

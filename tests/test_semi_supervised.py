@@ -21,11 +21,11 @@ from helpers import (
 from test_bad_input import refusal, refused
 from wandb_runfile import load_run
 
-from ganexp import evaluate
-from ganexp.build import build_optimizer
-from ganexp.checkpoint import load_checkpoint
+from ganexp.cli import evaluate
 from ganexp.data import build_labelled, labelled_subset
-from ganexp.semi_supervised import ClassifierCritic, accuracy
+from ganexp.engine.checkpoint import load_checkpoint
+from ganexp.session.build import build_optimizer
+from ganexp.tasks.semi_supervised import ClassifierCritic, SemiSupervised, accuracy
 
 SSL = ("task=semi_supervised",)
 
@@ -51,7 +51,7 @@ def test_a_training_steps_losses_are_salimans_formula_on_its_batches(tmp_path: P
     batches (replayed from the states before it): 2 x loss_unl and 2 x loss_lab."""
     session = smoke_session(tmp_path / "run", *SSL)
     trainer = session.trainer
-    task = trainer.semi_supervised
+    task = trainer.term(SemiSupervised)
     critic = copy.deepcopy(trainer.discriminator)
     generator = copy.deepcopy(trainer.generator)
     data, labelled = (
@@ -131,7 +131,7 @@ def test_the_baseline_is_ds_initialization_trained_on_the_labelled_batches_alone
         torch.equal(a, b)
         for a, b in zip(
             alone.state_dict().values(),
-            trainer.semi_supervised.baseline.state_dict().values(),
+            trainer.term(SemiSupervised).baseline.state_dict().values(),
             strict=True,
         )
     )
@@ -144,7 +144,7 @@ def test_the_baseline_is_ds_initialization_trained_on_the_labelled_batches_alone
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
-    baseline = trainer.semi_supervised.baseline.state_dict()
+    baseline = trainer.term(SemiSupervised).baseline.state_dict()
     for name, value in alone.state_dict().items():
         assert torch.equal(value, baseline[name]), name
     # D itself has moved elsewhere: it also learns from the unlabelled images and G's
@@ -206,7 +206,7 @@ def test_a_resumed_run_continues_d_the_baseline_and_the_labelled_batches_exactly
 def test_the_memory_estimate_counts_the_baseline_as_the_run_holds_it(tmp_path: Path) -> None:
     cfg, _ = smoke_config(*SSL)
     trainer = smoke_session(tmp_path / "run", *SSL).trainer
-    assert_estimate_holds(cfg, trainer, trainer.semi_supervised.baseline)
+    assert_estimate_holds(cfg, trainer, trainer.term(SemiSupervised).baseline)
 
 
 def test_the_preset_validates_as_the_papers_setting_with_its_deviations() -> None:

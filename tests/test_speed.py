@@ -10,11 +10,11 @@ import torch
 from helpers import LinearCritic, smoke_run, smoke_session
 from torch import nn
 
-from ganexp.build import build_optimizer
 from ganexp.config import OptimConfig, OptimName
 from ganexp.errors import ConfigError
-from ganexp.losses import GradientPenaltyLoss
-from ganexp.run import compile_networks
+from ganexp.parts.losses import GradientPenaltyLoss
+from ganexp.session.build import build_optimizer
+from ganexp.session.run import compile_networks
 
 
 def _critic(norm: float) -> LinearCritic:

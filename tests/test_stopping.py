@@ -15,10 +15,10 @@ import torch
 from helpers import assert_same_weights, smoke_run, smoke_session
 from wandb_runfile import RunFile, load_run
 
-from ganexp.checkpoint import load_checkpoint
+from ganexp.engine.checkpoint import load_checkpoint
+from ganexp.engine.hooks import PENDING_EVAL
 from ganexp.errors import Interrupted
-from ganexp.hooks import PENDING_EVAL
-from ganexp.run import execute
+from ganexp.session.run import execute
 
 pytestmark = pytest.mark.slow  # real trainings, each several seconds
 
@@ -136,8 +136,8 @@ import os, signal, sys
 from pathlib import Path
 from helpers import smoke_session
 from ganexp.config import register_schema
-from ganexp.run import execute
-from ganexp.train import Hook
+from ganexp.session.run import execute
+from ganexp.engine.trainer import Hook
 
 class KillAt(Hook):  # kill -9 once step 7 is logged: after the checkpoint of step 4
     def after_step(self, trainer):

@@ -27,8 +27,8 @@ from wandb_runfile import image_keys, load_run
 
 import ganexp
 from ganexp.config import validate
-from ganexp.preflight import flags_first, job_overrides
-from ganexp.sweep import MISSING_RECORD, SweepSummary, maximize, read_curve, summarize
+from ganexp.session.preflight import flags_first, job_overrides
+from ganexp.session.sweep import MISSING_RECORD, SweepSummary, maximize, read_curve, summarize
 
 GANEXP = str(Path(sys.executable).with_name("ganexp"))
 EXPERIMENTS = Path(ganexp.__file__).parent / "conf" / "experiment"
@@ -526,7 +526,7 @@ def test_summary_of_hand_made_jobs_ranks_by_direction_and_counts_killed_jobs(
 def test_config_registers_the_sweep_summary_callback() -> None:
     with initialize_config_module("ganexp.conf", version_base="1.3"):
         hydra_cfg = compose("config", return_hydra_config=True).hydra
-    assert hydra_cfg.callbacks.sweep_summary._target_ == "ganexp.sweep.SweepSummary"
+    assert hydra_cfg.callbacks.sweep_summary._target_ == "ganexp.session.sweep.SweepSummary"
 
 
 def test_wandb_sweep_spec_drives_ganexp_with_real_keys() -> None:

@@ -18,8 +18,8 @@ from ganexp.config import DataConfig, validate
 from ganexp.data import build_data, mode_centers
 from ganexp.data.toy import mode_std, sample_toy, train_set
 from ganexp.metrics.toy import RECOVERED_SHARE, TRUE_HIGH_QUALITY, mode_stats, sliced_wasserstein
-from ganexp.preflight import preflight
-from ganexp.sweep import maximize
+from ganexp.session.preflight import preflight
+from ganexp.session.sweep import maximize
 
 CPU = torch.device("cpu")
 N = 2500  # PacGAN's evaluation size
@@ -167,7 +167,7 @@ def test_resuming_onto_a_set_of_another_size_is_refused(tmp_path: Path) -> None:
 
 
 def test_every_process_shares_the_set_but_draws_its_own_batches() -> None:
-    from ganexp.distributed import World
+    from ganexp.engine.distributed import World
 
     cfg = fixed(500)
     fixed_set = train_set(cfg, seed=7)

@@ -15,9 +15,9 @@ from omegaconf import OmegaConf
 from PIL import Image
 from wandb_runfile import image_keys, load_run
 
-from ganexp.checkpoint import load_checkpoint
 from ganexp.config import validate
-from ganexp.run import run
+from ganexp.engine.checkpoint import load_checkpoint
+from ganexp.session.run import run
 
 SCALARS = {"loss/d", "loss/g", "d/real", "d/fake", "grad_norm/g", "grad_norm/d", "lr/g", "lr/d"}
 SCALARS |= {"perf/img_per_s"}

@@ -25,13 +25,17 @@ from test_bad_input import refusal, refused
 from torch import nn
 from wandb_runfile import image_keys, load_run
 
-from ganexp import evaluate
-from ganexp.checkpoint import load_checkpoint
-from ganexp.cycle import CycleCritics, CycleGenerators, swap_halves
-from ganexp.data.images import to_signed_unit
+from ganexp.cli import evaluate
+from ganexp.data.images import to_signed_unit, to_uint8
 from ganexp.data.translation import held_out_domains
-from ganexp.metrics.extractors import to_uint8
+from ganexp.engine.checkpoint import load_checkpoint
 from ganexp.metrics.translation import UnpairedEvaluator
+from ganexp.tasks.unpaired_translation import (
+    CycleCritics,
+    CycleGenerators,
+    DomainPools,
+    swap_halves,
+)
 
 UNPAIRED = ("task=unpaired_translation",)
 
@@ -107,7 +111,7 @@ def test_a_steps_cycle_and_identity_terms_and_pools_are_cyclegans_on_its_batches
         identity = (G.g_ab(None, b) - b).abs().mean() + (G.g_ba(None, a) - a).abs().mean()
     assert stats["loss/cycle"] == pytest.approx(10 * float(cycle), rel=1e-5)
     assert stats["loss/identity"] == pytest.approx(5 * float(identity), rel=1e-5)
-    pool_b, pool_a = (torch.stack(pool.images) for pool in trainer.pool.pools)
+    pool_b, pool_a = (torch.stack(pool.images) for pool in trainer.term(DomainPools).pools)
     torch.testing.assert_close(pool_b, fake_b, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(pool_a, fake_a, rtol=1e-5, atol=1e-5)
 

@@ -17,11 +17,11 @@ from test_sweeps import GANEXP, TINY, ganexp_cmd
 from torch import nn
 from wandb_runfile import load_run
 
-from ganexp.build import build_discriminator, build_generator
-from ganexp.checkpoint import load_checkpoint
 from ganexp.config import validate
 from ganexp.data import data_spec
+from ganexp.engine.checkpoint import load_checkpoint
 from ganexp.errors import ConfigError
+from ganexp.session.build import build_discriminator, build_generator
 
 USER_NETS = '''
     import torch

@@ -90,8 +90,8 @@ def test_a_vbn_generators_sample_does_not_depend_on_its_batch() -> None:
     not), and the reference batch is trainer.batch_size codes."""
     from helpers import smoke_config
 
-    from ganexp.build import build_generator
     from ganexp.data import data_spec
+    from ganexp.session.build import build_generator
 
     cfg, _ = smoke_config("norm=virtual_batch")
     generator = build_generator(cfg, data_spec(cfg.data))

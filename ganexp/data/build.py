@@ -10,10 +10,9 @@ from ganexp.data import cifar, folder, mnist, translation
 from ganexp.data.images import FitPil, fit_all
 from ganexp.data.source import BatchSource
 from ganexp.data.sources import LoaderSource, TensorSource
-from ganexp.data.spec import DataSpec, Found
+from ganexp.data.spec import DataSpec, Found, Shard
 from ganexp.data.subset import limit_indices
 from ganexp.data.toy import TOY_MODES, TOY_SPEC, ToyMixture, mode_centers
-from ganexp.distributed import World
 from ganexp.errors import ConfigError
 
 _LOCATE = {
@@ -58,7 +57,7 @@ def _loader(cfg: DataConfig, found: Found) -> str:
 
 
 def build_data(
-    cfg: DataConfig, batch_size: int, device: torch.device, seed: int, world: World | None = None
+    cfg: DataConfig, batch_size: int, device: torch.device, seed: int, world: Shard | None = None
 ) -> BatchSource:
     """The batch source for ``cfg``; ``seed`` seeds its sampler (not the data.limit subset).
     ``batch_size`` is the whole batch; with several processes (``world``) each gets its part."""
@@ -89,7 +88,7 @@ def build_data(
 
 
 def build_labelled(
-    cfg: DataConfig, batch_size: int, device: torch.device, seed: int, world: World | None = None
+    cfg: DataConfig, batch_size: int, device: torch.device, seed: int, world: Shard | None = None
 ) -> TensorSource:
     """Batches of the labelled subset of ``task=semi_supervised`` (:func:`labelled_subset`);
     ``seed`` seeds their order."""

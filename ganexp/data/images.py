@@ -37,3 +37,12 @@ class FitPil:
 
     def __call__(self, image: Image.Image) -> torch.Tensor:
         return fit(F.pil_to_tensor(image), self.size)
+
+
+def to_uint8(images: torch.Tensor) -> torch.Tensor:
+    """Images in [-1, 1] to uint8 [0, 255]: clamped, then rounded (not truncated).
+
+    torchmetrics' ``normalize=True`` truncates ``x * 255`` and lets out-of-range values wrap
+    around, so generator outputs are converted here instead.
+    """
+    return images.clamp(-1.0, 1.0).add(1.0).mul_(127.5).round_().to(torch.uint8)

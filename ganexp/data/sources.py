@@ -11,8 +11,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from ganexp.data.images import to_signed_unit
 from ganexp.data.sampling import IndexStream
-from ganexp.data.spec import DataSpec
-from ganexp.distributed import World
+from ganexp.data.spec import DataSpec, Shard
 
 
 class TensorSource:
@@ -29,12 +28,12 @@ class TensorSource:
         labels: torch.Tensor | None,
         batch_size: int,
         seed: int,
-        world: World | None = None,
+        world: Shard | None = None,
     ) -> None:
         self.spec = spec
         self._images = images
         self._labels = labels
-        self._world = world or World()
+        self._world = world or Shard()
         generator = torch.Generator(device=images.device).manual_seed(seed)
         self._stream = IndexStream(len(images), batch_size, generator)
 
@@ -57,7 +56,7 @@ class _StreamSampler(Sampler[list[int]]):
     stream's own state runs ahead; the noted states let the source report the trainer's position.
     """
 
-    def __init__(self, stream: IndexStream, world: World) -> None:
+    def __init__(self, stream: IndexStream, world: Shard) -> None:
         self.stream = stream
         self.world = world
         self.states: deque[dict[str, Any]] = deque()
@@ -85,13 +84,13 @@ class LoaderSource:
         device: torch.device,
         seed: int,
         num_workers: int,
-        world: World | None = None,
+        world: Shard | None = None,
     ) -> None:
         self.spec = spec
         self._device = device
         generator = torch.Generator().manual_seed(seed)
         stream = IndexStream(len(dataset), batch_size, generator)
-        self._sampler = _StreamSampler(stream, world or World())
+        self._sampler = _StreamSampler(stream, world or Shard())
         self._state = self._sampler.stream.state_dict()
         self._loader = DataLoader(
             dataset,

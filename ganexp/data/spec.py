@@ -31,3 +31,24 @@ class Found:
     load: Callable[[], Dataset]
     # array-backed sets only: the loaded set as uint8 (N, C, H, W) images and int64 (N,) labels
     to_tensors: Callable[[Dataset], tuple[torch.Tensor, torch.Tensor]] | None
+
+
+@dataclass(frozen=True)
+class Shard:
+    """Which part of every batch this process takes when ``size`` processes train one run
+    (rank ``rank``); one process takes it all. The engine's process group is one of these."""
+
+    rank: int = 0
+    size: int = 1
+
+    @property
+    def distributed(self) -> bool:
+        return self.size > 1
+
+    def shard(self, batch: torch.Tensor) -> torch.Tensor:
+        """This process's slice of a batch drawn alike by every process (as DistributedSampler
+        shares one permutation): rank r takes the r-th of ``size`` equal parts."""
+        if not self.distributed:
+            return batch
+        part = len(batch) // self.size
+        return batch[self.rank * part : (self.rank + 1) * part]

@@ -24,8 +24,7 @@ import numpy as np
 import torch
 
 from ganexp.config import DataConfig
-from ganexp.data.spec import DataSpec
-from ganexp.distributed import World
+from ganexp.data.spec import DataSpec, Shard
 from ganexp.errors import ConfigError
 
 TOY_MODES = {"ring8": 8, "grid25": 25, "swissroll": 0}  # the toy data sets and their modes
@@ -112,9 +111,9 @@ class ToyMixture:
         batch_size: int,
         device: torch.device,
         seed: int,
-        world: World | None = None,
+        world: Shard | None = None,
     ) -> None:
-        world = world or World()
+        world = world or Shard()
         self._cfg = cfg
         centers = _unscaled_centers(cfg)
         self._centers = None if centers is None else centers.to(device)

@@ -225,7 +225,7 @@ def held_out_pairs(cfg: DataConfig) -> tuple[torch.Tensor, torch.Tensor, str]:
     """(inputs A, targets B, what they are) of the pairs kept out of training, for the grids and
     the metrics: Fashion-MNIST's test split and its edges, or ``ROOT/test/`` (else ``val/``)."""
     if cfg.name == "fashion_edges":
-        from ganexp.metrics.train_classifier import eval_split
+        from ganexp.data.test_split import eval_split
 
         images, _, split = eval_split(garments_config(cfg), 0)
         return cached_edges(images, cfg.cache_dir, "fashion_mnist-test"), images, split
@@ -291,7 +291,7 @@ def held_out_domains(cfg: DataConfig) -> tuple[torch.Tensor, torch.Tensor, str]:
     """(A, B, what they are) kept out of training, for the grids and the metrics: the test
     split's images of the two classes, or ``ROOT/testA/`` and ``ROOT/testB/``."""
     if cfg.name == "fashion_domains":
-        from ganexp.metrics.train_classifier import eval_split
+        from ganexp.data.test_split import eval_split
 
         images, labels, split = eval_split(garments_config(cfg), 0)
         a, b = _fashion_domains(cfg, images, labels)

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 from torchvision.transforms.v2 import functional as F
 
-from ganexp.checkpoint import sha256_file  # noqa: F401 - re-exported for the extractors
+from ganexp.engine.checkpoint import sha256_file  # noqa: F401 - re-exported for the extractors
 
 ARCH = "cnn4-32-64-64-128-v1"  # recorded with each checkpoint; change it when the layers change
 INPUT_SIZE = 32

@@ -18,13 +18,14 @@ from torch import nn
 
 from ganexp.config import RunConfig
 from ganexp.data import DataSpec, build_data, mode_centers
+from ganexp.data.images import to_uint8
 from ganexp.data.toy import mode_std, sample_toy
-from ganexp.hooks import generate
+from ganexp.errors import StopRequested
 from ganexp.metrics.coverage import class_histogram, class_kl
-from ganexp.metrics.extractors import build_extractor, to_uint8
+from ganexp.metrics.extractors import build_extractor
 from ganexp.metrics.manifold import ManifoldMetrics
 from ganexp.metrics.toy import mode_stats, sliced_wasserstein
-from ganexp.train import StopRequested
+from ganexp.models.common import generate
 
 if TYPE_CHECKING:
     from ganexp.metrics.distances import FrechetDistance

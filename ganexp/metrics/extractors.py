@@ -45,15 +45,6 @@ INCEPTION_FEATURES = 2048
 INCEPTION_CLASSES = 1008
 
 
-def to_uint8(images: torch.Tensor) -> torch.Tensor:
-    """Images in [-1, 1] to uint8 [0, 255]: clamped, then rounded (not truncated).
-
-    torchmetrics' ``normalize=True`` truncates ``x * 255`` and lets out-of-range values wrap
-    around, so generator outputs are converted here instead.
-    """
-    return images.clamp(-1.0, 1.0).add(1.0).mul_(127.5).round_().to(torch.uint8)
-
-
 class FeatureExtractor(nn.Module):
     """uint8 images ``(N, C, H, W)``, any size, 1 or 3 channels -> float32 features.
 

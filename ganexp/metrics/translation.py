@@ -10,16 +10,15 @@ import torch
 from torch import nn
 
 from ganexp.config import RunConfig
-from ganexp.data.images import to_signed_unit
+from ganexp.data.images import to_signed_unit, to_uint8
 from ganexp.data.translation import garments_config, held_out_domains, held_out_pairs
-from ganexp.hooks import generate
+from ganexp.errors import StopRequested
 from ganexp.metrics.extractors import (
     FeatureExtractor,
     build_extractor,
     inception_weights_at_hand,
-    to_uint8,
 )
-from ganexp.train import StopRequested
+from ganexp.models.common import generate
 
 BATCH = 500
 
@@ -178,7 +177,8 @@ class UnpairedEvaluator:
     def __call__(
         self, generator: nn.Module, should_stop: Callable[[], bool] | None = None
     ) -> dict[str, float]:
-        """The metrics of ``generator`` (a :class:`~ganexp.cycle.CycleGenerators`)."""
+        """The metrics of ``generator`` (a
+        :class:`~ganexp.tasks.unpaired_translation.CycleGenerators`)."""
         fds = self._distances() if self.extractor is not None else [None, None]
         nets = ((generator.g_ab, generator.g_ba), (generator.g_ba, generator.g_ab))
         results, cycle, right = {}, 0.0, []

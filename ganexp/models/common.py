@@ -319,3 +319,14 @@ class BatchStatistic(nn.Module):
 def pack_of(critic: nn.Module) -> int:
     """The packing degree of a discriminator (through DDP; torch.compile's wrapper forwards)."""
     return getattr(getattr(critic, "module", critic), "pack", 1)
+
+
+@torch.no_grad()
+def generate(G: nn.Module, noise: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
+    """Samples from the generator in eval mode (running norm statistics), then back to train."""
+    was_training = G.training
+    G.eval()
+    try:
+        return G(noise, labels)
+    finally:
+        G.train(was_training)

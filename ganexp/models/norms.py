@@ -18,7 +18,7 @@ from torch.nn.utils.parametrizations import _SpectralNorm
 from ganexp.config import Norm
 from ganexp.errors import ConfigError
 
-# custom: the user's class (norm._target_), placed and built like these (ganexp.build)
+# custom: the user's class (norm._target_), placed and built like these (ganexp.session.build)
 ACTIVATION_NORMS = (
     Norm.batch,
     Norm.layer,

@@ -27,8 +27,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from ganexp.engine.runfolder import write_atomic
 from ganexp.errors import ConfigError, RunFailed
-from ganexp.runfolder import write_atomic
 
 LAST = "last.pt"
 BEST = "best.pt"

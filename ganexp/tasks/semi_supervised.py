@@ -28,6 +28,7 @@ from torch import nn
 
 from ganexp.data import BatchSource
 from ganexp.data.images import to_signed_unit
+from ganexp.parts.terms import StepBatch, Term, Value
 
 BATCH = 500  # test images classified at once
 
@@ -54,8 +55,14 @@ class ClassifierCritic(nn.Module):
         return torch.logsumexp(self.logits(x).float(), dim=1)
 
 
-class SemiSupervised:
-    """The task's part of a training step: D's supervised term, and the baseline's step."""
+class SemiSupervised(Term):
+    """D's supervised term (``task.supervised_weight`` x the cross-entropy of its class logits on
+    a labelled batch), logged as ``loss/supervised``; with it, the baseline's own step on the
+    same batch (its loss logged as ``loss/baseline``, not added)."""
+
+    keys = ("loss/supervised", "loss/baseline")
+    state_key = "semi_supervised"
+    autocast = False
 
     def __init__(
         self,
@@ -69,16 +76,17 @@ class SemiSupervised:
         self.opt_baseline = opt_baseline
         self.weight = weight
 
-    def d_term(self, critic: ClassifierCritic) -> tuple[torch.Tensor, torch.Tensor]:
-        """(weighted cross-entropy of ``critic`` on the next labelled batch, the baseline's
-        unweighted cross-entropy on it after its own optimizer step on it)."""
+    def __call__(self, step: StepBatch) -> Value:
+        """The weighted cross-entropy of D on the next labelled batch; the baseline's
+        unweighted cross-entropy on it, after its own optimizer step on it, is logged."""
         x, y = self.labelled.next_batch()
-        supervised = F.cross_entropy(critic.logits(x).float(), y)
+        supervised = F.cross_entropy(step.critic.logits(x).float(), y)
         baseline = F.cross_entropy(self.baseline.logits(x).float(), y)
         self.opt_baseline.zero_grad(set_to_none=True)
         baseline.backward()
         self.opt_baseline.step()
-        return self.weight * supervised, baseline.detach()
+        weighted = self.weight * supervised
+        return weighted, {"loss/supervised": weighted, "loss/baseline": baseline.detach()}
 
     def state_dict(self) -> dict[str, Any]:
         return {
@@ -87,7 +95,7 @@ class SemiSupervised:
             "labelled": self.labelled.state_dict(),
         }
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
+    def load_state_dict(self, state: dict[str, Any], device: torch.device) -> None:
         self.baseline.load_state_dict(state["baseline"])
         self.opt_baseline.load_state_dict(state["opt_baseline"])
         self.labelled.load_state_dict(state["labelled"])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import os
 import random
 import signal
@@ -16,17 +17,15 @@ from typing import Any
 
 import numpy as np
 import torch
+from omegaconf import OmegaConf
 from torch import nn
 
-from ganexp.build import build_discriminator, build_generator, build_optimizer
-from ganexp.checkpoint import CheckpointStore, load_resume, resume_source, set_rng_state
 from ganexp.config import TRANSLATION_DATA, LossName, Norm, RunConfig
-from ganexp.cycle import CycleTerms, DomainPools
 from ganexp.data import DataSpec, build_data, build_labelled, data_spec, mode_centers
-from ganexp.device import describe, resolve_device, resolve_precision
-from ganexp.distributed import World, current
-from ganexp.errors import ConfigError, Interrupted
-from ganexp.hooks import (
+from ganexp.engine.checkpoint import CheckpointStore, load_resume, resume_source, set_rng_state
+from ganexp.engine.device import describe, resolve_device, resolve_precision
+from ganexp.engine.distributed import World, current
+from ganexp.engine.hooks import (
     CheckFinite,
     Checkpoint,
     Evaluate,
@@ -36,11 +35,17 @@ from ganexp.hooks import (
     Profile,
     SampleGrid,
 )
-from ganexp.job import note_step
-from ganexp.losses import HistoricalAverage, R1Penalty, build_loss
-from ganexp.semi_supervised import SemiSupervised, SemiSupervisedEvaluator
-from ganexp.tracking import NullTracker, Tracker
-from ganexp.train import Precision, ProgressBar, Trainer, generator_ema
+from ganexp.engine.replicas import ReplicaGroup, get_stream, vectorize
+from ganexp.engine.trainer import Precision, ProgressBar, Trainer, generator_ema
+from ganexp.errors import ConfigError, Interrupted
+from ganexp.parts.losses import build_loss
+from ganexp.parts.terms import Term, loss_terms
+from ganexp.session.build import build_discriminator, build_generator, build_optimizer
+from ganexp.session.job import note_step
+from ganexp.tasks.paired_translation import L1
+from ganexp.tasks.semi_supervised import SemiSupervised, SemiSupervisedEvaluator
+from ganexp.tasks.unpaired_translation import CycleTerms, DomainPools
+from ganexp.tracking.logger import NullTracker, Tracker
 
 BN_CRITIC_TAG = "bn-critic-gp"
 
@@ -102,7 +107,7 @@ def build_evaluator(
     images = ImageEvaluator(cfg, spec, device, real_side)
     if classifiers is None:
         return images
-    from ganexp.metrics.train_classifier import eval_split
+    from ganexp.data.test_split import eval_split
 
     return SemiSupervisedEvaluator(*classifiers, eval_split(cfg.data, cfg.seed), images)
 
@@ -217,12 +222,18 @@ def _own_state(state: dict[str, Any], world: World) -> dict[str, Any]:
     return {"rng": None, "data": state["data"]}
 
 
-def _historical(
-    generator: nn.Module, discriminator: nn.Module, weight: float
-) -> tuple[HistoricalAverage, HistoricalAverage] | None:
-    if not weight:
-        return None
-    return HistoricalAverage(generator, weight), HistoricalAverage(discriminator, weight)
+def _task_terms(
+    cfg: RunConfig, discriminator: nn.Module, device: torch.device, world: World
+) -> list[Term]:
+    """The loss terms the task adds."""
+    if cfg.task.name == "semi_supervised":
+        return [_semi_supervised(cfg, discriminator, device, world)]
+    if cfg.task.name == "paired_translation":
+        return [L1(cfg.task.l1_weight)] if cfg.task.l1_weight else []
+    if cfg.task.name == "unpaired_translation":
+        terms: list[Term] = [CycleTerms(cfg.task.cycle_weight, cfg.task.identity_weight)]
+        return terms + ([DomainPools(cfg.task.pool_size)] if cfg.task.pool_size else [])
+    return []
 
 
 def _load_resumed(
@@ -284,12 +295,13 @@ def setup(
     discriminator = discriminator.to(device, memory_format=memory_format)
     if world.distributed:  # same initial weights everywhere, then each its own noise
         seed_everything(cfg.seed + world.rank)
+    loss = build_loss(cfg.loss)
     trainer = Trainer(
         generator=generator,
         discriminator=discriminator,
         opt_g=build_optimizer(cfg.optim, generator.parameters(), cfg.optim.lr_g),
         opt_d=build_optimizer(cfg.optim, discriminator.parameters(), cfg.optim.lr_d),
-        loss=build_loss(cfg.loss),
+        loss=loss,
         data=data,
         spec=spec,
         device=device,
@@ -301,14 +313,9 @@ def setup(
         precision=Precision(device, resolve_precision(cfg.device.precision, device)),
         channels_last=channels_last,
         skip_nonfinite=cfg.trainer.skip_nonfinite,
-        r1=R1Penalty(cfg.loss.r1_weight, cfg.loss.r1_every) if cfg.loss.r1_weight > 0 else None,
         ema=generator_ema(generator, cfg.trainer.ema_decay) if cfg.trainer.ema_decay else None,
-        historical=_historical(generator, discriminator, cfg.loss.historical_weight),
-        feature_matching=cfg.loss.generator_loss == "feature_matching",
-        semi_supervised=_semi_supervised(cfg, discriminator, device, world),
-        l1_weight=cfg.task.l1_weight if paired else 0.0,
-        cycle=CycleTerms(cfg.task.cycle_weight, cfg.task.identity_weight) if unpaired else None,
-        pool=DomainPools(cfg.task.pool_size) if unpaired and cfg.task.pool_size else None,
+        terms=loss_terms(cfg.loss, loss, generator, discriminator)
+        + _task_terms(cfg, discriminator, device, world),
         world=world,
     )
     if world.distributed:
@@ -339,7 +346,7 @@ def setup(
     bar = ProgressBar(cfg.trainer.progress_bar and world.is_main)
     centers = mode_centers(cfg.data) if spec.kind == "points" else None
     checkpoint = Checkpoint(cfg.trainer.checkpoint_every, store, fixed, tracker, resolved)
-    task = trainer.semi_supervised
+    task = trainer.term(SemiSupervised)
     classifiers = (discriminator, task.baseline) if task is not None else None
     evaluator = None
     if world.is_main:
@@ -414,7 +421,8 @@ def stop_on_signals(trainer: Trainer) -> Iterator[None]:
 
 def execute(session: Session) -> RunResult:
     """Train to the end; the W&B run is finished whatever happens. Whatever stops the run
-    early carries the last step it completed, for job.json (:func:`ganexp.job.noted_step`)."""
+    early carries the last step it completed, for job.json
+    (:func:`ganexp.session.job.noted_step`)."""
     try:
         return execute_sessions([session], session.trainer.train)[0]
     except BaseException as stop:
@@ -502,3 +510,65 @@ def run(
 ) -> RunResult:
     """Train one run in ``run_dir``."""
     return execute(setup(cfg, resolved, run_dir, name=name, group=group, job_type=job_type))
+
+
+def replica_dir(run_dir: Path, k: int) -> Path:
+    return run_dir / f"replica_{k}"
+
+
+def replica_config(
+    cfg: RunConfig, resolved: dict[str, Any], k: int
+) -> tuple[RunConfig, dict[str, Any]]:
+    """Replica k's config: a separate run's with seed ``seed + k`` (and one replica), so its
+    checkpoint, config.yaml and W&B config are those of that run."""
+    trainer = dataclasses.replace(cfg.trainer, replicas=1)
+    own = dataclasses.replace(cfg, seed=cfg.seed + k, trainer=trainer)
+    plain = copy.deepcopy(resolved)
+    plain["seed"] = cfg.seed + k
+    plain["trainer"]["replicas"] = 1
+    return own, plain
+
+
+def build_replicas(
+    cfg: RunConfig, resolved: dict[str, Any], run_dir: Path, *, name: str, group: str | None
+) -> tuple[list[Session], ReplicaGroup]:
+    """Each replica's session, set up as its separate run would be in ``run_dir/replica_k/``
+    (resumed from its own checkpoint if it has one), and the group that trains them."""
+    if current().distributed:
+        raise ConfigError("trainer.replicas", cfg.trainer.replicas, "is for one process")
+    sessions, streams = [], []
+    for k in range(cfg.trainer.replicas):
+        own, plain = replica_config(cfg, resolved, k)
+        folder = replica_dir(run_dir, k)
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "config.yaml").write_text(OmegaConf.to_yaml(plain))
+        # replica k evaluates against replica 0's real side (extractor, reference, k-NN radii)
+        first = sessions[0].evaluate if sessions else None
+        shared = first.evaluate if first is not None else None
+        session = setup(own, plain, folder, name=f"{name}/r{k}", group=group, real_side=shared)
+        if session.trainer.precision.dtype is not None:
+            allowed = "replicas train in fp32: set device.precision=fp32"
+            raise ConfigError("device.precision", cfg.device.precision, allowed)
+        sessions.append(session)
+        streams.append(get_stream())
+    trainers = [session.trainer for session in sessions]
+    first = trainers[0]
+    stacked = vectorize((first.generator, first.discriminator), first.device)
+    return sessions, ReplicaGroup(trainers, streams, stacked)
+
+
+def train_replicas(
+    cfg: RunConfig, resolved: dict[str, Any], run_dir: Path, *, name: str, group: str | None
+) -> list[tuple[RunResult | None, str | None]]:
+    """Train ``trainer.replicas`` runs in ``run_dir/replica_k/`` in one process; each
+    replica's (result, error): a replica that failed alone has no result and its error."""
+    sessions, replicas = build_replicas(cfg, resolved, run_dir, name=name, group=group)
+    try:
+        results = execute_sessions(sessions, replicas.train)
+    except BaseException as stop:  # every replica stopped at the group's step
+        note_step(stop, replicas.step)
+        raise
+    return [
+        (None, replicas.failed[k]) if k in replicas.failed else (result, None)
+        for k, result in enumerate(results)
+    ]

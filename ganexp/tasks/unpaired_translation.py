@@ -8,6 +8,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from ganexp.parts.terms import StepBatch, Term, Value
+
 
 def cycle_loss(
     real_a: torch.Tensor,
@@ -101,35 +103,38 @@ class CycleCritics(nn.Module):
         return torch.cat([self.d_b(b), self.d_a(a)])
 
 
-class CycleTerms:
+class CycleTerms(Term):
     """G's own terms in CycleGAN: the cycle term and (``identity_weight`` > 0) the identity
     term, of the inputs ``A | B`` and their translations ``G_AB(A) | G_BA(B)``."""
+
+    player = "g"
 
     def __init__(self, cycle_weight: float, identity_weight: float) -> None:
         self.cycle_weight = cycle_weight
         self.identity_weight = identity_weight
+        self.keys = ("loss/cycle", "loss/identity") if identity_weight else ("loss/cycle",)
 
-    def __call__(
-        self, generators: CycleGenerators, inputs: torch.Tensor, fake: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        a, b = inputs.chunk(2)
-        fake_b, fake_a = fake.chunk(2)
-        g_ab, g_ba = generators.g_ab, generators.g_ba
+    def __call__(self, step: StepBatch) -> Value:
+        a, b = step.labels.chunk(2)
+        fake_b, fake_a = step.fake.chunk(2)
+        g_ab, g_ba = step.generator.g_ab, step.generator.g_ba
         rec_a, rec_b = g_ba(None, fake_b), g_ab(None, fake_a)
         cycle = cycle_loss(a, rec_a, b, rec_b, self.cycle_weight)
-        identity = None
-        if self.identity_weight:
-            identity = identity_loss(g_ab, g_ba, a, b, self.identity_weight)
-        return cycle, identity
+        if not self.identity_weight:
+            return cycle, {"loss/cycle": cycle}
+        identity = identity_loss(g_ab, g_ba, a, b, self.identity_weight)
+        return cycle + identity, {"loss/cycle": cycle, "loss/identity": identity}
 
 
-class DomainPools:
+class DomainPools(Term):
     """One :class:`ImagePool` per domain, for fakes ``B | A``: what D_B and D_A are shown."""
+
+    state_key = "pool"
 
     def __init__(self, size: int) -> None:
         self.pools = (ImagePool(size), ImagePool(size))
 
-    def query(self, fake: torch.Tensor) -> torch.Tensor:
+    def show(self, fake: torch.Tensor) -> torch.Tensor:
         halves = zip(self.pools, fake.chunk(2), strict=True)
         return torch.cat([pool.query(half) for pool, half in halves])
 

@@ -13,11 +13,12 @@ from typing import Any, Protocol
 import torch
 from torch import nn
 
-from ganexp.checkpoint import BEST, CheckpointStore, rng_state
-from ganexp.cycle import swap_halves
-from ganexp.errors import RunFailed
-from ganexp.tracking import Tracker
-from ganexp.train import Hook, ProgressBar, StopRequested, Trainer, grad_norm
+from ganexp.engine.checkpoint import BEST, CheckpointStore, rng_state
+from ganexp.engine.trainer import Hook, ProgressBar, Trainer, grad_norm
+from ganexp.errors import RunFailed, StopRequested
+from ganexp.models.common import generate
+from ganexp.tasks.unpaired_translation import swap_halves
+from ganexp.tracking.logger import Tracker
 
 PENDING_EVAL = "pending_eval"  # checkpoint key: the step whose evaluation a signal cut short
 LATEST_EVAL = "latest_eval"  # checkpoint key: the last evaluation's metrics
@@ -132,17 +133,6 @@ class FixedInputs:
         self.labels = to(state["labels"])
         self.targets = to(state.get("targets"))
         self.cycle = state.get("cycle", False)
-
-
-@torch.no_grad()
-def generate(G: nn.Module, noise: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
-    """Samples from the generator in eval mode (running norm statistics), then back to train."""
-    was_training = G.training
-    G.eval()
-    try:
-        return G(noise, labels)
-    finally:
-        G.train(was_training)
 
 
 class SampleGrid(Hook):

@@ -18,7 +18,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ganexp.runfolder import write_whole, writing
+from ganexp.engine.runfolder import write_whole, writing
 
 JOB_FILE = "job.json"
 RESERVE_FILE = ".job.json.reserve"

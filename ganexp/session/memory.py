@@ -161,7 +161,8 @@ def estimate(
     stacked: bool = True,
 ) -> Estimate:
     """What one of ``processes`` processes needs for ``cfg``; the networks are built on the meta
-    device (:func:`ganexp.build.check_buildable`); ``tensor_data``: the training set is held as
+    device (:func:`ganexp.session.build.check_buildable`); ``tensor_data``: the training set is
+    held as
     one tensor (:func:`ganexp.data.data_plan`). With ``trainer.replicas`` K, each replica holds
     its own networks, optimizer state and training set, and ``stacked`` replicas take their
     step at once (in turn, one step's activations at a time); evaluation's real side is shared,
@@ -189,7 +190,7 @@ def estimate(
     baseline = d_params if cfg.task.name == "semi_supervised" else 0
     baseline_buffers = _buffer_bytes(discriminator) if baseline else 0
     # with several critic steps, each step starts with a copy of what it may have to put back:
-    # D, its optimizer state and G's buffers (ganexp.train.Trainer.rewind_step)
+    # D, its optimizer state and G's buffers (ganexp.engine.trainer.Trainer.rewind_step)
     rewind = 0
     if cfg.trainer.n_critic > 1:
         rewind = (1 + copies) * d_params + _buffer_bytes(discriminator) + _buffer_bytes(generator)

@@ -9,43 +9,25 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm import tqdm
 
-from ganexp.checkpoint import rng_state, set_rng_state
-from ganexp.cycle import CycleTerms, DomainPools
 from ganexp.data import BatchSource, DataSpec
-from ganexp.distributed import World
-from ganexp.errors import Interrupted
-from ganexp.losses import GANLoss, HistoricalAverage, R1Penalty, feature_matching
-from ganexp.semi_supervised import SemiSupervised
+from ganexp.engine.checkpoint import rng_state, set_rng_state
+from ganexp.engine.distributed import World
+from ganexp.errors import Interrupted, StopRequested
+from ganexp.parts.losses import GANLoss
+from ganexp.parts.terms import StepBatch, Term
 
-STAT_KEYS = (
-    "loss/d",
-    "loss/g",
-    "d/real",
-    "d/fake",
-    "loss/gp",
-    "loss/r1",
-    "loss/hist_d",
-    "loss/hist_g",
-    "loss/supervised",
-    "loss/baseline",
-    "loss/l1",
-    "loss/cycle",
-    "loss/identity",
-)
+T = TypeVar("T", bound=Term)
+BASE_KEYS = ("loss/d", "loss/g", "d/real", "d/fake")  # every run's; its terms add their own
 INTERVAL = "interval"  # checkpoint key: the step statistics summed since the last logged row
-
-
-class StopRequested(Exception):
-    """A stop signal came inside a step (between critic iterations) or inside a hook (between
-    evaluation batches): the work in progress is abandoned, not finished."""
 
 
 class Precision:
@@ -101,15 +83,9 @@ class Trainer:
     precision: Precision = field(default_factory=lambda: Precision(torch.device("cpu"), None))
     channels_last: bool = False
     skip_nonfinite: bool = False
-    r1: R1Penalty | None = None  # loss.r1_weight > 0: the R1 penalty, with any loss
-    # loss.historical_weight > 0: each player's historical average, (G's, D's)
-    historical: tuple[HistoricalAverage, HistoricalAverage] | None = None
+    # the optional loss terms (ganexp.parts.terms), each player's in the order they are computed
+    terms: list[Term] = field(default_factory=list)
     ema: AveragedModel | None = None  # trainer.ema_decay > 0: the EMA of G, updated each step
-    feature_matching: bool = False  # loss.generator_loss=feature_matching: G matches D's features
-    semi_supervised: SemiSupervised | None = None  # task=semi_supervised: D's supervised term
-    l1_weight: float = 0.0  # task=paired_translation: G's term l1_weight * |G(z, a) - b|
-    cycle: CycleTerms | None = None  # task=unpaired_translation: G's cycle and identity terms
-    pool: DomainPools | None = None  # task=unpaired_translation: the past fakes D is shown
     hooks: list[Hook] = field(default_factory=list)
     world: World = field(default_factory=World)
     step: int = 0
@@ -123,12 +99,20 @@ class Trainer:
         # what the step calls to train each network: the network itself, or its DDP wrapper
         self._train_g: nn.Module = self.generator
         self._train_d: nn.Module = self.discriminator
-        self._sums = torch.zeros(len(STAT_KEYS), device=self.device)
+        self.d_terms = [term for term in self.terms if term.player == "d"]
+        self.g_terms = [term for term in self.terms if term.player == "g"]
+        # what a step logs: every run's statistics, then its terms'
+        self.stat_keys = (*BASE_KEYS, *(key for term in self.terms for key in term.keys))
+        self._sums = torch.zeros(len(self.stat_keys), device=self.device)
         self._count = 0
         # the first step with a non-finite statistic, and which ones, kept on the device
         self._bad_step = torch.full((), -1, dtype=torch.long, device=self.device)
-        self._bad_which = torch.zeros(len(STAT_KEYS), dtype=torch.bool, device=self.device)
+        self._bad_which = torch.zeros(len(self.stat_keys), dtype=torch.bool, device=self.device)
         self._before_step: dict[str, Any] | None = None  # what rewind_step puts back
+
+    def term(self, kind: type[T]) -> T | None:
+        """The run's first term of type ``kind``, or None."""
+        return next((term for term in self.terms if isinstance(term, kind)), None)
 
     @property
     def sampler(self) -> nn.Module:
@@ -182,66 +166,85 @@ class Trainer:
                 with torch.set_grad_enabled(last):
                     fake = G(self.noise(real.shape[0]), fake_labels)
                 real_out = D(real, labels).float()
-                shown = fake.detach() if self.pool is None else self.pool.query(fake)
+                shown = fake.detach()
+                for term in self.d_terms:
+                    shown = term.show(shown)
                 fake_out = D(shown, fake_labels).float()
                 d_loss = loss.d_loss(real_out, fake_out)
-                grad_scale = amp.grad_scale(amp.scaler_d)
-                penalty = loss.regularizer(self.discriminator, real, fake, labels, grad_scale)
-                r1 = None
-                if self.r1 is not None and self.r1.due(self.step * self.n_critic + i):
-                    r1 = self.r1(self.discriminator, real, labels, grad_scale)
-            hist_d = self.historical[1](self.discriminator) if self.historical else None
-            supervised = baseline = None
-            if self.semi_supervised is not None:
-                supervised, baseline = self.semi_supervised.d_term(self.discriminator)
-            total = d_loss
-            for term in (penalty, r1, hist_d, supervised):
-                total = total if term is None else total + term
+            batch = StepBatch(
+                self.generator,
+                self.discriminator,
+                real,
+                labels,
+                fake,
+                fake_labels,
+                amp.grad_scale(amp.scaler_d),
+                self.step * self.n_critic + i,
+            )
+            total, d_logged = self._add_terms(self.d_terms, d_loss, batch)
             self.opt_d.zero_grad(set_to_none=True)
             amp.scaler_d.scale(total).backward()
             if self._may_step(total):
                 amp.step(amp.scaler_d, self.opt_d)
                 loss.after_d_step(D)
-            if self.historical:
-                self.historical[1].update(self.discriminator)
+            for term in self.d_terms:
+                term.after_update(self.discriminator)
 
         if interruptible and self.stop_requested():
             raise StopRequested
         D = self.discriminator
         D.requires_grad_(False)  # the generator step needs no discriminator gradients
+        replacing = [term for term in self.g_terms if term.replaces_adversarial]
         with amp.autocast():
-            if self.feature_matching:
-                g_loss = feature_matching(D, real, labels, fake, fake_labels)
+            if replacing:  # feature matching: G's loss instead of the adversarial one
+                g_loss = replacing[0](batch)[0]
             else:
                 g_loss = loss.g_loss(D(fake, fake_labels).float())
-            cycle = identity = None
-            if self.cycle is not None:
-                cycle, identity = self.cycle(self.generator, labels, fake)
-        hist_g = self.historical[0](self.generator) if self.historical else None
-        l1 = self.l1_weight * (fake.float() - real).abs().mean() if self.l1_weight else None
-        g_total = g_loss
-        for term in (hist_g, l1, cycle, identity):
-            g_total = g_total if term is None else g_total + term
+        others = [term for term in self.g_terms if not term.replaces_adversarial]
+        g_total, g_logged = self._add_terms(others, g_loss, batch)
         self.opt_g.zero_grad(set_to_none=True)
         amp.scaler_g.scale(g_total).backward()
         if self._may_step(g_total):
             amp.step(amp.scaler_g, self.opt_g)
-        if self.historical:
-            self.historical[0].update(self.generator)
+        for term in self.g_terms:
+            term.after_update(self.generator)
         if self.ema is not None:
             self.ema.update_parameters(self.generator)
         D.requires_grad_(True)
 
         with torch.no_grad():
-            zero = torch.zeros((), device=self.device)
-            terms = (penalty, r1, hist_d, hist_g, supervised, baseline, l1, cycle, identity)
-            terms = [t.detach() if t is not None else zero for t in terms]
-            reports = [loss.report(real_out), loss.report(fake_out)]
-            stats = torch.stack([d_loss.detach(), g_loss.detach(), *reports, *terms])
-            self._sums += stats
-            self.d_outputs = (real_out.detach(), fake_out.detach())
-            if not self.skip_nonfinite:  # skipped steps are not faults; weights are still checked
-                self._record_nonfinite(stats)
+            logged = {
+                "loss/d": d_loss,
+                "loss/g": g_loss,
+                "d/real": loss.report(real_out),
+                "d/fake": loss.report(fake_out),
+            }
+            self.record(logged | d_logged | g_logged, real_out, fake_out)
+
+    def _add_terms(
+        self, terms: list[Term], value: torch.Tensor, batch: StepBatch
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """``value`` plus each term's addition, and what the terms log; each term is computed
+        under the run's autocast unless it says otherwise."""
+        logged: dict[str, torch.Tensor] = {}
+        for term in terms:
+            with self.precision.autocast() if term.autocast else nullcontext():
+                added, own = term(batch)
+            value = value if added is None else value + added
+            logged |= own
+        return value, logged
+
+    def record(
+        self, logged: dict[str, torch.Tensor], real_out: torch.Tensor, fake_out: torch.Tensor
+    ) -> None:
+        """Note a finished step: its statistics by key (a key not given is 0), D's last outputs
+        and the images it used. Nothing is read back to the host."""
+        zero = torch.zeros((), device=self.device)
+        stats = torch.stack([logged.get(key, zero).detach().float() for key in self.stat_keys])
+        self._sums += stats
+        self.d_outputs = (real_out.detach(), fake_out.detach())
+        if not self.skip_nonfinite:  # skipped steps are not faults; weights are still checked
+            self._record_nonfinite(stats)
         self._count += 1
         self.images_seen += self.batch_size * self.n_critic
 
@@ -261,17 +264,12 @@ class Trainer:
         } | self._d_side_extras()
 
     def _d_side_extras(self) -> dict[str, Any]:
-        """What else a critic step changes: D's historical average, the semi-supervised task."""
-        state = (
-            {"historical_d": copy.deepcopy(self.historical[1].state_dict())}
-            if self.historical
-            else {}
-        )
-        if self.semi_supervised is not None:
-            state["semi_supervised"] = copy.deepcopy(self.semi_supervised.state_dict())
-        if self.pool is not None:
-            state["pool"] = copy.deepcopy(self.pool.state_dict())
-        return state
+        """What else a critic step changes: the state of the critic's terms."""
+        return {
+            term.state_key: copy.deepcopy(term.state_dict())
+            for term in self.d_terms
+            if term.state_key
+        }
 
     def rewind_step(self) -> None:
         """Undo an abandoned step: back to the state after the last completed one."""
@@ -285,12 +283,9 @@ class Trainer:
         self.data.load_state_dict(state["data"])
         set_rng_state(state["rng"])
         self.skipped_steps = state["skipped_steps"]
-        if self.historical:
-            self.historical[1].load_state_dict(state["historical_d"])
-        if self.semi_supervised is not None:
-            self.semi_supervised.load_state_dict(state["semi_supervised"])
-        if self.pool is not None:
-            self.pool.load_state_dict(state["pool"], self.device)
+        for term in self.d_terms:
+            if term.state_key:
+                term.load_state_dict(state[term.state_key], self.device)
         self.opt_d.zero_grad(set_to_none=True)
         self.discriminator.requires_grad_(True)
 
@@ -315,7 +310,7 @@ class Trainer:
         step = int(self._bad_step)
         if step >= 0:
             flags = self._bad_which.tolist()
-            return step, [k for k, bad in zip(STAT_KEYS, flags, strict=True) if bad]
+            return step, [k for k, bad in zip(self.stat_keys, flags, strict=True) if bad]
         if not weights:
             return None
         for net_name, net in (("generator", self.generator), ("discriminator", self.discriminator)):
@@ -330,27 +325,10 @@ class Trainer:
         values = self.world.mean_(self._sums / max(self._count, 1)).tolist()
         self._sums.zero_()
         self._count = 0
-        stats = dict(zip(STAT_KEYS, values, strict=True))
+        stats = dict(zip(self.stat_keys, values, strict=True))
         if self.loss.wasserstein:
             stats["wasserstein"] = -stats["loss/d"]
-        if not self._has_penalty():
-            del stats["loss/gp"]
-        if self.r1 is None:
-            del stats["loss/r1"]
-        if self.historical is None:
-            del stats["loss/hist_d"], stats["loss/hist_g"]
-        if self.semi_supervised is None:
-            del stats["loss/supervised"], stats["loss/baseline"]
-        if not self.l1_weight:
-            del stats["loss/l1"]
-        if self.cycle is None:
-            del stats["loss/cycle"]
-        if self.cycle is None or not self.cycle.identity_weight:
-            del stats["loss/identity"]
         return stats
-
-    def _has_penalty(self) -> bool:
-        return type(self.loss).regularizer is not GANLoss.regularizer
 
     # -- the loop -------------------------------------------------------------------------------
     def train(self) -> None:
@@ -398,7 +376,7 @@ class Trainer:
         """The step statistics summed since the last logged row: the next row averages them
         with the steps after a resume, as an uninterrupted run's does."""
         sums = self._sums.to("cpu", copy=True)
-        return {"keys": list(STAT_KEYS), "sums": sums, "count": self._count}
+        return {"keys": list(self.stat_keys), "sums": sums, "count": self._count}
 
     def _load_interval(self, state: dict[str, Any] | None) -> None:
         """The sums, matched by key (one the checkpoint lacks starts at 0). A checkpoint written
@@ -408,22 +386,15 @@ class Trainer:
         if not state:
             return
         keys = list(state["keys"])
-        for i, key in enumerate(STAT_KEYS):
+        for i, key in enumerate(self.stat_keys):
             if key in keys:
                 self._sums[i] = state["sums"][keys.index(key)]
         self._count = state["count"]
 
     def _averages(self) -> dict[str, Any]:
-        """The state of G's EMA and of the historical averages, where the run keeps them."""
+        """The state of G's EMA and of the terms that keep one."""
         state = {"generator_ema": self.ema.state_dict()} if self.ema is not None else {}
-        if self.historical:
-            state["historical_g"] = self.historical[0].state_dict()
-            state["historical_d"] = self.historical[1].state_dict()
-        if self.semi_supervised is not None:
-            state["semi_supervised"] = self.semi_supervised.state_dict()
-        if self.pool is not None:
-            state["pool"] = self.pool.state_dict()
-        return state
+        return state | {term.state_key: term.state_dict() for term in self.terms if term.state_key}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.generator.load_state_dict(state["generator"])
@@ -438,13 +409,9 @@ class Trainer:
         self._load_interval(state.get(INTERVAL))
         if self.ema is not None and "generator_ema" in state:
             self.ema.load_state_dict(state["generator_ema"])
-        if self.historical and "historical_g" in state:
-            self.historical[0].load_state_dict(state["historical_g"])
-            self.historical[1].load_state_dict(state["historical_d"])
-        if self.semi_supervised is not None:
-            self.semi_supervised.load_state_dict(state["semi_supervised"])
-        if self.pool is not None:
-            self.pool.load_state_dict(state["pool"], self.device)
+        for term in self.terms:
+            if term.state_key:
+                term.load_state_dict(state[term.state_key], self.device)
 
 
 def generator_ema(generator: nn.Module, decay: float) -> AveragedModel:

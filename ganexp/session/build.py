@@ -9,7 +9,6 @@ from typing import Any
 import torch
 from torch import nn
 
-from ganexp.augment import attach
 from ganexp.config import (
     Activation,
     Arch,
@@ -21,7 +20,6 @@ from ganexp.config import (
     RunConfig,
     lookup,
 )
-from ganexp.cycle import CycleCritics, CycleGenerators
 from ganexp.data import DataSpec
 from ganexp.errors import ConfigError
 from ganexp.models.common import (
@@ -39,8 +37,10 @@ from ganexp.models.norms import WithReferenceBatch, apply_weight_norm
 from ganexp.models.resnet import ResNetDiscriminator, ResNetGenerator
 from ganexp.models.translation import PatchDiscriminator, UNetGenerator
 from ganexp.models.translation import ResNetGenerator as BlocksGenerator
-from ganexp.parts import Contract, build_part, settings
-from ganexp.semi_supervised import ClassifierCritic
+from ganexp.parts.augment import attach
+from ganexp.parts.user import Contract, build_part, settings
+from ganexp.tasks.semi_supervised import ClassifierCritic
+from ganexp.tasks.unpaired_translation import CycleCritics, CycleGenerators
 
 REFERENCE_SEED = 0x5EED  # the reference batch's codes: a stream apart from the run's own
 
@@ -51,7 +51,7 @@ _CONV = {
 }
 
 
-# what a user's class of each kind must be (ganexp.parts), and the run facts it may take
+# what a user's class of each kind must be (ganexp.parts.user), and the run facts it may take
 NETWORK_CONTRACT = Contract(nn.Module, ("forward",), "a torch.nn.Module subclass with a forward")
 _NETWORK_CONTEXT = {
     "z_dim": "from trainer.z_dim",
@@ -176,7 +176,8 @@ def _for_each_direction(
     cfg: RunConfig, pair: type[nn.Module], build: Callable[[], nn.Module]
 ) -> nn.Module:
     """``build()``'s network; for unpaired translation, two of them as one ``pair``
-    (:class:`~ganexp.cycle.CycleGenerators` or :class:`~ganexp.cycle.CycleCritics`)."""
+    (:class:`~ganexp.tasks.unpaired_translation.CycleGenerators` or
+    :class:`~ganexp.tasks.unpaired_translation.CycleCritics`)."""
     return pair(build(), build()) if cfg.task.name == "unpaired_translation" else build()
 
 

@@ -8,9 +8,7 @@ built on the meta device. The first problem is printed as one line, with no trac
 
 from __future__ import annotations
 
-import dataclasses
 import functools
-import re
 import sys
 from collections import Counter
 from dataclasses import fields
@@ -21,16 +19,18 @@ from hydra import compose, initialize_config_module
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
-from hydra.errors import HydraException, MissingConfigException
+from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
-from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
+from omegaconf.errors import OmegaConfBaseException
 
 from ganexp.config import (
+    CONFIG_MODULE,
     SEED_MAX,
     TRANSLATION_DATA,
     NetConfig,
     Norm,
     RunConfig,
+    composition_error,
     lookup,
     schema,
     validate,
@@ -42,7 +42,6 @@ if TYPE_CHECKING:
 
     from ganexp.data import DataSpec
 
-CONFIG_MODULE = "ganexp.conf"
 # Flags that take a value, and flags after which Hydra does not run a job.
 _FLAGS_WITH_VALUE = {"--config-path", "-cp", "--config-name", "-cn", "--config-dir", "-cd"}
 _FLAGS_WITH_VALUE |= {"--cfg", "-c", "--package", "-p", "--experimental-rerun"}
@@ -149,17 +148,17 @@ def check_config(cfg: DictConfig, run_dir: Path | None = None) -> RunConfig:
 def _check(cfg: DictConfig, run_dir: Path | None) -> tuple[RunConfig, DataSpec]:
     run_cfg = validate(cfg)
     # torch and torchvision take seconds to import: a typo is reported before that
-    from ganexp.build import check_buildable
-    from ganexp.cells import check_paper_rows
-    from ganexp.checkpoint import load_resume, resume_source
+    from ganexp.analysis.cells import check_paper_rows
     from ganexp.data import data_plan
-    from ganexp.device import resolve_device, resolve_precision
-    from ganexp.distributed import launched_world_size
-    from ganexp.memory import check_memory, estimate
+    from ganexp.engine.checkpoint import load_resume, resume_source
+    from ganexp.engine.device import resolve_device, resolve_precision
+    from ganexp.engine.distributed import launched_world_size
+    from ganexp.session.build import check_buildable
+    from ganexp.session.memory import check_memory, estimate
 
     check_paper_rows(run_cfg.paper, cfg)
     if run_cfg.loss._target_ is not None:
-        from ganexp.losses import build_loss
+        from ganexp.parts.losses import build_loss
 
         build_loss(run_cfg.loss)
     if run_dir is None and HydraConfig.initialized():
@@ -194,7 +193,7 @@ def _check(cfg: DictConfig, run_dir: Path | None) -> tuple[RunConfig, DataSpec]:
     processes = launched_world_size()
     stacked = True
     if run_cfg.trainer.replicas > 1:
-        from ganexp.replicas import vectorize
+        from ganexp.engine.replicas import vectorize
 
         stacked = vectorize((generator, discriminator), device)
     need = estimate(
@@ -227,8 +226,8 @@ def _replicas_resumed(
 ) -> list[tuple[tuple[dict, Path], RunConfig, dict[str, Any]]]:
     """The checkpoint each replica of a replicas job continues from in its own folder, with
     that replica's config (a run's with seed ``seed + k``)."""
-    from ganexp.checkpoint import load_resume, resume_source
-    from ganexp.replicas import replica_config, replica_dir
+    from ganexp.engine.checkpoint import load_resume, resume_source
+    from ganexp.session.run import replica_config, replica_dir
 
     found = []
     for k in range(cfg.trainer.replicas):
@@ -420,7 +419,7 @@ def check_resume_fits(
     own = "" if cfg.resume else " (the run folder's own checkpoint; a new run needs a new folder)"
     if found:
         raise ConfigError("resume", str(path), ". ".join(found) + own)
-    from ganexp.train import INTERVAL
+    from ganexp.engine.trainer import INTERVAL
 
     if INTERVAL in state and not _interval_fits(state[INTERVAL]):
         raise ConfigError(
@@ -430,7 +429,7 @@ def check_resume_fits(
 
 def _interval_fits(interval: object) -> bool:
     """The step statistics summed since the last logged row, as
-    :meth:`ganexp.train.Trainer.load_state_dict` reads them."""
+    :meth:`ganexp.engine.trainer.Trainer.load_state_dict` reads them."""
     import torch
 
     if not isinstance(interval, dict):
@@ -451,7 +450,7 @@ def _interval_fits(interval: object) -> bool:
 def check_processes(cfg: RunConfig, device_type: str) -> None:
     """What a run of several processes (torchrun) needs: a batch that splits evenly, and
     batch norm synchronized only where PyTorch can (CUDA)."""
-    from ganexp.distributed import launched_world_size
+    from ganexp.engine.distributed import launched_world_size
 
     processes = launched_world_size()
     if processes == 1:
@@ -620,54 +619,3 @@ def _expand(overrides: list[str], multirun: bool) -> list[list[str]]:
         return job_overrides(overrides, multirun, params)
     except (HydraException, OmegaConfBaseException) as ex:
         raise composition_error(ex) from ex
-
-
-_TYPE_WORDS = {
-    "Integer": "must be an integer",
-    "Float": "must be a number",
-    "not a valid bool": "must be true or false",
-}
-
-
-def composition_error(ex: Exception, overrides: list[str] = ()) -> ConfigError:
-    """Hydra's and OmegaConf's multi-line composition errors, as one ConfigError; the value of
-    an unknown key is looked up in ``overrides`` (OmegaConf's error does not carry it)."""
-    if isinstance(ex, MissingConfigException) and ex.missing_cfg_file:
-        group, _, option = ex.missing_cfg_file.rpartition("/")
-        if ex.options:
-            return ConfigError(group, option, "allowed: " + ", ".join(ex.options))
-        return ConfigError(group or option, option, "no such config group")
-    cause = ex.__cause__ if isinstance(ex.__cause__, OmegaConfBaseException) else ex
-    full_key = getattr(cause, "full_key", None)
-    first_line = str(cause).splitlines()[0] if str(cause) else type(cause).__name__
-    if full_key:
-        value = getattr(cause, "value", None)
-        typed = {o.split("=", 1)[0].lstrip("+~"): o.split("=", 1)[1] for o in overrides if "=" in o}
-        value = typed.get(full_key, value) if value is None else value
-        if isinstance(cause, ConfigAttributeError | ConfigKeyError):
-            return ConfigError(full_key, value, "no such key; " + _known_keys(full_key))
-        choices = re.search(r"expected one of \[(.*)\]", first_line)
-        if choices:
-            return ConfigError(full_key, value, "allowed: " + choices.group(1))
-        for word, allowed in _TYPE_WORDS.items():
-            if word in first_line:
-                return ConfigError(full_key, value, allowed)
-        return ConfigError(full_key, value, first_line)
-    ambiguous = re.match(r"Ambiguous value for argument '([^=]+)=(.*)'", first_line)
-    if ambiguous:
-        key, value = ambiguous.groups()
-        return ConfigError(key, value, "a comma-separated list sweeps only with -m")
-    return ConfigError("command line", " ".join(ex.args[:1]) or first_line, first_line)
-
-
-def _known_keys(full_key: str) -> str:
-    """The keys next to ``full_key`` in the schema, for a typo's message."""
-    node: object = RunConfig()
-    parts = full_key.split(".")
-    for part in parts[:-1]:
-        node = getattr(node, part, None)
-        if not dataclasses.is_dataclass(node):
-            return "see `ganexp --cfg job` for every key"
-    names = ", ".join(f.name for f in dataclasses.fields(node))
-    where = ".".join(parts[:-1]) or "the top level"
-    return f"keys of {where}: {names}"

@@ -7,7 +7,7 @@ under the sweep dir and writes there:
 ``cells.csv``    one row per cell (the jobs alike in every swept axis but ``seed``) and metric:
                  mean, SD and 95 % t interval over the seeds' final values, Welch's test against
                  the best cell, published numbers when the config has ``paper`` rows
-                 (:mod:`ganexp.cells`); a sweep without seeds has one job per cell
+                 (:mod:`ganexp.analysis.cells`); a sweep without seeds has one job per cell
 ``summary.csv``  one row per job, in job order: status, the swept axes, the headline metric
                  (best, its step, final), the other final ``eval/`` metrics, steps, wall time,
                  error and overrides
@@ -41,7 +41,7 @@ import os
 import sys
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -49,18 +49,19 @@ import yaml
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from ganexp.cells import (
+from ganexp.analysis.cells import (
     Cell,
     CellStats,
     CellTable,
+    JobResult,
     build_cells,
     maximize,
     mean_curve,
     read_paper_rows,
 )
-from ganexp.job import JOB_FILE, read_job_record
-from ganexp.preflight import job_overrides
-from ganexp.runfolder import write_atomic
+from ganexp.engine.runfolder import write_atomic
+from ganexp.session.job import JOB_FILE, read_job_record
+from ganexp.session.preflight import job_overrides
 
 MISSING_RECORD = "no job.json (killed?)"
 NOT_RUN = "not run"  # the status of a job a stopped sweep never started
@@ -73,38 +74,6 @@ _CELLS_NOTE = (
     "interval are over its seeds' final {key} (the last evaluation, not the best one); "
     "`vs_best_p` is Welch's t-test against the best cell, Holm-corrected over the others."
 )
-
-
-@dataclass
-class JobResult:
-    """One job of a sweep, as its folder tells it."""
-
-    name: str  # the folder, relative to the sweep dir ("0", "1", ...)
-    path: Path
-    status: str
-    error: str | None
-    overrides: list[str]
-    steps: int | None = None
-    wall_time_s: float | None = None
-    final: dict[str, float] = field(default_factory=dict)
-    best: dict[str, Any] = field(default_factory=dict)
-    group: str | None = None
-
-    @property
-    def axes(self) -> dict[str, str]:
-        """The job's own overrides as key -> value (Hydra's settings left out)."""
-        pairs = (o.split("=", 1) for o in self.overrides if "=" in o)
-        return {k.lstrip("+~"): v for k, v in pairs if not k.lstrip("+~").startswith("hydra")}
-
-    @property
-    def order(self) -> tuple[int, int, int, str]:
-        """Sort key: numbered job folders by number (their replicas, ``N/replica_k``, by k),
-        others by name after them."""
-        number, _, replica = self.name.partition("/")
-        k = replica.removeprefix("replica_")
-        if number.isdigit() and (not replica or k.isdigit()):
-            return (0, int(number), int(k) if replica else -1, "")
-        return (1, 0, 0, self.name)
 
 
 def find_job_dirs(sweep_dir: Path) -> list[Path]:
@@ -495,7 +464,7 @@ def summarize(
 def log_summary_to_wandb(summary: Summary, logger: DictConfig, group: str | None) -> None:
     """The table and figures as one W&B run of the sweep's group, ``job_type=summary``.
     W&B failing here never fails the sweep: one line on stderr, and the files stay."""
-    from ganexp.tracking import resolve_mode
+    from ganexp.tracking.logger import resolve_mode
 
     if logger.get("name") == "none":
         return
@@ -539,7 +508,7 @@ def log_summary_to_wandb(summary: Summary, logger: DictConfig, group: str | None
 
 
 def sweep_group(config: DictConfig, jobs: list[JobResult]) -> str | None:
-    """The W&B group the jobs logged to (as ``ganexp.__main__._group`` names it)."""
+    """The W&B group the jobs logged to (as ``ganexp.cli.train._group`` names it)."""
     for job in jobs:
         if job.group:
             return job.group

@@ -21,17 +21,14 @@ from __future__ import annotations
 import math
 import statistics
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from omegaconf import Container, DictConfig, OmegaConf
 from scipy import stats
 
 from ganexp.errors import ConfigError
-
-if TYPE_CHECKING:
-    from ganexp.sweep import JobResult
 
 AVERAGED_AXES = ("seed",)  # not an axis of a cell: its jobs are the cell's samples
 ALPHA = 0.05  # the level of the verdict and of the intervals (95 %)
@@ -65,6 +62,38 @@ COMPANIONS = {
     ),
 }
 HIGHER_IS_BETTER = ("eval/modes", "eval/high_quality", "eval/ssl_", "eval/psnr", "eval/ssim")
+
+
+@dataclass
+class JobResult:
+    """One job of a sweep, as its folder tells it."""
+
+    name: str  # the folder, relative to the sweep dir ("0", "1", ...)
+    path: Path
+    status: str
+    error: str | None
+    overrides: list[str]
+    steps: int | None = None
+    wall_time_s: float | None = None
+    final: dict[str, float] = field(default_factory=dict)
+    best: dict[str, Any] = field(default_factory=dict)
+    group: str | None = None
+
+    @property
+    def axes(self) -> dict[str, str]:
+        """The job's own overrides as key -> value (Hydra's settings left out)."""
+        pairs = (o.split("=", 1) for o in self.overrides if "=" in o)
+        return {k.lstrip("+~"): v for k, v in pairs if not k.lstrip("+~").startswith("hydra")}
+
+    @property
+    def order(self) -> tuple[int, int, int, str]:
+        """Sort key: numbered job folders by number (their replicas, ``N/replica_k``, by k),
+        others by name after them."""
+        number, _, replica = self.name.partition("/")
+        k = replica.removeprefix("replica_")
+        if number.isdigit() and (not replica or k.isdigit()):
+            return (0, int(number), int(k) if replica else -1, "")
+        return (1, 0, 0, self.name)
 
 
 def maximize(key: str) -> bool:

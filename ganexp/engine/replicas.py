@@ -2,7 +2,8 @@
 model in one process: what makes several seeds cost little more than one when small networks
 leave the hardware idle.
 
-Each replica is a whole run of its own, built by :func:`ganexp.run.setup` in ``replica_k/``: its
+Each replica is a whole run of its own, built by :func:`ganexp.session.run.setup` in
+``replica_k/``: its
 networks, data order, fixed noise, hooks, checkpoints, metrics.jsonl and W&B run. Training does
 not call their steps one by one. Their weights, buffers (batch norm statistics, spectral norm's
 power-iteration vectors) and optimizer states are stacked along a leading replica axis
@@ -25,26 +26,19 @@ training (:func:`ganexp.config.validate`).
 from __future__ import annotations
 
 import copy
-import dataclasses
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any
 
 import torch
-from omegaconf import OmegaConf
 from torch import nn
 from torch.func import functional_call, stack_module_state, vmap
 
-from ganexp.config import RunConfig
-from ganexp.distributed import current
-from ganexp.errors import ConfigError, Interrupted, RunFailed
-from ganexp.job import note_step
-from ganexp.losses import GradientPenaltyLoss
+from ganexp.engine.trainer import Trainer
+from ganexp.errors import Interrupted, RunFailed, StopRequested
 from ganexp.models.common import pack_of
-from ganexp.run import RunResult, Session
-from ganexp.train import STAT_KEYS, StopRequested, Trainer
+from ganexp.parts.terms import LossPenalty
 
 # a replica's global random streams: the CPU generator's state, and the current CUDA device's
 Stream = tuple[torch.Tensor, torch.Tensor | None]
@@ -211,7 +205,7 @@ class ReplicaGroup:
         separate run draws them, from its own data source and stream."""
         reals, labels, noise, eps = [], [], [], []
         first = self.trainers[0]
-        penalty = isinstance(first.loss, GradientPenaltyLoss)
+        penalty = any(isinstance(term, LossPenalty) for term in first.d_terms)
         pack = pack_of(first.discriminator)
         for k, trainer in enumerate(self.trainers):
             with self.own_stream(k):
@@ -282,16 +276,13 @@ class ReplicaGroup:
                 "d/real": vmap(loss.report)(real_out),
                 "d/fake": vmap(loss.report)(fake_out),
                 "loss/gp": zero if penalties is None else penalties.detach(),
-            }  # the other statistics are of options replicas refuse
-            stats = torch.stack([kept.get(key, zero) for key in STAT_KEYS], dim=1)
+            }  # the other statistics are of terms replicas refuse
         for k, trainer in enumerate(self.trainers):
             if trainer.ema is not None:
                 trainer.ema.update_parameters(trainer.generator)
-            trainer._sums += stats[k]
-            trainer._count += 1
-            trainer.d_outputs = (real_out[k].detach(), fake_out[k].detach())
-            trainer._record_nonfinite(stats[k])
-            trainer.images_seen += trainer.batch_size * trainer.n_critic
+            with torch.no_grad():
+                own = {key: value[k] for key, value in kept.items()}
+                trainer.record(own, real_out[k], fake_out[k])
 
     def _step_state(self) -> dict[str, Any]:
         """What a stacked step changes before its generator update, copied: the critics'
@@ -345,7 +336,8 @@ class ReplicaGroup:
 
         A stop signal stops every replica at the same step, each as a separate run stops:
         checkpointed at that step (its evaluation, if one was under way, left pending), then
-        Interrupted. The signal comes to the first trainer (:func:`ganexp.run.stop_on_signals`);
+        Interrupted. The signal comes to the first trainer
+        (:func:`ganexp.session.run.stop_on_signals`);
         the others are given it after each step, before their hooks."""
         first = self.trainers[0]
         started: list[int] = []
@@ -399,75 +391,9 @@ class ReplicaGroup:
             print(f"ganexp: replica {k}: {error}; the others go on", file=sys.stderr)
 
 
-def replica_dir(run_dir: Path, k: int) -> Path:
-    return run_dir / f"replica_{k}"
-
-
-def replica_config(
-    cfg: RunConfig, resolved: dict[str, Any], k: int
-) -> tuple[RunConfig, dict[str, Any]]:
-    """Replica k's config: a separate run's with seed ``seed + k`` (and one replica), so its
-    checkpoint, config.yaml and W&B config are those of that run."""
-    trainer = dataclasses.replace(cfg.trainer, replicas=1)
-    own = dataclasses.replace(cfg, seed=cfg.seed + k, trainer=trainer)
-    plain = copy.deepcopy(resolved)
-    plain["seed"] = cfg.seed + k
-    plain["trainer"]["replicas"] = 1
-    return own, plain
-
-
-def build_replicas(
-    cfg: RunConfig, resolved: dict[str, Any], run_dir: Path, *, name: str, group: str | None
-) -> tuple[list[Session], ReplicaGroup]:
-    """Each replica's session, set up as its separate run would be in ``run_dir/replica_k/``
-    (resumed from its own checkpoint if it has one), and the group that trains them."""
-    from ganexp.run import setup
-
-    if current().distributed:
-        raise ConfigError("trainer.replicas", cfg.trainer.replicas, "is for one process")
-    sessions, streams = [], []
-    for k in range(cfg.trainer.replicas):
-        own, plain = replica_config(cfg, resolved, k)
-        folder = replica_dir(run_dir, k)
-        folder.mkdir(parents=True, exist_ok=True)
-        (folder / "config.yaml").write_text(OmegaConf.to_yaml(plain))
-        # replica k evaluates against replica 0's real side (extractor, reference, k-NN radii)
-        first = sessions[0].evaluate if sessions else None
-        shared = first.evaluate if first is not None else None
-        session = setup(own, plain, folder, name=f"{name}/r{k}", group=group, real_side=shared)
-        if session.trainer.precision.dtype is not None:
-            allowed = "replicas train in fp32: set device.precision=fp32"
-            raise ConfigError("device.precision", cfg.device.precision, allowed)
-        sessions.append(session)
-        streams.append(get_stream())
-    trainers = [session.trainer for session in sessions]
-    first = trainers[0]
-    stacked = vectorize((first.generator, first.discriminator), first.device)
-    return sessions, ReplicaGroup(trainers, streams, stacked)
-
-
 def vectorize(networks: tuple[nn.Module, nn.Module], device: torch.device) -> bool:
     """Whether replicas of these networks train as one stacked model: not where a network
     convolves on the CPU, where vmap's grouped convolutions run slower than K plain ones (0.83x
     for DCGAN-32, ``make bench`` section 5); those replicas take their own steps in turn."""
     convolves = any(isinstance(m, nn.modules.conv._ConvNd) for n in networks for m in n.modules())
     return device.type != "cpu" or not convolves
-
-
-def train_replicas(
-    cfg: RunConfig, resolved: dict[str, Any], run_dir: Path, *, name: str, group: str | None
-) -> list[tuple[RunResult | None, str | None]]:
-    """Train ``trainer.replicas`` runs in ``run_dir/replica_k/`` in one process; each
-    replica's (result, error): a replica that failed alone has no result and its error."""
-    from ganexp.run import execute_sessions
-
-    sessions, replicas = build_replicas(cfg, resolved, run_dir, name=name, group=group)
-    try:
-        results = execute_sessions(sessions, replicas.train)
-    except BaseException as stop:  # every replica stopped at the group's step
-        note_step(stop, replicas.step)
-        raise
-    return [
-        (None, replicas.failed[k]) if k in replicas.failed else (result, None)
-        for k, result in enumerate(results)
-    ]

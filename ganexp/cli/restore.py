@@ -124,7 +124,7 @@ def sampler_weights(state: dict[str, Any]) -> dict[str, Any]:
 def load_for_sampling(target: Path) -> tuple[dict[str, Any], Path]:
     """The checkpoint ``target`` names: a file, or a run folder's newest one that loads (the
     ones that do not are skipped with a message, as training does)."""
-    from ganexp.checkpoint import SAMPLING, checkpoint_folder, load_checkpoint
+    from ganexp.engine.checkpoint import SAMPLING, checkpoint_folder, load_checkpoint
 
     if target.is_dir():
         store = checkpoint_folder(target)
@@ -139,10 +139,10 @@ def load_for_sampling(target: Path) -> tuple[dict[str, Any], Path]:
 def restore(target: Path, overrides: list[str]) -> Restored:
     """The generator of checkpoint ``target`` (a file or run folder) on the configured device,
     in eval mode."""
-    from ganexp.build import build_generator
     from ganexp.config import register_schema
     from ganexp.data import DataSpec
-    from ganexp.device import resolve_device
+    from ganexp.engine.device import resolve_device
+    from ganexp.session.build import build_generator
 
     register_schema()
     state, path = load_for_sampling(target)
@@ -157,7 +157,7 @@ def restore(target: Path, overrides: list[str]) -> Restored:
     try:
         merged.merge_with_dotlist(overrides)
     except OmegaConfBaseException as ex:
-        from ganexp.preflight import composition_error
+        from ganexp.config import composition_error
 
         raise composition_error(ex) from ex
     cfg = validate(merged)

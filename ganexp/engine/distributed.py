@@ -20,6 +20,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
+from ganexp.data.spec import Shard
 from ganexp.errors import ConfigError
 
 
@@ -35,11 +36,9 @@ def launched_world_size() -> int:
 
 
 @dataclass(frozen=True)
-class World:
+class World(Shard):
     """This process's place among the processes of a run."""
 
-    rank: int = 0
-    size: int = 1
     local_rank: int = 0
     control: Any = None  # the gloo group for host-side agreement
 
@@ -47,10 +46,6 @@ class World:
     def is_main(self) -> bool:
         """Rank 0: the one process that writes files, samples and the W&B run."""
         return self.rank == 0
-
-    @property
-    def distributed(self) -> bool:
-        return self.size > 1
 
     def device(self, device: torch.device) -> torch.device:
         """This process's own GPU (by local rank) when training on CUDA."""
@@ -74,14 +69,6 @@ class World:
         device = next(module.parameters()).device
         ids = [device] if device.type == "cuda" else None
         return DistributedDataParallel(module, device_ids=ids, forward_sync_buffers=False)
-
-    def shard(self, batch: torch.Tensor) -> torch.Tensor:
-        """This process's slice of a batch drawn alike by every process (as DistributedSampler
-        shares one permutation): rank r takes the r-th of ``size`` equal parts."""
-        if not self.distributed:
-            return batch
-        part = len(batch) // self.size
-        return batch[self.rank * part : (self.rank + 1) * part]
 
     def max(self, value: int) -> int:
         """The largest of every process's ``value``."""

@@ -19,11 +19,11 @@ import numpy as np
 import torch
 from PIL import Image
 
+from ganexp.cli.restore import Restored, parse_args, report_errors, restore
 from ganexp.config import INT_MAX, TRANSLATION_DATA, RunConfig
+from ganexp.engine.runfolder import writable_file_error, write_whole
 from ganexp.errors import ConfigError
-from ganexp.restore import Restored, parse_args, report_errors, restore
-from ganexp.runfolder import writable_file_error, write_whole
-from ganexp.tracking import save_points_plot, to_uint8_grid
+from ganexp.tracking.logger import save_points_plot, to_uint8_grid
 
 MODES = ("grid", "images", "interpolate", "translate")
 DEFAULTS = {"mode": "grid", "n": 64, "seed": 0, "seed2": 1, "label": -1, "out": ""}

@@ -3,7 +3,8 @@
 ``metrics.jsonl`` holds one JSON object per logged step with exactly the scalars sent to W&B, so a
 run can be read without W&B. W&B failing (a full disk included) never stops training: one warning,
 and the files go on. The files are written with the checkpoint's guarantees: a sample grid whole
-or not at all (:func:`ganexp.runfolder.write_whole`), a row of ``metrics.jsonl`` in one write,
+or not at all (:func:`ganexp.engine.runfolder.write_whole`), a row of ``metrics.jsonl`` in one
+write,
 cut back off the file if the write fails, so no partial line is left; a failed write stops the
 run with one line, "could not write PATH (reason)".
 
@@ -36,8 +37,8 @@ import torch
 from PIL import Image
 
 from ganexp.config import CheckpointUpload, LoggerConfig, LoggerMode
-from ganexp.metrics.extractors import to_uint8
-from ganexp.runfolder import write_whole, writing
+from ganexp.data.images import to_uint8
+from ganexp.engine.runfolder import write_whole, writing
 
 log = logging.getLogger(__name__)
 

@@ -15,17 +15,17 @@ from pathlib import Path
 
 from torch import nn
 
+from ganexp.cli.restore import Restored, parse_args, report_errors, restore
 from ganexp.config import RunConfig
 from ganexp.data.spec import DataSpec
+from ganexp.engine.runfolder import writable_file_error, write_whole
 from ganexp.errors import ConfigError, GanexpError, RunFailed
-from ganexp.restore import Restored, parse_args, report_errors, restore
-from ganexp.runfolder import writable_file_error, write_whole
 
 DEFAULTS = {"out": ""}
 
 
 def main(argv: list[str] | None = None) -> None:
-    from ganexp.run import build_evaluator
+    from ganexp.session.run import build_evaluator
 
     target, args, overrides = parse_args(sys.argv[1:] if argv is None else argv, DEFAULTS)
     restored = restore(target, overrides)
@@ -68,7 +68,7 @@ def evaluation_spec(cfg: RunConfig, trained: DataSpec) -> DataSpec:
     training checks it: the real images evaluation compares with are counted, not read from the
     checkpoint; the generator's shape must be theirs."""
     from ganexp.data import data_plan
-    from ganexp.preflight import check_sizes
+    from ganexp.session.preflight import check_sizes
 
     now = data_plan(cfg.data)[0]
     if now.shape != trained.shape:
@@ -83,7 +83,7 @@ def classifiers(restored: Restored) -> tuple[nn.Module, nn.Module] | None:
     """A semi-supervised checkpoint's D and baseline, on the device, or None."""
     if restored.cfg.task.name != "semi_supervised":
         return None
-    from ganexp.build import build_discriminator
+    from ganexp.session.build import build_discriminator
 
     task_state = restored.state.get("semi_supervised")
     if not isinstance(task_state, dict) or "baseline" not in task_state:

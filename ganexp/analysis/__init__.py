@@ -1,0 +1,1 @@
+"""Sweep results as cells: statistics over seeds, published numbers beside them."""

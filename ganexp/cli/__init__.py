@@ -1,0 +1,1 @@
+"""The console commands: ``ganexp`` (train), ``ganexp-sample`` and ``ganexp-eval``."""

@@ -1,0 +1,2 @@
+"""What a run learns: one module per task (generation, semi-supervised, paired and unpaired
+translation)."""
