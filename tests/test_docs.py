@@ -7,7 +7,7 @@ Which commands run (the rule the pages promise, docs/development.md):
   with the venv's bin/ first on PATH, in one temporary folder, and must exit 0;
 - unless :data:`SKIPPED` names it, with the reason (a GPU, a cluster, the network, hours, or a
   ``make`` target); a SKIPPED entry that no page shows any more fails, so the table stays honest;
-- a ```python or ```yaml block whose first line is a comment naming a file (``# mylosses.py``,
+- a ```python or ```yaml block whose opening comment lines name a file (``# mylosses.py``,
   ``# conf/loss/mine.yaml``) is written to that file in the folder first;
 - ```console and ```text blocks (shown output, error examples) are never run.
 
@@ -23,6 +23,7 @@ checkpoint the test trains first (a Pix2Pix one for ``mode=translate``, a CycleG
 from __future__ import annotations
 
 import importlib.util
+import itertools
 import os
 import re
 import subprocess
@@ -67,6 +68,10 @@ SKIPPED: dict[str, str] = {
     "out=ganexp/assets/classifier_fashion_mnist.pt": (
         "retrains the shipped classifier (minutes) and overwrites it in the package"
     ),
+    "ganexp experiment=smoke": (
+        "in smoke mode the same run as plain `ganexp` (experiment=smoke is the default run with "
+        "debug=smoke), which runs"
+    ),
     "ganexp -m norm=batch,layer,instance,group loss=bce,wgan_clip,wgan_gp": (
         "the same 12-job sweep runs in tests/test_sweeps.py; the tour's 4-job norm x loss sweep "
         "runs here"
@@ -80,6 +85,12 @@ ADJUSTED: dict[str, tuple[str, ...]] = {
     "ganexp task=semi_supervised data.labels_per_class=50": ("data.limit=1000",),
 }
 GANEXP = ("ganexp", "python -m ganexp")
+# documented single runs whose run folder serves as the checkpoint ganexp-sample/-eval read
+REUSABLE = {
+    "default": ("ganexp", "ganexp experiment=smoke"),
+    "pix2pix": ("ganexp experiment=pix2pix_fashion_edges",),
+    "cyclegan": ("ganexp experiment=cyclegan_fashion_sneaker_boot",),
+}
 CHECKPOINT_TOOLS = ("ganexp-sample", "ganexp-eval")
 FILE_COMMENT = re.compile(r"^#\s*([\w./-]+\.(?:py|yaml))\b")
 
@@ -144,8 +155,12 @@ def doc_files() -> dict[str, str]:
     files = {}
     for page in PAGES:
         for lang, _, body in _blocks(page.read_text()):
-            if lang in ("python", "yaml") and body and (match := FILE_COMMENT.match(body[0])):
-                files[match.group(1)] = "\n".join(body) + "\n"
+            if lang not in ("python", "yaml"):
+                continue
+            header = itertools.takewhile(lambda line: line.startswith("#"), body)
+            names = [m.group(1) for line in header if (m := FILE_COMMENT.match(line))]
+            if names:
+                files[names[0]] = "\n".join(body) + "\n"
     return files
 
 
@@ -177,7 +192,9 @@ class Workspace:
     def __init__(self, root: Path) -> None:
         self.root = root
         self.runs = 0
-        self._made: dict[str, Path] = {}
+        self.folders: dict[str, Path] = {}
+        self.checkpoints: dict[str, Path] = {}
+        self.completed: dict[str, Path] = {}  # documented command -> the run folder it made
         for name, text in doc_files().items():
             target = root / name
             target.parent.mkdir(parents=True, exist_ok=True)
@@ -189,8 +206,8 @@ class Workspace:
 
     def folder(self, kind: str) -> Path:
         """A small folder of images in the layout ``kind`` reads."""
-        if kind in self._made:
-            return self._made[kind]
+        if kind in self.folders:
+            return self.folders[kind]
         rng = np.random.default_rng(0)
         where = self.root / "data" / kind
         if kind == "images":  # ganexp-sample input=DIR: images to translate
@@ -207,13 +224,17 @@ class Workspace:
                         _save_png(where / f"{split}{domain}" / f"{i}.png", _noise(rng, 32, 32, 3))
         else:
             raise AssertionError(kind)
-        self._made[kind] = where
+        self.folders[kind] = where
         return where
 
     def checkpoint(self, kind: str) -> Path:
         """The run folder of a smoke run of ``kind``: default, pix2pix or cyclegan."""
-        if kind in self._made:
-            return self._made[kind]
+        if kind in self.checkpoints:
+            return self.checkpoints[kind]
+        for command in REUSABLE[kind]:  # a documented run that made one already
+            if command in self.completed:
+                self.checkpoints[kind] = self.completed[command]
+                return self.checkpoints[kind]
         preset = {
             "default": "experiment=smoke",
             "pix2pix": "experiment=pix2pix_fashion_edges",
@@ -223,7 +244,7 @@ class Workspace:
         command = f"ganexp {preset} debug=smoke logger=none hydra.run.dir={run_dir}"
         result = run(command, self.root)
         assert result.returncode == 0, f"{command}\n{result.stdout[-3000:]}"
-        self._made[kind] = run_dir
+        self.checkpoints[kind] = run_dir
         return run_dir
 
 
@@ -262,8 +283,9 @@ def _placeholders(tokens: list[str], ws: Workspace) -> list[str]:
     return out
 
 
-def smoke_command(command: str, ws: Workspace) -> str:
-    """The documented command as the test runs it (see the module's docstring)."""
+def smoke_command(command: str, ws: Workspace) -> tuple[str, Path | None]:
+    """The documented command as the test runs it (see the module's docstring), and the run
+    folder it makes (None for a sweep or a checkpoint tool)."""
     assert not re.search(r"[\"']", command), f"quote the rule for quotes first: {command}"
     tokens = command.split()
     if command.startswith(CHECKPOINT_TOOLS):
@@ -281,7 +303,7 @@ def smoke_command(command: str, ws: Workspace) -> str:
             elif _key(token) in SMOKE_OWNED:
                 continue
             out.append(token)
-        return " ".join(out)
+        return " ".join(out), None
     assert command.startswith(GANEXP), f"no rule to run {command!r}: add one, or to SKIPPED"
     keys = {_key(t) for t in tokens}
     out = [t for t in _placeholders(tokens, ws) if _key(t) not in SMOKE_OWNED]
@@ -292,11 +314,10 @@ def smoke_command(command: str, ws: Workspace) -> str:
         out.append("logger=none")
     if "hparams_search" in keys:
         out.append("hydra.sweeper.n_trials=2")
-    sweep = "-m" in tokens or "--multirun" in tokens
-    out.append(
-        f"hydra.sweep.dir={ws.fresh('sweep')}" if sweep else f"hydra.run.dir={ws.fresh('run')}"
-    )
-    return " ".join(out)
+    if "-m" in tokens or "--multirun" in tokens:
+        return " ".join([*out, f"hydra.sweep.dir={ws.fresh('sweep')}"]), None
+    run_dir = ws.fresh("run")
+    return " ".join([*out, f"hydra.run.dir={run_dir}"]), run_dir
 
 
 @pytest.fixture(scope="module")
@@ -309,9 +330,11 @@ def workspace(tmp_path_factory: pytest.TempPathFactory) -> Workspace:
 def test_a_documented_command_runs(doc: DocCommand, workspace: Workspace) -> None:
     if doc.command in SKIPPED:
         pytest.skip(SKIPPED[doc.command])
-    command = smoke_command(doc.command, workspace)
+    command, run_dir = smoke_command(doc.command, workspace)
     result = run(command, workspace.root)
     assert result.returncode == 0, f"{doc.id}: {command}\n{result.stdout[-4000:]}"
+    if run_dir is not None:
+        workspace.completed[doc.command] = run_dir
 
 
 def test_every_skipped_command_is_still_documented() -> None:
