@@ -155,7 +155,13 @@ def render(module: types.ModuleType, source: str, conf_dir: Path | None) -> str:
     """The reference page for the schema ``module`` (whose source text is ``source``; its
     ``RunConfig`` is the root) and the config groups under ``conf_dir``."""
     root = module.RunConfig
-    comments, docs = field_comments(source), class_docstrings(source)
+    sources = {module.__name__: source}  # a node defined in another module: that one's source
+
+    def source_of(cls: type) -> str:
+        if cls.__module__ not in sources:
+            sources[cls.__module__] = inspect.getsource(sys.modules[cls.__module__])
+        return sources[cls.__module__]
+
     seen_keys: set[str] = set()
     out = [
         "# Config reference",
@@ -179,6 +185,7 @@ def render(module: types.ModuleType, source: str, conf_dir: Path | None) -> str:
         hints = typing.get_type_hints(cls, vars(sys.modules[cls.__module__]))
         title = path[:-1] if path else "top level"
         out += [f"## {title}", ""]
+        comments, docs = field_comments(source_of(cls)), class_docstrings(source_of(cls))
         if path and (doc := docs.get(cls.__name__)):
             out += [doc, ""]
         out += ["| key | type / allowed values | default | meaning |", "|---|---|---|---|"]
