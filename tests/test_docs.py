@@ -408,7 +408,7 @@ def test_the_reference_check_fails_on_a_schema_it_was_not_made_from(tmp_path: Pa
     """A field added to the schema's source changes the page, and --check says it is stale."""
     reference = _reference_script()
     module, source = reference.schema_module()
-    anchor = "class TrainerConfig:\n"
+    anchor = "class RunConfig:\n"
     assert anchor in source
     changed = source.replace(
         anchor, anchor + "    docs_probe: int = 7  # a key only this test adds\n", 1
@@ -424,7 +424,7 @@ def test_the_reference_check_fails_on_a_schema_it_was_not_made_from(tmp_path: Pa
     finally:
         del sys.modules[fake.__name__]
     assert before != after
-    assert "| `trainer.docs_probe` | int | `7` | a key only this test adds |" in after
+    assert "| `docs_probe` | int | `7` | a key only this test adds |" in after
     page = tmp_path / "config-reference.md"
     page.write_text(from_another_schema)
     assert reference.main(["--check", "--output", str(page)]) == 1  # made from another schema
