@@ -2,10 +2,10 @@
 # the machine (uv; Debian's dataset-fashion-mnist) comes from scripts/setup.sh, which installs it
 # (as root, or with passwordless sudo) or says what to run and stops.
 
-.PHONY: help install train smoke test lint format bench reproduce
+.PHONY: help install train smoke test test-all lint format bench reproduce
 
 help:  ## this list
-	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-9s %s\n", $$1, $$2}'
 
 .venv/.installed: pyproject.toml uv.lock
 	@uv=$$(scripts/setup.sh uv) && echo "$$uv sync --frozen --compile-bytecode" && \
@@ -22,7 +22,11 @@ smoke: install  ## a few steps of every hook, as CI runs it
 	@scripts/setup.sh run experiment=smoke $(ARGS)
 	.venv/bin/ganexp experiment=smoke $(ARGS)
 
-test: install  ## the test suite (CPU, offline; ARGS='-m "not slow"': the quick part)
+test: install  ## the fast tier: every part of ganexp, tests not marked slow (a few minutes)
+	@scripts/setup.sh tests
+	.venv/bin/pytest -m "not slow" $(ARGS)
+
+test-all: install  ## the whole test suite, slow tests too (what CI runs)
 	@scripts/setup.sh tests
 	.venv/bin/pytest $(ARGS)
 

@@ -8,6 +8,9 @@ import pytest
 
 from ganexp.config import register_schema
 
+# slow_report: tests not marked slow that take more than 5 s are listed at the end of a run
+pytest_plugins = ["slow_report", "pytester"]
+
 
 @pytest.fixture(autouse=True, scope="session")
 def _isolated_env(tmp_path_factory: pytest.TempPathFactory) -> None:
