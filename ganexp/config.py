@@ -307,11 +307,6 @@ def register_schema() -> None:
 
 PAIRED_DATASETS = ("fashion_edges", "pix2pix_folder")  # task=paired_translation's (A, B) pairs
 UNPAIRED_DATASETS = ("fashion_domains", "cyclegan_folder")  # task=unpaired_translation's A, B
-TRANSLATION_DATA = {
-    "paired_translation": PAIRED_DATASETS,
-    "unpaired_translation": UNPAIRED_DATASETS,
-}
-TRANSLATION_ARCHS = {"generator": ("unet", "resnet_blocks"), "discriminator": ("patch",)}
 DATASETS = (
     "fashion_mnist",
     "mnist",
@@ -332,6 +327,8 @@ FEATURES = ("auto", "inception", "classifier")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 OPTIMIZER_IMPLEMENTATIONS = ("auto", "foreach", "fused", "for_loop")
 TASKS = ("generation", "semi_supervised", "paired_translation", "unpaired_translation")
+# what replicas refuse (validate's _replicas; a task's own, ganexp.tasks.check)
+REPLICAS_ALLOWED = "not vectorized across replicas; use it with trainer.replicas=1 (not {})"
 SEED_MAX = 2**32 - 1  # numpy's seed range (seed_everything seeds numpy too)
 INT_MAX = 2**63 - 1  # torch takes sizes and seeds as int64
 
@@ -514,14 +511,13 @@ def validate(cfg: DictConfig) -> RunConfig:
 
 
 def _task(cfg: DictConfig) -> None:
-    """What a task needs of the other axes, and the keys only a task reads."""
+    """The task's name and the ranges of the keys tasks read; what a task needs of the other
+    axes is its own check (:func:`ganexp.tasks.check`, run by the session's preflight)."""
     task = cfg.task.name
     _require(task in TASKS, "task.name", task, _one_of(TASKS))
     weight = cfg.task.supervised_weight
     _require(weight >= 0, "task.supervised_weight", weight, "must be >= 0")
-    per_class, ssl = cfg.data.labels_per_class, task == "semi_supervised"
-    if per_class is not None:
-        _require(ssl, "data.labels_per_class", per_class, "is read by task=semi_supervised only")
+    if cfg.data.labels_per_class is not None:
         _positive(cfg, "data.labels_per_class")
     _require(
         0 <= cfg.data.labels_seed <= SEED_MAX,
@@ -529,65 +525,11 @@ def _task(cfg: DictConfig) -> None:
         cfg.data.labels_seed,
         "must be in [0, 2**32 - 1]",
     )
-    _translation(cfg)
-    if not ssl:
-        return
-    d_is_classifier = "task=semi_supervised makes D a classifier of single samples"
-    refused = {
-        "conditional": cfg.conditional,
-        "discriminator.pack": cfg.discriminator.pack != 1,
-        "discriminator.batch_view": cfg.discriminator.batch_view != "none",
-    }
-    for key, taken in refused.items():
-        _require(not taken, key, OmegaConf.select(cfg, key), f"{d_is_classifier}; leave it unset")
-
-
-def _translation(cfg: DictConfig) -> None:
-    """The translation tasks and what they need: their data, translating networks, and nothing
-    that treats the input image as class labels or judges batches."""
-    task, name = cfg.task.name, cfg.data.name
     classes = list(cfg.data.domain_classes)
-    if name != "fashion_domains" and classes != [7, 9]:
+    if cfg.data.name != "fashion_domains" and classes != [7, 9]:
         _require(False, "data.domain_classes", classes, "is read by data=fashion_domains only")
     for key in ("l1_weight", "cycle_weight", "identity_weight", "pool_size"):
         _require(cfg.task[key] >= 0, f"task.{key}", cfg.task[key], "must be >= 0")
-    for data_task, names in TRANSLATION_DATA.items():
-        if name in names:
-            _require(task == data_task, "data.name", name, f"is for task={data_task}")
-    translating = task in TRANSLATION_DATA
-    for net, archs in TRANSLATION_ARCHS.items():
-        if cfg[net].get("_target_") is not None:
-            continue
-        arch = cfg[net].arch.value
-        if translating:
-            allowed = f"task={task} takes {net}.arch={' or '.join(archs)} (or a _target_)"
-            _require(arch in archs, f"{net}.arch", arch, allowed)
-        else:
-            allowed = f"is for image-to-image translation; task={task} takes dcgan, resnet, mlp"
-            _require(arch not in archs, f"{net}.arch", arch, allowed)
-    if not translating:
-        return
-    names = TRANSLATION_DATA[task]
-    _require(name in names, "data.name", name, f"task={task} takes {', '.join(names)}")
-    features = cfg.metrics.features
-    if name in ("pix2pix_folder", "cyclegan_folder") and features == "classifier":
-        no_classes = "a folder of images has no classes to train a classifier on: auto, inception"
-        _require(False, "metrics.features", features, no_classes)
-    condition = f"task={task} conditions on the input image; leave it unset"
-    refused = {
-        "conditional": cfg.conditional,
-        "discriminator.pack": cfg.discriminator.pack != 1,
-        "discriminator.batch_view": cfg.discriminator.batch_view != "none",
-        "loss.generator_loss": cfg.loss.generator_loss == "feature_matching",
-        "data.augment": cfg.data.augment != "none",
-        "norm.generator": cfg.norm.generator == Norm.virtual_batch,
-    }
-    for key, taken in refused.items():
-        _require(not taken, key, lookup(cfg, key), condition)
-    if name == "fashion_domains":
-        good = len(classes) == 2 and classes[0] != classes[1] and all(0 <= c < 10 for c in classes)
-        allowed = "two different Fashion-MNIST classes, 0-9 (domain A's, then B's)"
-        _require(good, "data.domain_classes", classes, allowed)
 
 
 def _replicas(cfg: DictConfig) -> None:
@@ -609,15 +551,13 @@ def _replicas(cfg: DictConfig) -> None:
         "generator._target_": cfg.generator.get("_target_") is not None,
         "discriminator._target_": cfg.discriminator.get("_target_") is not None,
         "trainer.skip_nonfinite": cfg.trainer.skip_nonfinite,
-        "task.name": cfg.task.name != "generation",
         "device.compile": cfg.device.compile,
         "logger.watch": cfg.logger.watch,
         "device.precision": cfg.device.precision in ("bf16", "fp16"),
     }
     for key, taken in refused.items():
         value = OmegaConf.select(cfg, key)
-        allowed = f"not vectorized across replicas; use it with trainer.replicas=1 (not {replicas})"
-        _require(not taken, key, value, allowed)
+        _require(not taken, key, value, REPLICAS_ALLOWED.format(replicas))
 
 
 def _check_custom_norm(cfg: DictConfig) -> None:

@@ -10,6 +10,7 @@ from helpers import compose_config
 from ganexp.config import LossName, OptimName, validate
 from ganexp.errors import ConfigError
 from ganexp.session.preflight import job_overrides, preflight
+from ganexp.tasks import check as check_task
 
 GROUPS = ("data", "generator", "discriminator", "norm", "loss", "optim", "device", "logger")
 GROUPS += ("metrics", "trainer", "experiment", "task")
@@ -48,7 +49,7 @@ def test_every_group_of_the_design_exists() -> None:
 def test_every_option_composes_and_validates(override: str) -> None:
     task = (f"task={TASK_OF_OPTION[override]}",) if override in TASK_OF_OPTION else ()
     cfg = compose_config(override, *task)
-    validate(cfg)
+    check_task(validate(cfg))  # the schema's checks, then the task's
 
 
 def test_default_run_is_dcgan_fashion_mnist_bce_batch_norm() -> None:

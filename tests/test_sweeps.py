@@ -29,6 +29,7 @@ import ganexp
 from ganexp.config import validate
 from ganexp.session.preflight import flags_first, job_overrides
 from ganexp.session.sweep import MISSING_RECORD, SweepSummary, maximize, read_curve, summarize
+from ganexp.tasks import check as check_task
 
 GANEXP = str(Path(sys.executable).with_name("ganexp"))
 EXPERIMENTS = Path(ganexp.__file__).parent / "conf" / "experiment"
@@ -170,7 +171,7 @@ def test_every_preset_composes_and_says_what_it_shows() -> None:
             )
             assert len(jobs) == SWEEP_PRESETS.get(name, 1), name
             for overrides in jobs:
-                validate(compose("config", overrides=overrides))
+                check_task(validate(compose("config", overrides=overrides)))
 
 
 @pytest.mark.slow

@@ -80,26 +80,15 @@ def evaluation_spec(cfg: RunConfig, trained: DataSpec) -> DataSpec:
 
 
 def classifiers(restored: Restored) -> tuple[nn.Module, nn.Module] | None:
-    """A semi-supervised checkpoint's D and baseline, on the device, or None."""
-    if restored.cfg.task.name != "semi_supervised":
-        return None
+    """The checkpoint's classifiers its task evaluates (a semi-supervised run's D and
+    baseline), on the device, or None."""
     from ganexp.session.build import build_discriminator
+    from ganexp.tasks import task_of
 
-    task_state = restored.state.get("semi_supervised")
-    if not isinstance(task_state, dict) or "baseline" not in task_state:
-        allowed = "incomplete checkpoint: a semi-supervised run's holds its baseline classifier"
-        raise ConfigError("checkpoint", str(restored.path), allowed)
-    nets = []
-    for weights in (restored.state["discriminator"], task_state["baseline"]):
-        net = build_discriminator(restored.cfg, restored.spec)
-        try:
-            net.load_state_dict(weights)
-        except (RuntimeError, TypeError, AttributeError) as ex:
-            first = str(ex).strip().splitlines()[0]
-            allowed = f"its classifier weights do not fit its config ({first})"
-            raise ConfigError("checkpoint", str(restored.path), allowed) from None
-        nets.append(net.to(restored.device))
-    return nets[0], nets[1]
+    cfg, spec = restored.cfg, restored.spec
+    return task_of(cfg).restored_classifiers(
+        restored.state, restored.path, lambda: build_discriminator(cfg, spec), restored.device
+    )
 
 
 def cli() -> None:

@@ -143,6 +143,7 @@ def restore(target: Path, overrides: list[str]) -> Restored:
     from ganexp.data import DataSpec
     from ganexp.engine.device import resolve_device
     from ganexp.session.build import build_generator
+    from ganexp.tasks import check as check_task
 
     register_schema()
     state, path = load_for_sampling(target)
@@ -161,6 +162,7 @@ def restore(target: Path, overrides: list[str]) -> Restored:
 
         raise composition_error(ex) from ex
     cfg = validate(merged)
+    check_task(cfg)
     device = resolve_device(cfg.device.name)
     spec = DataSpec(**{k: tuple(v) if isinstance(v, list) else v for k, v in state["spec"].items()})
     generator = build_generator(cfg, spec)

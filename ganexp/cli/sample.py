@@ -20,9 +20,10 @@ import torch
 from PIL import Image
 
 from ganexp.cli.restore import Restored, parse_args, report_errors, restore
-from ganexp.config import INT_MAX, TRANSLATION_DATA, RunConfig
+from ganexp.config import INT_MAX, RunConfig
 from ganexp.engine.runfolder import writable_file_error, write_whole
 from ganexp.errors import ConfigError
+from ganexp.tasks import task_of
 from ganexp.tracking.logger import save_points_plot, to_uint8_grid
 
 MODES = ("grid", "images", "interpolate", "translate")
@@ -91,18 +92,13 @@ def main(argv: list[str] | None = None) -> None:
     check_args(args)
     translating = args["mode"] == "translate"
     restored = restore(target, overrides)
-    task = restored.cfg.task.name
-    translator = task in TRANSLATION_DATA
-    if translator != translating:
+    task = task_of(restored.cfg)
+    if task.translates != translating:
         allowed = "a translation checkpoint takes mode=translate input=DIR"
-        allowed += "" if translator else "; this one generates (grid, images, interpolate)"
+        allowed += "" if task.translates else "; this one generates (grid, images, interpolate)"
         raise ConfigError("mode", args["mode"], allowed)
     if translating:
-        G = restored.generator
-        if task == "unpaired_translation":
-            G = G.g_ab if args["direction"] == "ab" else G.g_ba
-        elif args["direction"] != "ab":
-            raise ConfigError("direction", args["direction"], "paired translation has one: ab")
+        G = task.translator(restored.generator, args["direction"])
         out = _out(args, restored.path, "translated")
         print(translate_folder(G, restored.cfg, Path(args["input"]), out))
         return

@@ -22,9 +22,6 @@ _LOCATE = {
     "image_folder": folder.locate,
 }
 _DECODE_BATCH = 256
-_NEEDS_LABELS = (
-    "needs a data set with at least 2 classes; data.name={} has none (or data.num_classes=0)"
-)
 
 
 def data_spec(cfg: DataConfig) -> DataSpec:
@@ -90,8 +87,8 @@ def build_data(
 def build_labelled(
     cfg: DataConfig, batch_size: int, device: torch.device, seed: int, world: Shard | None = None
 ) -> TensorSource:
-    """Batches of the labelled subset of ``task=semi_supervised`` (:func:`labelled_subset`);
-    ``seed`` seeds their order."""
+    """Batches of the labelled subset (:func:`labelled_subset`); ``seed`` seeds their
+    order."""
     found, dataset, keep, spec = labelled_subset(cfg)
     images, labels = _tensors(cfg, found, dataset, keep)
     images = fit_all(images.to(device), cfg.image_size)
@@ -99,16 +96,18 @@ def build_labelled(
 
 
 def labelled_subset(cfg: DataConfig) -> tuple[Found, Dataset, torch.Tensor, DataSpec]:
-    """The labelled examples of ``task=semi_supervised``: ``data.labels_per_class`` of each
-    class (null: all), among the training examples data.limit keeps, picked with
+    """The labelled examples of a semi-supervised run: ``data.labels_per_class`` of each class
+    (null: all), among the training examples data.limit keeps, picked with
     ``data.labels_seed``. Reads the labels alone (no image file is decoded). Returns the found
-    files, the loaded data set, the sorted indices into it, and the spec."""
+    files, the loaded data set, the sorted indices into it, and the spec. The semi-supervised
+    task refuses data without classes first, naming itself."""
+    no_labels = "has no classes to pick labelled examples of"
     if cfg.name in TOY_MODES:
-        raise ConfigError("task.name", "semi_supervised", _NEEDS_LABELS.format(cfg.name))
+        raise ConfigError("data.name", cfg.name, no_labels)
     found = _locate(cfg)
     spec = _image_spec(cfg, found)
     if spec.num_classes < 2:
-        raise ConfigError("task.name", "semi_supervised", _NEEDS_LABELS.format(cfg.name))
+        raise ConfigError("data.name", cfg.name, f"{no_labels} (or data.num_classes=0)")
     dataset = found.load()
     labels = found.to_tensors(dataset)[1] if found.to_tensors else torch.tensor(dataset.targets)
     kept = limit_indices(found.count, cfg.limit)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import math
 import os
 import time
 from collections.abc import Callable
@@ -16,8 +15,7 @@ from torch import nn
 from ganexp.engine.checkpoint import BEST, CheckpointStore, rng_state
 from ganexp.engine.trainer import Hook, ProgressBar, Trainer, grad_norm
 from ganexp.errors import RunFailed, StopRequested
-from ganexp.models.common import generate
-from ganexp.tasks.unpaired_translation import swap_halves
+from ganexp.tasks.base import Task
 from ganexp.tracking.logger import Tracker
 
 PENDING_EVAL = "pending_eval"  # checkpoint key: the step whose evaluation a signal cut short
@@ -66,53 +64,44 @@ class LogScalars(Hook):
 
 class FixedInputs:
     """The noise (and labels, one row per class for a cGAN) behind every sample grid of a run;
-    for translation, held-out input images (as the labels) and, paired, their targets."""
+    for a task that translates, held-out input images (where a cGAN's labels go) and, paired,
+    their targets (:meth:`Task.held_out <ganexp.tasks.base.Task.held_out>`). The task draws
+    each grid's cells (:meth:`Task.show <ganexp.tasks.base.Task.show>`)."""
 
-    def __init__(
-        self,
-        trainer: Trainer,
-        count: int,
-        held_out: tuple[torch.Tensor, torch.Tensor | None] | None = None,
-    ) -> None:
-        """``held_out``: translation's (inputs, targets) in [-1, 1], of which the first
-        ``count`` are shown; unpaired, inputs ``A | B`` of equal halves and no targets."""
+    def __init__(self, trainer: Trainer, count: int, task: Task) -> None:
+        """``count`` samples, or of held-out inputs, the first ``count`` (unpaired: inputs
+        ``A | B`` of equal halves)."""
+        self.task = task
         classes = trainer.spec.num_classes if trainer.conditional else 0
         self.targets: torch.Tensor | None = None
-        self.cycle = False
+        self.cycle = False  # kept in checkpoints: the grid shows translations back
+        held_out = task.held_out(count)
         if held_out is not None:
             inputs, targets = held_out
-            self.labels = inputs[:count].to(trainer.device)
+            self.labels = inputs[:count].to(trainer.device)  # the input images
             self.targets = None if targets is None else targets[:count].to(trainer.device)
             self.cycle = targets is None
-            # each cell is input | output | target (or input | translated | translated back)
-            self.nrow = max(1, math.isqrt(len(self.labels)) // 2)
+            self.nrow = task.grid_columns(len(self.labels))
         elif classes:
             per_class = max(1, count // classes)
             self.nrow = per_class
             self.labels = torch.arange(classes, device=trainer.device).repeat_interleave(per_class)
         else:
-            self.nrow = max(1, math.isqrt(count))
+            self.nrow = task.grid_columns(count)
             self.labels = None
         n = len(self.labels) if self.labels is not None else count
         generator = torch.Generator(device="cpu").manual_seed(0x5EED)
         self.noise = torch.randn(n, trainer.z_dim, generator=generator).to(trainer.device)
 
     def samples(self, G: nn.Module) -> torch.Tensor:
-        """G's samples of the fixed inputs; for translation, each is input | output | target
-        side by side, or unpaired, A -> B -> A and B -> A -> B."""
-        samples = generate(G, self.noise, self.labels)
-        if self.cycle:  # G(A | B) = G_AB(A) | G_BA(B): swapped, each goes back the other way
-            back = swap_halves(generate(G, self.noise, swap_halves(samples)))
-            return torch.cat([self.labels, samples, back], dim=-1)
-        if self.targets is None:
-            return samples
-        return torch.cat([self.labels, samples, self.targets], dim=-1)
+        """G's samples of the fixed inputs, as the task shows them; for translation, each is
+        input | output | target side by side, or unpaired, A -> B -> A and B -> A -> B."""
+        return self.task.show(G, self.noise, self.labels, self.targets)
 
     @property
     def classes(self) -> torch.Tensor | None:
         """The class of each sample (a cGAN's), or None."""
-        translating = self.targets is not None or self.cycle
-        return None if translating else self.labels
+        return None if self.task.translates else self.labels
 
     def state_dict(self) -> dict[str, Any]:
         def cpu(t: torch.Tensor | None) -> torch.Tensor | None:

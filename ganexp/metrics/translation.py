@@ -1,5 +1,6 @@
-"""What the eval hook computes for paired translation (task=paired_translation): how close G's
-translations of held-out inputs are to their targets."""
+"""What the eval hook computes for translation: for paired translation how close G's
+translations of held-out inputs are to their targets; for unpaired, how well each translator
+moves held-out images into the other domain, and back."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from ganexp.metrics.extractors import (
 from ganexp.models.common import generate
 
 BATCH = 500
+GARMENT_DATA = ("fashion_edges", "fashion_domains")  # Fashion-MNIST's: its classifier's features
 
 
 class PairedEvaluator:
@@ -215,29 +217,36 @@ class UnpairedEvaluator:
         return results
 
 
-def build_translation_evaluator(
-    cfg: RunConfig, device: torch.device
-) -> PairedEvaluator | UnpairedEvaluator:
-    """The evaluator of ``cfg``'s held-out pairs or domains. The features: the Fashion-MNIST
+def translation_features(cfg: RunConfig, device: torch.device) -> FeatureExtractor | None:
+    """The features a translation's held-out images are compared in: the Fashion-MNIST
     classifier's for Fashion-MNIST's edges and domains; for folders, which have no classes to
     train one on, Inception's where ``metrics.features`` takes it (its weights at hand), else
     none."""
     data, features = cfg.data, cfg.metrics.features
     weights = cfg.metrics.inception_weights
-    fashion = data.name in ("fashion_edges", "fashion_domains")
-    if fashion:
+    if data.name in GARMENT_DATA:
         data = garments_config(data)
     elif features == "auto" and not (device.type == "cuda" and inception_weights_at_hand(weights)):
-        data = None
-    extractor = None
-    if data is not None:
-        cuda = [device] if device.type == "cuda" else []
-        with torch.random.fork_rng(devices=cuda):  # draws nothing from the run's stream
-            extractor = build_extractor(features, data.name, device, data, weights).to(device)
-    n = cfg.metrics.num_samples
-    if cfg.task.name == "unpaired_translation":
-        classifier = fashion and extractor is not None and extractor.name == "classifier"
-        classes = tuple(cfg.data.domain_classes) if classifier else None
-        return UnpairedEvaluator(held_out_domains(cfg.data), n, device, extractor, classes)
+        return None
+    cuda = [device] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=cuda):  # draws nothing from the run's stream
+        return build_extractor(features, data.name, device, data, weights).to(device)
+
+
+def paired_evaluator(cfg: RunConfig, device: torch.device) -> PairedEvaluator:
+    """The evaluator of ``cfg``'s held-out pairs (task=paired_translation)."""
+    extractor = translation_features(cfg, device)
     held_out = held_out_pairs(cfg.data)
+    n = cfg.metrics.num_samples
     return PairedEvaluator(held_out, n, cfg.trainer.z_dim, cfg.seed, device, extractor)
+
+
+def unpaired_evaluator(cfg: RunConfig, device: torch.device) -> UnpairedEvaluator:
+    """The evaluator of ``cfg``'s held-out domains (task=unpaired_translation); the transfer
+    accuracy where the features are the Fashion-MNIST classifier's."""
+    extractor = translation_features(cfg, device)
+    classifier = cfg.data.name in GARMENT_DATA and extractor is not None
+    classifier = classifier and extractor.name == "classifier"
+    classes = tuple(cfg.data.domain_classes) if classifier else None
+    domains = held_out_domains(cfg.data)
+    return UnpairedEvaluator(domains, cfg.metrics.num_samples, device, extractor, classes)

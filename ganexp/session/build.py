@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from functools import partial
 from typing import Any
 
@@ -39,8 +38,7 @@ from ganexp.models.translation import PatchDiscriminator, UNetGenerator
 from ganexp.models.translation import ResNetGenerator as BlocksGenerator
 from ganexp.parts.augment import attach
 from ganexp.parts.user import Contract, build_part, settings
-from ganexp.tasks.semi_supervised import ClassifierCritic
-from ganexp.tasks.unpaired_translation import CycleCritics, CycleGenerators
+from ganexp.tasks import task_of
 
 REFERENCE_SEED = 0x5EED  # the reference batch's codes: a stream apart from the run's own
 
@@ -119,10 +117,8 @@ def build_generator(cfg: RunConfig, spec: DataSpec) -> nn.Module:
     args = (cfg.trainer.z_dim, spec.shape, net.width, net.depth, norm, classes)
     if net._target_ is not None:
         context = {"z_dim": args[0], "shape": spec.shape, "num_classes": classes}
-        model = _for_each_direction(
-            cfg,
-            CycleGenerators,
-            lambda: _users_network(cfg, "generator", norm=norm.layer, **context),
+        model = task_of(cfg).generators(
+            lambda: _users_network(cfg, "generator", norm=norm.layer, **context)
         )
     elif net.arch in _CONV:
         model = _CONV[net.arch][0](*args, activation=act, conditioning=net.conditioning)
@@ -150,9 +146,7 @@ def build_discriminator(cfg: RunConfig, spec: DataSpec) -> nn.Module:
     args = (shape, net.width, net.depth, norm, classes)
     if net._target_ is not None:
         context = {"shape": shape, "num_classes": classes, "norm": norm.layer}
-        model = _for_each_direction(
-            cfg, CycleCritics, lambda: _users_network(cfg, "discriminator", **context)
-        )
+        model = task_of(cfg).critics(lambda: _users_network(cfg, "discriminator", **context))
         _check_features(cfg, model)
     elif net.arch in _CONV:
         model = _CONV[net.arch][1](*args, activation=act, conditioning=net.conditioning)
@@ -162,8 +156,7 @@ def build_discriminator(cfg: RunConfig, spec: DataSpec) -> nn.Module:
         model = MLPDiscriminator(*args, activation=act)
     if net.batch_view != "none":  # a statistic of the batch (of packs) next to D's features
         model = BatchStatistic(model, _batch_statistic(net, model))
-    if cfg.task.name == "semi_supervised":  # K class logits on D's features
-        model = ClassifierCritic(model, spec.num_classes)
+    model = task_of(cfg).wrap_critic(model, spec)  # semi-supervised: K class logits
     initialize(model, Init(net.init))
     model = apply_weight_norm(model, norm.kind)
     model = Packed(model, net.pack) if net.pack > 1 else model
@@ -172,17 +165,8 @@ def build_discriminator(cfg: RunConfig, spec: DataSpec) -> nn.Module:
     return model
 
 
-def _for_each_direction(
-    cfg: RunConfig, pair: type[nn.Module], build: Callable[[], nn.Module]
-) -> nn.Module:
-    """``build()``'s network; for unpaired translation, two of them as one ``pair``
-    (:class:`~ganexp.tasks.unpaired_translation.CycleGenerators` or
-    :class:`~ganexp.tasks.unpaired_translation.CycleCritics`)."""
-    return pair(build(), build()) if cfg.task.name == "unpaired_translation" else build()
-
-
 def _translator(cfg: RunConfig, spec: DataSpec, norm: NormSpec) -> nn.Module:
-    """generator=unet or resnet_blocks, one for each direction of unpaired translation."""
+    """generator=unet or resnet_blocks, as many as the task translates in (unpaired: two)."""
     net, (channels, size) = cfg.generator, spec.shape[:2]
 
     def one() -> nn.Module:
@@ -190,17 +174,16 @@ def _translator(cfg: RunConfig, spec: DataSpec, norm: NormSpec) -> nn.Module:
             return UNetGenerator(spec.condition_channels, channels, size, net.width, norm)
         return BlocksGenerator(spec.condition_channels, channels, net.width, net.depth, norm)
 
-    return _for_each_direction(cfg, CycleGenerators, one)
+    return task_of(cfg).generators(one)
 
 
 def _patch_critic(cfg: RunConfig, spec: DataSpec, norm: NormSpec) -> nn.Module:
     """discriminator=patch: of (input, image) pairs, or for unpaired translation, one of each
-    domain's images alone."""
+    domain's images alone (the task's critics)."""
     width, (channels, size) = cfg.discriminator.width, spec.shape[:2]
-    condition = 0 if cfg.task.name == "unpaired_translation" else spec.condition_channels
-    return _for_each_direction(
-        cfg, CycleCritics, lambda: PatchDiscriminator(channels, condition, size, width, norm)
-    )
+    task = task_of(cfg)
+    condition = task.critic_condition(spec)
+    return task.critics(lambda: PatchDiscriminator(channels, condition, size, width, norm))
 
 
 def _check_features(cfg: RunConfig, critic: nn.Module) -> None:
@@ -210,8 +193,9 @@ def _check_features(cfg: RunConfig, critic: nn.Module) -> None:
     needs = []
     if cfg.loss.generator_loss == "feature_matching":
         needs.append(("loss.generator_loss", "feature_matching", ("features",)))
-    if cfg.task.name == "semi_supervised":
-        needs.append(("task.name", "semi_supervised", ("features", "feature_width")))
+    task = task_of(cfg)
+    if task.critic_needs:
+        needs.append((*task.choice, task.critic_needs))
     if cfg.discriminator.batch_view != "none":
         parts = ("features", "head", "feature_width")
         needs.append(("discriminator.batch_view", cfg.discriminator.batch_view, parts))

@@ -41,6 +41,7 @@ from torch import nn
 from ganexp.config import LossName, OptimName, RunConfig
 from ganexp.data import DataSpec
 from ganexp.errors import ConfigError
+from ganexp.tasks import task_of
 
 STEP_FACTOR = 2
 EVAL_BATCH = 500  # ganexp.metrics.evaluator.BATCH: generated images per batch
@@ -171,13 +172,9 @@ def estimate(
     batch = max(cfg.trainer.batch_size // processes, 1)
     gp, r1 = cfg.loss.name == LossName.wgan_gp, cfg.loss.r1_weight > 0
     d_passes = 2 + 2 * gp + 2 * r1
-    # unpaired translation: a batch holds both domains; G also translates back (the cycle
-    # term) and translates each domain to itself (the identity term)
-    if cfg.task.name == "unpaired_translation":
-        batch *= 2
-        g_passes = 3 if cfg.task.identity_weight else 2
-    else:
-        g_passes = 1
+    # the task's passes (unpaired translation: both domains, translated there and back)
+    task = task_of(cfg)
+    batch, g_passes = task.step_load(batch)
     step = STEP_FACTOR * (g_passes * act_g.at(batch) + d_passes * act_d.at(batch))
 
     g_params, d_params = _parameter_bytes(generator), _parameter_bytes(discriminator)
@@ -186,9 +183,10 @@ def estimate(
     buffers = _buffer_bytes(generator) + _buffer_bytes(discriminator)
     ema = g_params + _buffer_bytes(generator) if cfg.trainer.ema_decay else 0  # G's EMA copy
     historical = params if cfg.loss.historical_weight else 0  # each player's mean parameters
-    # task=semi_supervised: the supervised-only baseline, a copy of D trained alongside it
-    baseline = d_params if cfg.task.name == "semi_supervised" else 0
-    baseline_buffers = _buffer_bytes(discriminator) if baseline else 0
+    # networks the task trains beside G and D (semi-supervised: the baseline, a copy of D)
+    extra = task.extra_networks(generator, discriminator)
+    baseline = sum(_parameter_bytes(net) for net in extra)
+    baseline_buffers = sum(_buffer_bytes(net) for net in extra)
     # with several critic steps, each step starts with a copy of what it may have to put back:
     # D, its optimizer state and G's buffers (ganexp.engine.trainer.Trainer.rewind_step)
     rewind = 0

@@ -26,7 +26,6 @@ from omegaconf.errors import OmegaConfBaseException
 from ganexp.config import (
     CONFIG_MODULE,
     SEED_MAX,
-    TRANSLATION_DATA,
     NetConfig,
     Norm,
     RunConfig,
@@ -148,6 +147,9 @@ def check_config(cfg: DictConfig, run_dir: Path | None = None) -> RunConfig:
 def _check(cfg: DictConfig, run_dir: Path | None) -> tuple[RunConfig, DataSpec]:
     run_cfg = validate(cfg)
     # torch and torchvision take seconds to import: a typo is reported before that
+    from ganexp.tasks import check as check_task
+
+    task = check_task(run_cfg)
     from ganexp.analysis.cells import check_paper_rows
     from ganexp.data import data_plan
     from ganexp.engine.checkpoint import load_resume, resume_source
@@ -178,15 +180,7 @@ def _check(cfg: DictConfig, run_dir: Path | None) -> tuple[RunConfig, DataSpec]:
     check_processes(run_cfg, device.type)
     spec, tensor_data = data_plan(run_cfg.data)
     check_sizes(run_cfg, spec)
-    if run_cfg.task.name == "semi_supervised":
-        from ganexp.data import labelled_subset
-
-        labelled_subset(run_cfg.data)
-    if run_cfg.task.name in TRANSLATION_DATA:
-        from ganexp.data.translation import check_domains, check_pairs
-
-        check_pairs(run_cfg.data)
-        check_domains(run_cfg.data)
+    task.check_data(spec)
     generator, discriminator = check_buildable(run_cfg, spec)
     for state, job_cfg, job_resolved in checks:
         check_resume_fits(state, job_cfg, job_resolved, spec, generator, discriminator)
@@ -252,8 +246,10 @@ def check_sizes(cfg: RunConfig, spec: DataSpec, training: bool = True) -> None:
     if batch > spec.size:
         what = f"more than the {_examples(cfg, spec)}; at most {spec.size}"
         raise ConfigError("trainer.batch_size", batch, what)
+    from ganexp.tasks import task_of
+
     n = cfg.metrics.num_samples
-    held_out = cfg.task.name in TRANSLATION_DATA  # evaluates on held-out images, up to n
+    held_out = task_of(cfg).translates  # evaluates on held-out images, up to n
     if cfg.metrics.enabled and n > spec.size and not held_out:
         once = " (once, at the last step: trainer.eval_every=0)"
         when = "" if cfg.trainer.eval_every or not training else once
@@ -461,12 +457,11 @@ def check_processes(cfg: RunConfig, device_type: str) -> None:
             cfg.seed,
             f"process k seeds with seed + k: at most 2**32 - {processes} for {processes} processes",
         )
-    if cfg.task.name != "generation":
-        raise ConfigError(
-            "task.name",
-            cfg.task.name,
-            f"trains in one process, not {processes}: leave out torchrun",
-        )
+    from ganexp.tasks import task_of
+
+    task = task_of(cfg)
+    if not task.processes:
+        raise task.refusal(f"trains in one process, not {processes}: leave out torchrun")
     if cfg.trainer.batch_size % processes:
         raise ConfigError(
             "trainer.batch_size",

@@ -9,9 +9,10 @@ import random
 import signal
 import sys
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -20,8 +21,8 @@ import torch
 from omegaconf import OmegaConf
 from torch import nn
 
-from ganexp.config import TRANSLATION_DATA, LossName, Norm, RunConfig
-from ganexp.data import DataSpec, build_data, build_labelled, data_spec, mode_centers
+from ganexp.config import LossName, Norm, RunConfig
+from ganexp.data import DataSpec, build_data, data_spec, mode_centers
 from ganexp.engine.checkpoint import CheckpointStore, load_resume, resume_source, set_rng_state
 from ganexp.engine.device import describe, resolve_device, resolve_precision
 from ganexp.engine.distributed import World, current
@@ -39,12 +40,10 @@ from ganexp.engine.replicas import ReplicaGroup, get_stream, vectorize
 from ganexp.engine.trainer import Precision, ProgressBar, Trainer, generator_ema
 from ganexp.errors import ConfigError, Interrupted
 from ganexp.parts.losses import build_loss
-from ganexp.parts.terms import Term, loss_terms
+from ganexp.parts.terms import loss_terms
 from ganexp.session.build import build_discriminator, build_generator, build_optimizer
 from ganexp.session.job import note_step
-from ganexp.tasks.paired_translation import L1
-from ganexp.tasks.semi_supervised import SemiSupervised, SemiSupervisedEvaluator
-from ganexp.tasks.unpaired_translation import CycleTerms, DomainPools
+from ganexp.tasks import task_of
 from ganexp.tracking.logger import NullTracker, Tracker
 
 BN_CRITIC_TAG = "bn-critic-gp"
@@ -73,8 +72,7 @@ def run_tags(cfg: RunConfig) -> list[str]:
     ]
     if cfg.conditional:
         tags.append("cgan")
-    if cfg.task.name != "generation":
-        tags.append(f"task={cfg.task.name}")
+    tags += task_of(cfg).tags()
     return tags + list(cfg.logger.tags)
 
 
@@ -91,8 +89,9 @@ def build_evaluator(
     classifiers: tuple[nn.Module, nn.Module] | None = None,
     real_side: Evaluator | None = None,
 ) -> Evaluator | None:
-    """The metrics of the eval hook for this data and task, or None when evaluation is off.
-    ``classifiers``: task=semi_supervised's D and baseline, whose accuracies join G's metrics.
+    """The metrics of the eval hook for this data and task (:meth:`Task.evaluator
+    <ganexp.tasks.base.Task.evaluator>`), or None when evaluation is off. ``classifiers``: the
+    task's networks whose accuracies join G's metrics (semi-supervised: D and the baseline).
     ``real_side``: another run's image evaluator to share the real side with (replicas)."""
     if not cfg.metrics.enabled:
         return None
@@ -100,45 +99,9 @@ def build_evaluator(
 
     if spec.kind == "points":
         return ToyEvaluator(cfg, device)
-    if cfg.task.name in TRANSLATION_DATA:
-        from ganexp.metrics.translation import build_translation_evaluator
-
-        return build_translation_evaluator(cfg, device)
-    images = ImageEvaluator(cfg, spec, device, real_side)
-    if classifiers is None:
-        return images
-    from ganexp.data.test_split import eval_split
-
-    return SemiSupervisedEvaluator(*classifiers, eval_split(cfg.data, cfg.seed), images)
-
-
-def _semi_supervised(
-    cfg: RunConfig, discriminator: nn.Module, device: torch.device, world: World
-) -> SemiSupervised | None:
-    """task=semi_supervised's labelled batches and supervised-only baseline, or None."""
-    if cfg.task.name != "semi_supervised":
-        return None
-    labelled = build_labelled(cfg.data, cfg.trainer.batch_size, device, cfg.seed + 1, world)
-    baseline = copy.deepcopy(discriminator)  # D as initialized
-    optimizer = build_optimizer(cfg.optim, baseline.parameters(), cfg.optim.lr_d)
-    return SemiSupervised(labelled, baseline, optimizer, cfg.task.supervised_weight)
-
-
-def _held_out_images(cfg: RunConfig) -> tuple[torch.Tensor, torch.Tensor | None] | None:
-    """Translation: the held-out inputs of the sample grids in [-1, 1], and paired, their
-    targets; unpaired, as many A's as B's, inputs A | B. None for the other tasks."""
-    from ganexp.data.images import to_signed_unit
-    from ganexp.data.translation import held_out_domains, held_out_pairs
-
-    count = cfg.trainer.num_samples
-    if cfg.task.name == "paired_translation":
-        inputs, targets, _ = held_out_pairs(cfg.data)
-        return to_signed_unit(inputs[:count]), to_signed_unit(targets[:count])
-    if cfg.task.name == "unpaired_translation":
-        a, b, _ = held_out_domains(cfg.data)
-        half = min(max(1, count // 2), len(a), len(b))
-        return to_signed_unit(torch.cat([a[:half], b[:half]])), None
-    return None
+    return task_of(cfg).evaluator(
+        device, lambda: ImageEvaluator(cfg, spec, device, real_side), classifiers
+    )
 
 
 @dataclass
@@ -222,18 +185,10 @@ def _own_state(state: dict[str, Any], world: World) -> dict[str, Any]:
     return {"rng": None, "data": state["data"]}
 
 
-def _task_terms(
-    cfg: RunConfig, discriminator: nn.Module, device: torch.device, world: World
-) -> list[Term]:
-    """The loss terms the task adds."""
-    if cfg.task.name == "semi_supervised":
-        return [_semi_supervised(cfg, discriminator, device, world)]
-    if cfg.task.name == "paired_translation":
-        return [L1(cfg.task.l1_weight)] if cfg.task.l1_weight else []
-    if cfg.task.name == "unpaired_translation":
-        terms: list[Term] = [CycleTerms(cfg.task.cycle_weight, cfg.task.identity_weight)]
-        return terms + ([DomainPools(cfg.task.pool_size)] if cfg.task.pool_size else [])
-    return []
+def _optimizer_like_d(cfg: RunConfig, params: Iterable[nn.Parameter]) -> torch.optim.Optimizer:
+    """An optimizer with D's settings, for a task's own networks (the semi-supervised
+    baseline)."""
+    return build_optimizer(cfg.optim, params, cfg.optim.lr_d)
 
 
 def _load_resumed(
@@ -280,8 +235,7 @@ def setup(
         _say(world, f"ganexp: warning: {message}")
     configure_backends(cfg, device)
 
-    paired = cfg.task.name == "paired_translation"
-    unpaired = cfg.task.name == "unpaired_translation"
+    task = task_of(cfg)
     resumed = load_resume(resume_source(cfg.resume, run_dir))
     seed_everything(cfg.seed)
     spec = data_spec(cfg.data)
@@ -309,19 +263,19 @@ def setup(
         batch_size=cfg.trainer.batch_size,
         n_critic=cfg.trainer.n_critic,
         z_dim=cfg.trainer.z_dim,
-        conditional=cfg.conditional or paired or unpaired,  # translation: the input image
+        conditional=task.conditional,  # a cGAN's labels, or translation's input image
         precision=Precision(device, resolve_precision(cfg.device.precision, device)),
         channels_last=channels_last,
         skip_nonfinite=cfg.trainer.skip_nonfinite,
         ema=generator_ema(generator, cfg.trainer.ema_decay) if cfg.trainer.ema_decay else None,
         terms=loss_terms(cfg.loss, loss, generator, discriminator)
-        + _task_terms(cfg, discriminator, device, world),
+        + task.terms(discriminator, device, world, partial(_optimizer_like_d, cfg)),
         world=world,
     )
     if world.distributed:
         trainer.distribute(world.parallel)
     plotted = cfg.trainer.num_samples if spec.kind == "image" else 16 * cfg.trainer.num_samples
-    fixed = FixedInputs(trainer, plotted, _held_out_images(cfg))
+    fixed = FixedInputs(trainer, plotted, task)
     state, resumed_from = resumed if resumed else (None, None)
     own = None
     if state is not None:
@@ -346,8 +300,7 @@ def setup(
     bar = ProgressBar(cfg.trainer.progress_bar and world.is_main)
     centers = mode_centers(cfg.data) if spec.kind == "points" else None
     checkpoint = Checkpoint(cfg.trainer.checkpoint_every, store, fixed, tracker, resolved)
-    task = trainer.term(SemiSupervised)
-    classifiers = (discriminator, task.baseline) if task is not None else None
+    classifiers = task.classifiers(discriminator, trainer.terms)
     evaluator = None
     if world.is_main:
         evaluator = build_evaluator(cfg, spec, device, classifiers, real_side)

@@ -19,18 +19,29 @@ and the generator.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ganexp.config import lookup
 from ganexp.data import BatchSource
 from ganexp.data.images import to_signed_unit
+from ganexp.errors import ConfigError
 from ganexp.parts.terms import StepBatch, Term, Value
+from ganexp.tasks.base import Classifiers, Evaluator, OptimizerFor, Task
+
+if TYPE_CHECKING:
+    from ganexp.data.spec import DataSpec, Shard
 
 BATCH = 500  # test images classified at once
+NEEDS_LABELS = (
+    "needs a data set with at least 2 classes; data.name={} has none (or data.num_classes=0)"
+)
 
 
 class ClassifierCritic(nn.Module):
@@ -160,3 +171,95 @@ class SemiSupervisedEvaluator:
             "ssl_baseline_accuracy": baseline,
             "ssl_gain": ssl - baseline,
         }
+
+
+class SemiSupervisedLearning(Task):
+    """D a K-class classifier (:class:`ClassifierCritic`) with its supervised term and the
+    supervised-only baseline (:class:`SemiSupervised`); evaluated by both accuracies."""
+
+    name: ClassVar[str] = "semi_supervised"
+    own_keys: ClassVar[tuple[str, ...]] = ("data.labels_per_class",)
+    critic_needs: ClassVar[tuple[str, ...]] = ("features", "feature_width")
+
+    def validate(self) -> None:
+        cfg = self.cfg
+        refused = {
+            "conditional": cfg.conditional,
+            "discriminator.pack": cfg.discriminator.pack != 1,
+            "discriminator.batch_view": cfg.discriminator.batch_view != "none",
+        }
+        for key, taken in refused.items():
+            if taken:
+                allowed = f"task={self.name} makes D a classifier of single samples; leave it unset"
+                raise ConfigError(key, lookup(cfg, key), allowed)
+
+    def check_data(self, spec: DataSpec) -> None:
+        """Classes to learn, and ``data.labels_per_class`` examples of each."""
+        from ganexp.data import labelled_subset
+
+        if spec.num_classes < 2:
+            raise self.refusal(NEEDS_LABELS.format(self.cfg.data.name))
+        labelled_subset(self.cfg.data)
+
+    def wrap_critic(self, critic: nn.Module, spec: DataSpec) -> nn.Module:
+        """K class logits on D's features."""
+        return ClassifierCritic(critic, spec.num_classes)
+
+    def terms(
+        self, critic: nn.Module, device: torch.device, world: Shard, optimizer_like_d: OptimizerFor
+    ) -> list[Term]:
+        """The labelled batches and the supervised-only baseline: D as initialized."""
+        from ganexp.data import build_labelled
+
+        cfg = self.cfg
+        labelled = build_labelled(cfg.data, cfg.trainer.batch_size, device, cfg.seed + 1, world)
+        baseline = copy.deepcopy(critic)
+        optimizer = optimizer_like_d(baseline.parameters())
+        return [SemiSupervised(labelled, baseline, optimizer, cfg.task.supervised_weight)]
+
+    def evaluator(
+        self,
+        device: torch.device,
+        image_metrics: Callable[[], Evaluator],
+        classifiers: Classifiers | None = None,
+    ) -> Evaluator:
+        """Both accuracies on the test split, beside the image metrics of G's samples."""
+        images = image_metrics()
+        if classifiers is None:
+            return images
+        from ganexp.data.test_split import eval_split
+
+        test = eval_split(self.cfg.data, self.cfg.seed)
+        return SemiSupervisedEvaluator(*classifiers, test, images)
+
+    def classifiers(self, critic: nn.Module, terms: list[Term]) -> Classifiers | None:
+        """D and the baseline of the run's :class:`SemiSupervised` term."""
+        term = next((t for t in terms if isinstance(t, SemiSupervised)), None)
+        return None if term is None else (critic, term.baseline)
+
+    def restored_classifiers(
+        self,
+        state: dict[str, Any],
+        path: Path,
+        build_critic: Callable[[], nn.Module],
+        device: torch.device,
+    ) -> Classifiers:
+        task_state = state.get(SemiSupervised.state_key)
+        if not isinstance(task_state, dict) or "baseline" not in task_state:
+            allowed = "incomplete checkpoint: a semi-supervised run's holds its baseline classifier"
+            raise ConfigError("checkpoint", str(path), allowed)
+        nets = []
+        for weights in (state["discriminator"], task_state["baseline"]):
+            net = build_critic()
+            try:
+                net.load_state_dict(weights)
+            except (RuntimeError, TypeError, AttributeError) as ex:
+                first = str(ex).strip().splitlines()[0]
+                allowed = f"its classifier weights do not fit its config ({first})"
+                raise ConfigError("checkpoint", str(path), allowed) from None
+            nets.append(net.to(device))
+        return nets[0], nets[1]
+
+    def extra_networks(self, generator: nn.Module, critic: nn.Module) -> list[nn.Module]:
+        """The supervised-only baseline, a copy of D trained alongside it."""
+        return [critic]

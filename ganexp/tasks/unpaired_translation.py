@@ -1,14 +1,30 @@
-"""CycleGAN's own parts (Zhu et al. 2017, junyanz/pytorch-CycleGAN-and-pix2pix): the cycle and
-identity terms, and the pool of past generated images the discriminators are shown."""
+"""Unpaired image-to-image translation (CycleGAN, Zhu et al. 2017,
+junyanz/pytorch-CycleGAN-and-pix2pix): ``task=unpaired_translation``.
+
+G_AB and G_BA translate between domains A and B, run as one generator of inputs ``A | B``
+(:class:`CycleGenerators`); D_B and D_A judge each domain's images (:class:`CycleCritics`).
+CycleGAN's own parts: the cycle and identity terms, and the pool of past generated images the
+discriminators are shown. Grids show A -> B -> A and B -> A -> B of held-out images; evaluation
+translates held-out images of each domain (:class:`~ganexp.metrics.translation.UnpairedEvaluator`).
+"""
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 from torch import nn
 
+from ganexp.config import UNPAIRED_DATASETS
+from ganexp.errors import ConfigError
+from ganexp.models.common import generate
 from ganexp.parts.terms import StepBatch, Term, Value
+from ganexp.tasks.base import Evaluator, OptimizerFor
+from ganexp.tasks.translation import Translation
+
+if TYPE_CHECKING:
+    from ganexp.data.spec import DataSpec, Shard
 
 
 def cycle_loss(
@@ -115,7 +131,8 @@ class CycleTerms(Term):
         self.keys = ("loss/cycle", "loss/identity") if identity_weight else ("loss/cycle",)
 
     def __call__(self, step: StepBatch) -> Value:
-        a, b = step.labels.chunk(2)
+        inputs = step.labels  # translation: the batch's second element is the input image
+        a, b = inputs.chunk(2)
         fake_b, fake_a = step.fake.chunk(2)
         g_ab, g_ba = step.generator.g_ab, step.generator.g_ba
         rec_a, rec_b = g_ba(None, fake_b), g_ab(None, fake_a)
@@ -144,3 +161,80 @@ class DomainPools(Term):
     def load_state_dict(self, state: dict[str, Any], device: torch.device) -> None:
         self.pools[0].load_state_dict(state["b"], device)
         self.pools[1].load_state_dict(state["a"], device)
+
+
+class UnpairedTranslation(Translation):
+    """Two translators and two critics, trained as one G and one D on batches ``A | B``."""
+
+    name: ClassVar[str] = "unpaired_translation"
+    datasets: ClassVar[tuple[str, ...]] = UNPAIRED_DATASETS
+
+    def validate(self) -> None:
+        super().validate()
+        classes = list(self.cfg.data.domain_classes)
+        if self.cfg.data.name == "fashion_domains":
+            good = len(classes) == 2 and classes[0] != classes[1]
+            good = good and all(0 <= c < 10 for c in classes)
+            allowed = "two different Fashion-MNIST classes, 0-9 (domain A's, then B's)"
+            if not good:
+                raise ConfigError("data.domain_classes", classes, allowed)
+
+    def check_data(self, spec: DataSpec) -> None:
+        from ganexp.data.translation import check_domains
+
+        check_domains(self.cfg.data)
+
+    def generators(self, build: Callable[[], nn.Module]) -> nn.Module:
+        return CycleGenerators(build(), build())
+
+    def critics(self, build: Callable[[], nn.Module]) -> nn.Module:
+        return CycleCritics(build(), build())
+
+    def critic_condition(self, spec: DataSpec) -> int:
+        """None: each critic judges its own domain's images alone."""
+        return 0
+
+    def terms(
+        self, critic: nn.Module, device: torch.device, world: Shard, optimizer_like_d: OptimizerFor
+    ) -> list[Term]:
+        task = self.cfg.task
+        terms: list[Term] = [CycleTerms(task.cycle_weight, task.identity_weight)]
+        return terms + ([DomainPools(task.pool_size)] if task.pool_size else [])
+
+    def held_out(self, count: int) -> tuple[torch.Tensor, None]:
+        """As many held-out A's as B's, inputs ``A | B`` in [-1, 1], about ``count`` in all;
+        no targets."""
+        from ganexp.data.images import to_signed_unit
+        from ganexp.data.translation import held_out_domains
+
+        a, b, _ = held_out_domains(self.cfg.data)
+        half = min(max(1, count // 2), len(a), len(b))
+        return to_signed_unit(torch.cat([a[:half], b[:half]])), None
+
+    def show(
+        self,
+        generator: nn.Module,
+        noise: torch.Tensor,
+        inputs: torch.Tensor | None,
+        targets: torch.Tensor | None,
+    ) -> torch.Tensor:
+        """Each cell input | translated | translated back: G(A | B) = G_AB(A) | G_BA(B),
+        swapped, goes back the other way."""
+        translated = generate(generator, noise, inputs)
+        back = swap_halves(generate(generator, noise, swap_halves(translated)))
+        return torch.cat([inputs, translated, back], dim=-1)
+
+    def evaluator(
+        self, device: torch.device, image_metrics: Callable[[], Evaluator], classifiers=None
+    ) -> Evaluator:
+        from ganexp.metrics.translation import unpaired_evaluator
+
+        return unpaired_evaluator(self.cfg, device)
+
+    def step_load(self, batch: int) -> tuple[int, int]:
+        """A batch holds both domains; G also translates back (the cycle term) and translates
+        each domain to itself (the identity term)."""
+        return 2 * batch, 3 if self.cfg.task.identity_weight else 2
+
+    def translator(self, generator: nn.Module, direction: str) -> nn.Module:
+        return generator.g_ab if direction == "ab" else generator.g_ba
