@@ -71,6 +71,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return run_dir
 
 
+@pytest.mark.slow  # a ganexp process that builds the networks before it refuses
 def test_resume_with_other_networks_is_refused_naming_the_key(tmp_path: Path, trained: Path):
     message = refused(tmp_path, *SMOKE, f"resume={trained}", "generator.width=32")
     assert message.startswith(f"resume='{trained}/checkpoints/last.pt': ")
@@ -80,6 +81,7 @@ def test_resume_with_other_networks_is_refused_naming_the_key(tmp_path: Path, tr
     assert message.endswith("16 in the checkpoint, 32 now")
 
 
+@pytest.mark.slow  # a ganexp process that builds the networks before it refuses
 def test_rerun_in_its_own_folder_with_other_networks_is_refused(tmp_path: Path, trained: Path):
     run_dir = tmp_path / "run"
     shutil.copytree(trained, run_dir)
@@ -241,6 +243,7 @@ def test_step_checkpoints_past_six_digits_stay_in_order(tmp_path: Path) -> None:
 # --- sizes the data cannot hold -----------------------------------------------------------------
 
 
+@pytest.mark.slow  # a ganexp process that builds the networks before it refuses
 def test_a_batch_larger_than_the_training_set_is_refused(tmp_path: Path) -> None:
     message = refused(tmp_path, *SMOKE, "trainer.batch_size=300")
     assert message == (
@@ -285,6 +288,7 @@ def test_a_limit_above_the_data_set_is_a_note_not_an_error(capsys) -> None:
 # --- memory the machine does not have -----------------------------------------------------------
 
 
+@pytest.mark.slow  # a ganexp process that builds the networks before it refuses
 def test_an_absurd_batch_is_refused_for_memory(tmp_path: Path) -> None:
     message = refused(tmp_path, *SMOKE, *TOY, "trainer.batch_size=100000000")
     assert message.startswith("trainer.batch_size=100000000: a training step needs about ")
@@ -402,6 +406,7 @@ print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - rss)
 """
 
 
+@pytest.mark.slow  # a fresh Python process training two steps of batch 512
 @pytest.mark.skipif(not Path("/proc/self/statm").exists(), reason="reads Linux's /proc")
 def test_training_step_estimate_bounds_the_measured_memory(tmp_path: Path) -> None:
     """Two real training steps in a fresh process: the growth of its peak resident memory lies
@@ -433,6 +438,7 @@ def test_available_memory_is_read_on_linux() -> None:
     assert free is not None and 0 < free <= os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
 
 
+@pytest.mark.slow  # a ganexp process that builds the networks before it refuses
 def test_a_bad_published_number_is_refused_before_training(tmp_path: Path) -> None:
     """A preset's `paper` rows are checked with the run, not when the sweep is summarized."""
     message = refused(tmp_path, "experiment=pacgan_ring", "debug=smoke", "paper.0.pm_kind=SEM")

@@ -122,6 +122,7 @@ def test_a_users_class_in_a_checkpoint_runs_only_when_the_command_line_names_it(
     assert named.startswith("generator._target_='mynets_absent.Mine': cannot be imported")
 
 
+@pytest.mark.slow  # ganexp processes; the same refusals in-process are in the fast tier
 def test_the_forged_checkpoint_is_refused_through_the_command_line(
     tmp_path: Path, state: dict
 ) -> None:
@@ -194,6 +195,7 @@ def test_a_malformed_checkpoint_is_one_line_before_any_run_folder(
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.slow  # ganexp processes; the same refusals in-process are in the fast tier
 def test_a_malformed_checkpoint_is_refused_through_the_command_line(
     tmp_path: Path, state: dict
 ) -> None:

@@ -401,6 +401,7 @@ def run_ganexp(cwd: Path, *args: str) -> subprocess.CompletedProcess:
     )
 
 
+@pytest.mark.slow  # a ganexp process; the same checks in-process are in the fast tier
 def test_a_looping_folder_with_a_truncated_image_is_refused_before_any_run(tmp_path: Path) -> None:
     root = tmp_path / "images"
     class_folders(root)

@@ -116,6 +116,7 @@ def user_folder(tmp_path: Path) -> Path:
     return folder
 
 
+@pytest.mark.slow  # a ganexp process that trains
 def test_a_users_loss_from_their_own_folder_trains(user_folder: Path) -> None:
     """The README's example, with R1 added to show the contract survives the interface's growth."""
     run_dir = user_folder / "run"
@@ -147,10 +148,15 @@ def test_a_users_loss_from_their_own_folder_trains(user_folder: Path) -> None:
             "+loss.margn=3",
             "loss.margn=3: not a parameter of mylosses.MarginLoss, which takes margin",
         ),
-        ("loss._target_=mylosses.Margin", "loss._target_='mylosses.Margin': cannot be imported"),
-        (
+        pytest.param(  # each a ganexp process: one of them in the fast tier
+            "loss._target_=mylosses.Margin",
+            "loss._target_='mylosses.Margin': cannot be imported",
+            marks=pytest.mark.slow,
+        ),
+        pytest.param(
             "loss._target_=torch.nn.MSELoss",
             "loss._target_='torch.nn.MSELoss': must be a subclass of ganexp.losses.GANLoss",
+            marks=pytest.mark.slow,
         ),
     ],
 )

@@ -149,6 +149,7 @@ def _users(folder: Path, *overrides: str):
     return validate(compose_config(f"hydra.searchpath=[file://{folder}/conf]", *overrides))
 
 
+@pytest.mark.slow  # three ganexp processes (train, then sample refused and done)
 def test_users_networks_and_norm_train_from_their_own_folder(user_folder: Path) -> None:
     run_dir = user_folder / "run"
     mine = ("generator=mine", "discriminator=mine", "norm=mine")
