@@ -111,7 +111,7 @@ def test_a_signal_inside_a_critic_step_stops_every_replica_at_one_step_and_resum
         sessions, group = build_replicas(cfg, resolved, tmp_path, name="r", group=None)
         signal_at_draw(group.trainers[replica], 13)  # step 3, third of its five critic draws
         with pytest.raises(Interrupted, match=f"stopped by SIGTERM at step {stops_at};") as stop:
-            execute_sessions(sessions, group.train)
+            execute_sessions(sessions)
         assert stop.value.exit_code == 128 + signal.SIGTERM
         whole = uninterrupted[name]
         for k in range(2):
@@ -161,7 +161,7 @@ def stop_in_first_evaluation(run_dir: Path, step: int | None) -> None:
     evaluate = next(i for i, hook in enumerate(hooks) if isinstance(hook, Evaluate))
     hooks.insert(evaluate, SignalBeforeEvaluation(step))
     with pytest.raises(Interrupted, match="stopped by SIGTERM at step 2;"):
-        execute_sessions(sessions, group.train)
+        execute_sessions(sessions)
     for k in range(2):
         state = load_checkpoint(last(run_dir, k))
         assert state["step"] == 2 and state[PENDING_EVAL] == 2, k

@@ -123,10 +123,10 @@ def test_replicas_share_the_real_side_of_evaluation_and_score_as_their_separate_
     monkeypatch.setattr(
         evaluator, "build_extractor", lambda *a: loads.append(a) or build_extractor(*a)
     )
-    sessions, group = build_replicas(cfg, resolved, tmp_path / "replicas", name="r", group=None)
+    sessions, _ = build_replicas(cfg, resolved, tmp_path / "replicas", name="r", group=None)
     assert len(loads) == 1  # the extractor is loaded once, for both replicas
     monkeypatch.undo()
-    results = execute_sessions(sessions, group.train)
+    results = execute_sessions(sessions)
     first, second = (session.evaluate.evaluate for session in sessions)
     assert second.extractor is first.extractor
     assert second._reference is first._reference and second._manifold is first._manifold
@@ -162,7 +162,7 @@ def test_a_replica_gone_non_finite_stops_alone(
     assert group.vectorized == bool(networks)
     with torch.no_grad():  # replica 1's D only (a view of its slice, when stacked)
         next(group.trainers[1].discriminator.parameters()).fill_(float("nan"))
-    results = execute_sessions(sessions, group.train)
+    results = execute_sessions(sessions)
     assert list(group.failed) == [1]
     assert "non-finite" in group.failed[1]
     assert "ganexp: replica 1: " in capsys.readouterr().err

@@ -203,3 +203,27 @@ def test_killed_after_its_checkpoint_and_resumed_the_history_equals_an_uninterru
     grids = sorted(r["step"] for r in resumed.history if "samples" in r)
     assert grids == [5, 10]  # each grid once
     assert {m.step_metric for m in resumed.metrics if m.glob_name == "loss/*"} == {"step"}
+
+
+def test_hooks_in_the_wrong_order_are_refused_before_training(tmp_path: Path) -> None:
+    """The checkpoint hook saves what the evaluation hook knows of a step, so it must come after
+    it: the loop checks the order the hooks declare before the first step."""
+    session = smoke_session(tmp_path, "trainer.max_steps=2")
+    trainer = session.trainer
+    names = [type(hook).__name__ for hook in trainer.hooks]
+    assert names.index("CheckFinite") < names.index("Evaluate") < names.index("Checkpoint")
+    trainer.hooks.reverse()
+    with pytest.raises(ValueError, match="hook Checkpoint must come after Evaluate"):
+        trainer.train()
+    assert trainer.step == 0
+
+
+def test_the_checkpoint_holds_each_hooks_own_state(tmp_path: Path) -> None:
+    """Evaluate keeps its state itself; the checkpoint asks every hook for what it keeps."""
+    session = smoke_session(tmp_path, "trainer.max_steps=3", "trainer.eval_every=3")
+    execute(session)
+    state = load_checkpoint(tmp_path / "checkpoints" / "last.pt")
+    own = session.evaluate.state_dict()
+    assert {"best", "latest_eval", "eval_setup"} <= own.keys()
+    for key, value in own.items():
+        assert state[key] == value, key

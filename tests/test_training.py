@@ -11,12 +11,11 @@ from pathlib import Path
 import pytest
 import torch
 from helpers import compose_config
-from omegaconf import OmegaConf
 from PIL import Image
 from wandb_runfile import image_keys, load_run
 
-from ganexp.config import validate
 from ganexp.engine.checkpoint import load_checkpoint
+from ganexp.session.preflight import plan_job
 from ganexp.session.run import run
 
 SCALARS = {"loss/d", "loss/g", "d/real", "d/fake", "grad_norm/g", "grad_norm/d", "lr/g", "lr/d"}
@@ -26,8 +25,7 @@ SCALARS |= {"perf/img_per_s"}
 def train(run_dir: Path, *overrides: str) -> dict[str, float]:
     """An in-process run of `ganexp OVERRIDES` in run_dir."""
     cfg = compose_config("experiment=smoke", "logger.mode=offline", *overrides)
-    resolved = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
-    return run(validate(cfg), resolved, run_dir, name="test", group="tests")
+    return run(plan_job(cfg, run_dir), run_dir, name="test", group="tests")
 
 
 def read_jsonl(path: Path) -> list[dict]:

@@ -33,8 +33,8 @@ from ganexp.session.job import (
 )
 from ganexp.session.preflight import (
     _NO_JOB_FLAGS,
-    check_config,
     flags_first,
+    plan_job,
     preflight,
     run_settings,
     split_argv,
@@ -145,14 +145,14 @@ def _job(cfg: DictConfig) -> float | None:
     main_process = True
     lock = None
     try:
-        run_cfg = check_config(cfg)
+        plan = plan_job(cfg)
+        run_cfg, resolved = plan.cfg, plan.resolved
         from ganexp.engine import distributed  # after the checks: torch takes seconds to import
         from ganexp.engine.device import resolve_device
         from ganexp.session.run import run
 
         # joins the other tasks of a multi-task submitit job (torchrun's joined in main())
         main_process = distributed.start(resolve_device(run_cfg.device.name).type).is_main
-        resolved = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
         if main_process:  # a single run's folder is held already (main), a sweep job's not
             lock = runfolder.hold("hydra.sweep.dir" if multirun else "hydra.run.dir", run_dir)
             reserve_room(run_dir)
@@ -160,13 +160,7 @@ def _job(cfg: DictConfig) -> float | None:
 
         if run_cfg.trainer.replicas > 1:
             return _replicas(run_cfg, resolved, run_dir, record, _run_name(hydra_cfg), multirun)
-        result = run(
-            run_cfg,
-            resolved,
-            run_dir,
-            name=_run_name(hydra_cfg),
-            group=group,
-        )
+        result = run(plan, run_dir, name=_run_name(hydra_cfg), group=group)
         record |= {"status": "completed", "steps": result.steps}
         record |= {"final": result.final, "best": result.best}
         if main_process:

@@ -164,93 +164,6 @@ class Evaluator(Protocol):
         """The metrics; ``should_stop`` is asked between batches (StopRequested on a yes)."""
 
 
-class Evaluate(Hook):
-    """Every ``every`` steps (0: only at the last step): the evaluator's metrics as ``eval/...``
-    keys, and a W&B table of the fixed-noise samples. Keeps checkpoints/best.pt by the headline
-    metric; place it before the Checkpoint hook so the last checkpoint of a step knows the best
-    value.
-
-    A stop signal between evaluation batches abandons the evaluation; the checkpoint then
-    records the step (``pending_eval``) and the resumed run evaluates it first. With several
-    processes rank 0 evaluates alone, so it cannot stop the others there: it finishes."""
-
-    def __init__(
-        self,
-        every: int,
-        tracker: Tracker,
-        evaluate: Evaluator,
-        checkpoint: Checkpoint,
-        fixed: FixedInputs | None = None,
-        class_names: tuple[str, ...] = (),
-    ):
-        self.every = every
-        self.tracker = tracker
-        self.evaluate = evaluate
-        self.checkpoint = checkpoint
-        self.fixed = fixed
-        self.class_names = class_names
-        self.latest: dict[str, float] = {}
-        self.best: dict[str, Any] = {}
-
-    def due(self, trainer: Trainer) -> bool:
-        return super().due(trainer) or (self.every == 0 and trainer.step == trainer.max_steps)
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        """The best value so far, the last evaluation and a pending one, from a checkpoint."""
-        if state.get("best"):
-            self.best = dict(state["best"])
-            self.checkpoint.extra["best"] = self.best
-        if state.get(PENDING_EVAL) is not None:
-            self.checkpoint.extra[PENDING_EVAL] = state[PENDING_EVAL]
-        if state.get(LATEST_EVAL):  # a finished run started again still reports its results
-            self.latest = dict(state[LATEST_EVAL])
-            self.checkpoint.extra[LATEST_EVAL] = self.latest
-
-    def before_train(self, trainer: Trainer) -> None:
-        if self.checkpoint.extra.get(PENDING_EVAL) == trainer.step:
-            self._evaluate(trainer)
-            if not trainer.world.distributed:  # (saving is collective; rank 0 alone is here)
-                self.checkpoint.save(trainer)  # last.pt no longer owes this evaluation
-
-    def after_step(self, trainer: Trainer) -> None:
-        if self.due(trainer):
-            self._evaluate(trainer)
-
-    def _evaluate(self, trainer: Trainer) -> None:
-        should_stop = None if trainer.world.distributed else trainer.stop_requested
-        try:
-            self.latest = {
-                f"eval/{k}": v for k, v in self.evaluate(trainer.sampler, should_stop).items()
-            }
-        except StopRequested:
-            self.checkpoint.extra[PENDING_EVAL] = trainer.step
-            raise
-        self.checkpoint.extra.pop(PENDING_EVAL, None)
-        if not self.latest:
-            return
-        self.checkpoint.extra[LATEST_EVAL] = self.latest
-        self.tracker.log(trainer.step, self.latest)
-        if self.fixed is not None and trainer.spec.kind == "image" and self.tracker.wandb_on:
-            fixed = self.fixed
-            samples = fixed.samples(trainer.sampler)
-            self.tracker.log_sample_table(trainer.step, samples, fixed.classes, self.class_names)
-        key = f"eval/{self.evaluate.headline}"
-        value = self.latest.get(key)
-        if value is not None and self._improves(value):
-            self.best = {"key": key, "value": value, "step": trainer.step}
-            self.checkpoint.extra["best"] = self.best
-            path = self.checkpoint.store.save_as(self.checkpoint.state(trainer), BEST)
-            self.tracker.log_checkpoint(path, trainer.step, ["best"])
-
-    def _improves(self, value: float) -> bool:
-        if not self.best:
-            return True
-        better = (
-            value > self.best["value"] if self.evaluate.maximize else value < self.best["value"]
-        )
-        return bool(better)
-
-
 class CheckFinite(Hook):
     """Stops the run at a non-finite loss or weight, naming the step and the tensor, before a
     checkpoint could save it. Runs on every logging and checkpoint step, and on every step on
@@ -282,12 +195,115 @@ class CheckFinite(Hook):
             )
 
 
+class Evaluate(Hook):
+    """Every ``every`` steps (0: only at the last step): the evaluator's metrics as ``eval/...``
+    keys, and a W&B table of the fixed-noise samples. Keeps checkpoints/best.pt by the headline
+    metric. Its state (the best value, the last evaluation, one a signal cut short, the
+    evaluator's setup) goes into every checkpoint; the Checkpoint hook runs after it, so the
+    last checkpoint of a step knows the best value.
+
+    A stop signal between evaluation batches abandons the evaluation; the checkpoint then
+    records the step (``pending_eval``) and the resumed run evaluates it first. With several
+    processes rank 0 evaluates alone, so it cannot stop the others there: it finishes."""
+
+    runs_after = (CheckFinite,)  # a non-finite run is stopped, not evaluated
+
+    def __init__(
+        self,
+        every: int,
+        tracker: Tracker,
+        evaluate: Evaluator,
+        checkpoint: Checkpoint,
+        fixed: FixedInputs | None = None,
+        class_names: tuple[str, ...] = (),
+        setup: dict[str, Any] | None = None,
+    ):
+        """``setup``: what the evaluator measures with (:meth:`Evaluator.setup`), kept in
+        checkpoints for ``ganexp-eval``."""
+        self.every = every
+        self.tracker = tracker
+        self.evaluate = evaluate
+        self.checkpoint = checkpoint
+        self.fixed = fixed
+        self.class_names = class_names
+        self.setup = setup
+        self.latest: dict[str, float] = {}
+        self.best: dict[str, Any] = {}
+        self.pending: int | None = None  # the step whose evaluation a stop signal cut short
+
+    def due(self, trainer: Trainer) -> bool:
+        return super().due(trainer) or (self.every == 0 and trainer.step == trainer.max_steps)
+
+    def state_dict(self) -> dict[str, Any]:
+        state: dict[str, Any] = {"eval_setup": self.setup} if self.setup is not None else {}
+        if self.best:
+            state["best"] = self.best
+        if self.latest:
+            state[LATEST_EVAL] = self.latest
+        if self.pending is not None:
+            state[PENDING_EVAL] = self.pending
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """The best value so far, the last evaluation and a pending one, from a checkpoint."""
+        if state.get("best"):
+            self.best = dict(state["best"])
+        self.pending = state.get(PENDING_EVAL)
+        if state.get(LATEST_EVAL):  # a finished run started again still reports its results
+            self.latest = dict(state[LATEST_EVAL])
+
+    def before_train(self, trainer: Trainer) -> None:
+        if self.pending == trainer.step:
+            self._evaluate(trainer)
+            if not trainer.world.distributed:  # (saving is collective; rank 0 alone is here)
+                self.checkpoint.save(trainer)  # last.pt no longer owes this evaluation
+
+    def after_step(self, trainer: Trainer) -> None:
+        if self.due(trainer):
+            self._evaluate(trainer)
+
+    def _evaluate(self, trainer: Trainer) -> None:
+        should_stop = None if trainer.world.distributed else trainer.stop_requested
+        try:
+            self.latest = {
+                f"eval/{k}": v for k, v in self.evaluate(trainer.sampler, should_stop).items()
+            }
+        except StopRequested:
+            self.pending = trainer.step
+            raise
+        self.pending = None
+        if not self.latest:
+            return
+        self.tracker.log(trainer.step, self.latest)
+        if self.fixed is not None and trainer.spec.kind == "image" and self.tracker.wandb_on:
+            fixed = self.fixed
+            samples = fixed.samples(trainer.sampler)
+            self.tracker.log_sample_table(trainer.step, samples, fixed.classes, self.class_names)
+        key = f"eval/{self.evaluate.headline}"
+        value = self.latest.get(key)
+        if value is not None and self._improves(value):
+            self.best = {"key": key, "value": value, "step": trainer.step}
+            path = self.checkpoint.store.save_as(self.checkpoint.state(trainer), BEST)
+            self.tracker.log_checkpoint(path, trainer.step, ["best"])
+
+    def _improves(self, value: float) -> bool:
+        if not self.best:
+            return True
+        better = (
+            value > self.best["value"] if self.evaluate.maximize else value < self.best["value"]
+        )
+        return bool(better)
+
+
 class Checkpoint(Hook):
     """Every ``every`` steps, at the end and when stopped by a signal: what a run needs to go
     on, as checkpoints/step_NNNNNN.pt and checkpoints/last.pt.
 
     With several processes only rank 0 writes; the random and data states of every process go
     into the checkpoint as ``ranks``, so that each continues its own streams exactly."""
+
+    # never saves a non-finite run; saves what Evaluate knows of this step (the best value)
+    runs_after = (CheckFinite, Evaluate)
 
     def __init__(
         self,
@@ -302,7 +318,6 @@ class Checkpoint(Hook):
         self.fixed = fixed
         self.tracker = tracker
         self.config = config
-        self.extra: dict[str, Any] = {}  # state other hooks add (e.g. the best metric)
 
     def after_step(self, trainer: Trainer) -> None:
         if self.due_or_stopping(trainer):
@@ -322,9 +337,10 @@ class Checkpoint(Hook):
 
     def state(self, trainer: Trainer) -> dict[str, Any]:
         """This process's view of the run (rank 0's is the whole of it with one process)."""
+        hooks = [hook.state_dict() for hook in trainer.hooks if hook is not self]
         return (
             trainer.state_dict()
-            | self.extra
+            | {key: value for state in hooks for key, value in state.items()}
             | {
                 "fixed": self.fixed.state_dict(),
                 "rng": rng_state(),

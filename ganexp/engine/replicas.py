@@ -26,17 +26,16 @@ training (:func:`ganexp.config.validate`).
 from __future__ import annotations
 
 import copy
-import sys
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 
 import torch
 from torch import nn
 from torch.func import functional_call, stack_module_state, vmap
 
-from ganexp.engine.trainer import Trainer
-from ganexp.errors import Interrupted, RunFailed, StopRequested
+from ganexp.engine.trainer import StepStrategy, Trainer
+from ganexp.errors import StopRequested
 from ganexp.models.common import pack_of
 from ganexp.parts.terms import LossPenalty
 
@@ -155,14 +154,18 @@ def _slice(value: Any, param: torch.Tensor, k: int) -> Any:
     return value.clone() if torch.is_tensor(value) else value
 
 
-class ReplicaGroup:
-    """K trainers (one per replica, each with its own hooks) trained by one stacked step, or,
-    not ``vectorized``, by each trainer's own step in turn (in its own stream: the separate
-    runs' arithmetic, bit for bit, in one process)."""
+class ReplicaGroup(StepStrategy):
+    """The step strategy of K trainers (one per replica, each with its own hooks): one stacked
+    step, or, not ``vectorized``, each trainer's own step in turn (in its own stream: the
+    separate runs' arithmetic, bit for bit, in one process). The first trainer's
+    :meth:`~ganexp.engine.trainer.Trainer.train` drives them; a replica whose hooks fail stops
+    alone."""
+
+    isolated = True
 
     def __init__(self, trainers: list[Trainer], rng: list[Stream], vectorized: bool) -> None:
         """``rng``: each replica's global torch streams, as its setup left them."""
-        self.trainers = trainers
+        self.trainers = self.runs = trainers
         self.replicas = len(trainers)
         self.rng = list(rng)
         self.step = trainers[0].step
@@ -170,6 +173,7 @@ class ReplicaGroup:
         self.failed: dict[int, str] = {}
         if vectorized:
             self._stack()
+        trainers[0].strategy = self
 
     def _stack(self) -> None:
         """Stack the replicas' networks, and their optimizers' states into one optimizer that
@@ -196,9 +200,8 @@ class ReplicaGroup:
         finally:
             self.rng[k] = get_stream()
 
-    @property
-    def active(self) -> list[int]:
-        return [k for k in range(self.replicas) if k not in self.failed]
+    def hook_context(self, k: int) -> AbstractContextManager:
+        return self.own_stream(k)
 
     def _draw(self) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
         """Each replica's batch, noise and (WGAN-GP) interpolation weights, in the order a
@@ -228,7 +231,7 @@ class ReplicaGroup:
         signal reaches the other replicas after the step (:meth:`train`), so that all of them
         stop at the same step."""
         if not self.vectorized:
-            for k in self.active:
+            for k in self.live:
                 trainer = self.trainers[k]
                 with self.own_stream(k):
                     try:
@@ -328,67 +331,6 @@ class ReplicaGroup:
         (grad,) = torch.autograd.grad(out.sum(), mixed, create_graph=True)
         norms = grad.reshape(out.shape[0], out.shape[1], -1).norm(2, dim=2)
         return weight * ((norms - 1) ** 2).mean(dim=1)
-
-    def train(self) -> None:
-        """Steps to max_steps; after each, every live replica's hooks, in its own stream. A
-        replica whose hooks fail (a non-finite loss or weight) stops alone, with one line; its
-        slice goes on being computed, unread, and cannot reach the others'.
-
-        A stop signal stops every replica at the same step, each as a separate run stops:
-        checkpointed at that step (its evaluation, if one was under way, left pending), then
-        Interrupted. The signal comes to the first trainer
-        (:func:`ganexp.session.run.stop_on_signals`);
-        the others are given it after each step, before their hooks."""
-        first = self.trainers[0]
-        started: list[int] = []
-        try:
-            for k in self.active:
-                started.append(k)
-                self._hooks(k, "before_train")
-            while self.step < first.max_steps and self.active:
-                self.run_step()
-                self.step += 1
-                signal = first.signal_received
-                for k in self.active:
-                    self.trainers[k].step += 1
-                    signal = self._after_step(k, signal)
-                if signal:
-                    raise Interrupted(signal, self.step)
-        except StopRequested:  # inside a step, or in the first replica's pending evaluation
-            signal = first.signal_received
-            for k in [k for k in self.active if k in started]:
-                self._hooks(k, "after_interrupt", signal)
-            raise Interrupted(signal, self.step) from None
-        for k in self.active:
-            self._hooks(k, "after_train")
-
-    def _after_step(self, k: int, signal: int) -> int:
-        """Replica k's hooks after a step, stopping for ``signal``; returns the signal the
-        replicas after it stop for: the one that abandoned its evaluation, if one did (the first
-        replica's, the signal's receiver), so that they stop at this step too."""
-        try:
-            self._hooks(k, "after_step", signal)
-        except StopRequested:
-            signal = self.trainers[0].signal_received
-            self._hooks(k, "after_interrupt", signal)
-        return signal
-
-    def _hooks(self, k: int, call: str, signal: int = 0) -> None:
-        """Replica k's hooks' ``call`` (``after_step``...) in its own stream, the replica
-        stopping for ``signal`` (0: none; the first trainer's ``signal_received`` is left to the
-        handler, which sets it at any moment). A replica whose hooks fail stops alone, with one
-        line."""
-        trainer = self.trainers[k]
-        trainer.stop_signal = signal
-        if k:
-            trainer.signal_received = signal
-        try:
-            with self.own_stream(k):
-                for hook in trainer.hooks:
-                    getattr(hook, call)(trainer)
-        except RunFailed as error:
-            self.failed[k] = str(error)
-            print(f"ganexp: replica {k}: {error}; the others go on", file=sys.stderr)
 
 
 def vectorize(networks: tuple[nn.Module, nn.Module], device: torch.device) -> bool:

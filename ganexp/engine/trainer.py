@@ -8,8 +8,9 @@ a device tensor, and nothing is read back to the host except by a hook on a step
 from __future__ import annotations
 
 import copy
+import sys
 from collections.abc import Callable
-from contextlib import nullcontext
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -21,7 +22,7 @@ from tqdm import tqdm
 from ganexp.data import BatchSource, DataSpec
 from ganexp.engine.checkpoint import rng_state, set_rng_state
 from ganexp.engine.distributed import World
-from ganexp.errors import Interrupted, StopRequested
+from ganexp.errors import Interrupted, RunFailed, StopRequested
 from ganexp.parts.losses import GANLoss
 from ganexp.parts.terms import StepBatch, Term
 
@@ -87,6 +88,7 @@ class Trainer:
     terms: list[Term] = field(default_factory=list)
     ema: AveragedModel | None = None  # trainer.ema_decay > 0: the EMA of G, updated each step
     hooks: list[Hook] = field(default_factory=list)
+    strategy: StepStrategy | None = None  # how a step is taken (None: this run's own step)
     world: World = field(default_factory=World)
     step: int = 0
     images_seen: int = 0
@@ -332,31 +334,46 @@ class Trainer:
 
     # -- the loop -------------------------------------------------------------------------------
     def train(self) -> None:
-        """Steps and their hooks to ``max_steps``. A stop signal ends the run at the last
-        completed step, with a checkpoint of it: looked at after every step (every process
-        stops at the same step, whichever of them got the signal), between critic iterations,
-        and between evaluation batches."""
+        """Steps and their hooks to ``max_steps``, for this run and every run its step strategy
+        trains with it (``trainer.replicas``: K replicas, this one the first).
+
+        A stop signal ends every run at the last completed step, with a checkpoint of it: looked
+        at after every step (every process stops at the same step, whichever of them got the
+        signal), between critic iterations, and between evaluation batches. The signal comes to
+        this run (:func:`ganexp.session.run.stop_on_signals`); the others are given it after
+        each step, before their hooks. Where the strategy isolates its runs (replicas), a run
+        whose hooks fail (a non-finite loss or weight) stops alone, with one line."""
+        strategy = self.strategy or OwnStep(self)
+        runs = strategy.runs
+        for run in runs:
+            check_hook_order(run.hooks)
+        started: list[int] = []
         try:
-            for hook in self.hooks:
-                hook.before_train(self)
-            while self.step < self.max_steps:
-                try:
-                    self.run_step()
-                except StopRequested:
-                    self.rewind_step()
-                    raise
-                self.step += 1
+            for k in strategy.live:
+                started.append(k)
+                strategy.call_hooks(k, "before_train", 0)
+            while strategy.step < self.max_steps and strategy.live:
+                strategy.run_step()
+                strategy.step += 1
+                for k in strategy.live:
+                    runs[k].step += 1
                 self.stop_requested()
-                for hook in self.hooks:
-                    hook.after_step(self)
-                if self.stop_signal:
-                    raise Interrupted(self.stop_signal, self.step)
-        except StopRequested:
-            for hook in self.hooks:
-                hook.after_interrupt(self)
-            raise Interrupted(self.stop_signal, self.step) from None
-        for hook in self.hooks:
-            hook.after_train(self)
+                signal = self.stop_signal
+                for k in strategy.live:
+                    try:
+                        strategy.call_hooks(k, "after_step", signal)
+                    except StopRequested:  # an evaluation abandoned: this step stops them all
+                        signal = self.stop_signal
+                        strategy.call_hooks(k, "after_interrupt", signal)
+                if signal:
+                    raise Interrupted(signal, strategy.step)
+        except StopRequested:  # inside a step: every run is back at its last completed step
+            signal = self.stop_signal
+            for k in [k for k in strategy.live if k in started]:
+                strategy.call_hooks(k, "after_interrupt", signal)
+            raise Interrupted(signal, strategy.step) from None
+        for k in strategy.live:
+            strategy.call_hooks(k, "after_train", 0)
 
     def state_dict(self) -> dict[str, Any]:
         return {
@@ -423,9 +440,20 @@ def generator_ema(generator: nn.Module, decay: float) -> AveragedModel:
 
 class Hook:
     """Runs around the loop (detectron2's hook contract). ``every``: the interval in steps; a
-    hook with an interval also fires on the last step."""
+    hook with an interval also fires on the last step. A hook owns its state: what it keeps in
+    a checkpoint comes from its :meth:`state_dict` and goes back through :meth:`load_state_dict`.
+    ``runs_after``: hook types that must come before it in a run's hooks where both are there
+    (checked when training starts, :func:`check_hook_order`)."""
 
     every: int = 0
+    runs_after: tuple[type[Hook], ...] = ()
+
+    def state_dict(self) -> dict[str, Any]:
+        """Entries this hook adds to a checkpoint (top-level keys)."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Its own entries back, from a whole checkpoint."""
 
     def due(self, trainer: Trainer) -> bool:
         return self.every > 0 and (
@@ -448,6 +476,75 @@ class Hook:
         """Called when a stop signal abandoned a step or a hook's work: the trainer holds the
         state of its last completed step (``trainer.step``), whose other hooks may not all have
         run."""
+
+
+def check_hook_order(hooks: list[Hook]) -> None:
+    """Every hook after the hooks it says it runs after (a mistake in building a run)."""
+    for position, hook in enumerate(hooks):
+        for later in hooks[position + 1 :]:
+            if any(isinstance(later, kind) for kind in hook.runs_after):
+                raise ValueError(
+                    f"hook {type(hook).__name__} must come after {type(later).__name__}"
+                )
+
+
+class StepStrategy:
+    """How :meth:`Trainer.train` takes one step of its runs, and runs their hooks.
+
+    ``runs``: the trainers stepped together (the first drives the loop); ``live``: the indices
+    of those still training; ``step``: the steps completed. :meth:`run_step` takes one step of
+    every live run, or abandons it with StopRequested, every run back at its last completed
+    step."""
+
+    runs: list[Trainer]
+    step: int
+    failed: dict[int, str]
+    isolated = False  # a run whose hooks fail stops alone (replicas), or the loop stops
+
+    @property
+    def live(self) -> list[int]:
+        return [k for k in range(len(self.runs)) if k not in self.failed]
+
+    def run_step(self) -> None:
+        raise NotImplementedError
+
+    def hook_context(self, k: int) -> AbstractContextManager:
+        """What run k's hooks run inside (a replica's own random stream)."""
+        return nullcontext()
+
+    def call_hooks(self, k: int, call: str, signal: int) -> None:
+        """Run k's hooks' ``call``, the run stopping for ``signal`` (0: none; the first run's
+        ``signal_received`` is left to the handler, which sets it at any moment)."""
+        run = self.runs[k]
+        run.stop_signal = signal
+        if k:
+            run.signal_received = signal
+        try:
+            with self.hook_context(k):
+                for hook in run.hooks:
+                    getattr(hook, call)(run)
+        except RunFailed as error:
+            if not self.isolated:
+                raise
+            self.failed[k] = str(error)
+            print(f"ganexp: replica {k}: {error}; the others go on", file=sys.stderr)
+
+
+class OwnStep(StepStrategy):
+    """One run's own step (:meth:`Trainer.run_step`), in one process or in each of several."""
+
+    def __init__(self, run: Trainer) -> None:
+        self.runs = [run]
+        self.step = run.step
+        self.failed = {}
+
+    def run_step(self) -> None:
+        run = self.runs[0]
+        try:
+            run.run_step()
+        except StopRequested:
+            run.rewind_step()
+            raise
 
 
 def grad_norm(module: nn.Module) -> torch.Tensor:

@@ -35,6 +35,7 @@ from ganexp.config import (
     validate,
 )
 from ganexp.errors import ConfigError
+from ganexp.session.plan import Plan
 
 if TYPE_CHECKING:
     from torch import nn
@@ -135,16 +136,52 @@ def _sweeper_params(overrides: list[str]) -> dict[str, str]:
     return {str(k): str(v) for k, v in sweeper.params.items()}
 
 
+# plans the command's check made before Hydra started the job in this process, by job
+_PLANS: dict[tuple[str, str], Plan] = {}
+
+
 def check_config(cfg: DictConfig, run_dir: Path | None = None) -> RunConfig:
     """Everything a job checks before it starts work; returns the typed config.
 
     ``run_dir``: the job's run folder, whose own checkpoints it would continue from (inside a
     Hydra job, Hydra's output dir when not given).
     """
-    return _check(cfg, run_dir)[0]
+    return plan_job(cfg, run_dir).cfg
 
 
-def _check(cfg: DictConfig, run_dir: Path | None) -> tuple[RunConfig, DataSpec]:
+def plan_job(cfg: DictConfig, run_dir: Path | None = None) -> Plan:
+    """The job's :class:`Plan`: the one the command's check made of this job before Hydra
+    started it in this process (its checkpoint unchanged since), or checked now."""
+    if run_dir is None and HydraConfig.initialized():
+        run_dir = Path(HydraConfig.get().runtime.output_dir)
+    planned = _PLANS.pop(_plan_key(cfg, run_dir), None)
+    if planned is not None and _unchanged(planned, run_dir):
+        return planned
+    return _check(cfg, run_dir)
+
+
+def _plan_key(cfg: DictConfig, run_dir: Path | None) -> tuple[str, str]:
+    return OmegaConf.to_yaml(cfg, resolve=True), str(run_dir)
+
+
+def _unchanged(plan: Plan, run_dir: Path | None) -> bool:
+    """Whether the checkpoint the job would continue from is still the one the plan read."""
+    from ganexp.engine.checkpoint import resume_source
+
+    if plan.resumed is None:
+        return resume_source(plan.cfg.resume, run_dir or Path.cwd()) is None
+    return _stamp(plan.resumed[1]) == plan.stamp
+
+
+def _stamp(path: Path) -> tuple[int, int] | None:
+    try:
+        stat = path.stat()
+    except OSError:
+        return None
+    return stat.st_mtime_ns, stat.st_size
+
+
+def _check(cfg: DictConfig, run_dir: Path | None) -> Plan:
     run_cfg = validate(cfg)
     # torch and torchvision take seconds to import: a typo is reported before that
     from ganexp.tasks import check as check_task
@@ -200,7 +237,10 @@ def _check(cfg: DictConfig, run_dir: Path | None) -> tuple[RunConfig, DataSpec]:
         stacked=stacked,
     )
     check_memory(run_cfg, need, device)
-    return run_cfg, spec
+    if run_cfg.trainer.replicas > 1:  # each replica continues from its own folder's checkpoint
+        resumed = None
+    stamp = _stamp(resumed[1]) if resumed else None
+    return Plan(run_cfg, resolved, spec, resumed, generator, discriminator, stamp)
 
 
 def _replicas_from_one_checkpoint(cfg: RunConfig) -> ConfigError:
@@ -517,7 +557,10 @@ def preflight(argv: list[str]) -> None:
             jobs.append((job, cfg, run_dir))
         check_distinct_runs([(job, cfg) for job, cfg, _ in jobs])
         for _, cfg, run_dir in jobs:
-            run_cfg, spec = _check(cfg, run_dir)
+            plan = _check(cfg, run_dir)
+            run_cfg, spec = plan.cfg, plan.spec
+            if not multirun:  # the job Hydra starts next in this process takes it over
+                _PLANS[_plan_key(cfg, run_dir)] = plan
             seeds.add(run_cfg.seed)
             replicas = max(replicas, run_cfg.trainer.replicas)
             for note in notes(run_cfg, spec):

@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -43,6 +43,7 @@ from ganexp.parts.losses import build_loss
 from ganexp.parts.terms import loss_terms
 from ganexp.session.build import build_discriminator, build_generator, build_optimizer
 from ganexp.session.job import note_step
+from ganexp.session.plan import Plan
 from ganexp.tasks import task_of
 from ganexp.tracking.logger import NullTracker, Tracker
 
@@ -219,9 +220,11 @@ def setup(
     group: str | None,
     job_type: str = "train",
     real_side: Evaluator | None = None,
+    resumed: tuple[dict[str, Any], Path] | Literal["read"] | None = "read",
 ) -> Session:
     """Build everything a run needs in ``run_dir``, continuing from a checkpoint if there is one.
     ``real_side``: an evaluator whose real side this run's shares (:func:`build_evaluator`).
+    ``resumed``: the checkpoint its plan read ((state, path), or None: none), or "read" it here.
 
     With several processes (torchrun) each builds the same networks, trains through DDP on its
     part of every batch, and only rank 0 writes files, samples, evaluations and the W&B run.
@@ -236,7 +239,8 @@ def setup(
     configure_backends(cfg, device)
 
     task = task_of(cfg)
-    resumed = load_resume(resume_source(cfg.resume, run_dir))
+    if resumed == "read":
+        resumed = load_resume(resume_source(cfg.resume, run_dir))
     seed_everything(cfg.seed)
     spec = data_spec(cfg.data)
     data = build_data(cfg.data, cfg.trainer.batch_size, device, cfg.seed, world)
@@ -312,11 +316,10 @@ def setup(
             file=sys.stderr,
         )
         tracker.update_config({"eval": setup_record})
-        checkpoint.extra["eval_setup"] = setup_record
         every = cfg.trainer.eval_every
-        evaluate = Evaluate(every, tracker, evaluator, checkpoint, fixed, spec.class_names)
-        if state is not None:
-            evaluate.load_state_dict(state)
+        evaluate = Evaluate(
+            every, tracker, evaluator, checkpoint, fixed, spec.class_names, setup_record
+        )
     intervals = (cfg.trainer.log_every, cfg.trainer.checkpoint_every)
     # rank 0 alone draws samples and evaluates; the other hooks run in every process
     grids = [SampleGrid(cfg.trainer.sample_every, tracker, fixed, centers)] if world.is_main else []
@@ -330,6 +333,9 @@ def setup(
         *([evaluate] if evaluate else []),
         checkpoint,
     ]
+    if state is not None:
+        for hook in trainer.hooks:
+            hook.load_state_dict(state)
     if cfg.device.compile:
         compile_networks([generator, discriminator], lambda: _probe_step(trainer))
     if cfg.logger.watch:
@@ -377,20 +383,21 @@ def execute(session: Session) -> RunResult:
     early carries the last step it completed, for job.json
     (:func:`ganexp.session.job.noted_step`)."""
     try:
-        return execute_sessions([session], session.trainer.train)[0]
+        return execute_sessions([session])[0]
     except BaseException as stop:
         note_step(stop, session.trainer.step)
         raise
 
 
-def execute_sessions(sessions: list[Session], train: Callable[[], None]) -> list[RunResult]:
-    """Run ``train`` (one trainer's loop, or replicas' shared one); every W&B run is finished
-    whatever happens. Stop signals reach the first session's trainer."""
+def execute_sessions(sessions: list[Session]) -> list[RunResult]:
+    """Train the sessions: the first one's loop trains them all (one run, or replicas through
+    their step strategy); every W&B run is finished whatever happens. Stop signals reach the
+    first session's trainer."""
     exit_code = 1
     completed = False
     try:
         with stop_on_signals(sessions[0].trainer):
-            train()
+            sessions[0].trainer.train()
         exit_code = 0
         completed = True
     except Interrupted:
@@ -453,16 +460,20 @@ def report(result: RunResult, run_dir: Path, wall_time_s: float) -> str:
 
 
 def run(
-    cfg: RunConfig,
-    resolved: dict[str, Any],
-    run_dir: Path,
-    *,
-    name: str,
-    group: str | None,
-    job_type: str = "train",
+    plan: Plan, run_dir: Path, *, name: str, group: str | None, job_type: str = "train"
 ) -> RunResult:
-    """Train one run in ``run_dir``."""
-    return execute(setup(cfg, resolved, run_dir, name=name, group=group, job_type=job_type))
+    """Train one run in ``run_dir`` from its checked plan (its checkpoint already read)."""
+    return execute(
+        setup(
+            plan.cfg,
+            plan.resolved,
+            run_dir,
+            name=name,
+            group=group,
+            job_type=job_type,
+            resumed=plan.resumed,
+        )
+    )
 
 
 def replica_dir(run_dir: Path, k: int) -> Path:
@@ -517,7 +528,7 @@ def train_replicas(
     replica's (result, error): a replica that failed alone has no result and its error."""
     sessions, replicas = build_replicas(cfg, resolved, run_dir, name=name, group=group)
     try:
-        results = execute_sessions(sessions, replicas.train)
+        results = execute_sessions(sessions)
     except BaseException as stop:  # every replica stopped at the group's step
         note_step(stop, replicas.step)
         raise
