@@ -3,10 +3,11 @@
 Which commands run (the rule the pages promise, docs/development.md):
 
 - every command of a ```bash block in README.md and docs/*.md, one test each (a command shown
-  on several pages once), in a subprocess
-  with the venv's bin/ first on PATH, in one temporary folder, and must exit 0;
-- unless :data:`SKIPPED` names it, with the reason (a GPU, a cluster, the network, hours, or a
-  ``make`` target); a SKIPPED entry that no page shows any more fails, so the table stays honest;
+  on several pages once), in a subprocess with the venv's bin/ first on PATH, in one temporary
+  folder, and must exit 0;
+- unless :data:`SKIPPED` names it, with the reason (a GPU, a cluster, the network, hours, a
+  ``make`` target, or in smoke mode a repeat of a run another command makes); a SKIPPED entry
+  that no page shows any more fails, so the table stays honest;
 - a ```python or ```yaml block whose opening comment lines name a file (``# mylosses.py``,
   ``# conf/loss/mine.yaml``) is written to that file in the folder first;
 - ```console and ```text blocks (shown output, error examples) are never run.
@@ -16,8 +17,9 @@ a ``debug`` option), ``logger=none`` (unless it sets a ``logger`` key, then W&B 
 tests/conftest.py sets it up) and its own ``hydra.run.dir`` (or ``hydra.sweep.dir`` with
 ``-m``); keys that only set a run's length (:data:`SMOKE_OWNED`) are dropped so that smoke's
 values hold, and an Optuna search runs 2 trials. ``ganexp-sample`` / ``ganexp-eval`` run against a
-checkpoint the test trains first (a Pix2Pix one for ``mode=translate``, a CycleGAN one with
-``direction=ba``). ``DIR`` placeholders become small folders of images the test writes.
+checkpoint of a documented run (:data:`REUSABLE`; trained first when that run did not run): a
+Pix2Pix one for ``mode=translate``, a CycleGAN one with ``direction=ba``. ``DIR`` placeholders
+become small folders of images the test writes.
 """
 
 from __future__ import annotations
@@ -97,7 +99,8 @@ ADJUSTED: dict[str, tuple[str, ...]] = {
     "ganexp task=semi_supervised data.labels_per_class=50": ("data.limit=1000",),
 }
 GANEXP = ("ganexp", "python -m ganexp")
-# documented single runs whose run folder serves as the checkpoint ganexp-sample/-eval read
+# documented runs whose run folder (a sweep's first job's) serves as the checkpoint
+# ganexp-sample / ganexp-eval read
 REUSABLE = {
     "default": ("ganexp", "ganexp experiment=smoke"),
     "pix2pix": ("ganexp -m experiment=pix2pix_fashion_edges",),
