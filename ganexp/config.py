@@ -534,16 +534,13 @@ def _task(cfg: DictConfig) -> None:
 
 def _replicas(cfg: DictConfig) -> None:
     """What replicas (ganexp.engine.replicas) cannot vectorize, refused with trainer.replicas >
-    1."""
+    1: these keys; the loss terms each say for themselves (ganexp.session.preflight)."""
     _positive(cfg, "trainer.replicas")
     replicas = cfg.trainer.replicas
     if replicas == 1:
         return
     norms = (cfg.norm.generator, cfg.norm.discriminator)
     refused = {
-        "loss.r1_weight": cfg.loss.r1_weight > 0,
-        "loss.generator_loss": cfg.loss.generator_loss == "feature_matching",
-        "loss.historical_weight": cfg.loss.historical_weight > 0,
         "data.augment": cfg.data.augment != "none",
         "discriminator.batch_view": cfg.discriminator.batch_view != "none",
         "norm.generator": cfg.norm.generator == Norm.virtual_batch or Norm.custom in norms,

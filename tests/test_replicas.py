@@ -8,12 +8,13 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import checkpoint_weights, smoke_config, smoke_run
+from helpers import checkpoint_weights, compose_config, smoke_config, smoke_run
 from test_sweeps import TINY, TOY, ganexp_cmd, read_csv
 from wandb_runfile import load_run
 
 from ganexp.errors import ConfigError
 from ganexp.metrics import evaluator
+from ganexp.session.preflight import check_config
 from ganexp.session.run import build_replicas, execute_sessions, train_replicas
 
 MLP = ("data=ring8", "generator=mlp", "discriminator=mlp")
@@ -263,3 +264,20 @@ def test_a_replicas_folder_continues_as_a_separate_run(
     replica = tmp_path / "whole" / "replica_1" / "checkpoints" / "last.pt"
     single = tmp_path / "group" / "replica_1" / "checkpoints" / "last.pt"
     assert _max_difference(replica, single) < 1e-6
+
+
+@pytest.mark.parametrize(
+    ("override", "expected"),
+    [
+        ("loss.r1_weight=1", "loss.r1_weight=1.0"),
+        ("loss.historical_weight=0.1", "loss.historical_weight=0.1"),
+        ("loss.generator_loss=feature_matching", "loss.generator_loss='feature_matching'"),
+    ],
+)
+def test_a_term_replicas_cannot_stack_is_refused_by_the_term(override: str, expected: str) -> None:
+    """Which loss terms stacked replicas compute is the terms' own answer (Term.stackable),
+    asked before anything runs; the gradient penalty is one they compute."""
+    check_config(compose_config("experiment=smoke", *MLP, "trainer.replicas=2", "loss=wgan_gp"))
+    with pytest.raises(ConfigError) as refused:
+        check_config(compose_config("experiment=smoke", *MLP, "trainer.replicas=2", override))
+    assert str(refused.value).startswith(f"{expected}: not vectorized across replicas")

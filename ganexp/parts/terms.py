@@ -60,6 +60,7 @@ class Term:
     """
 
     player: str = "d"
+    key: str = ""  # the config key that asks for it (named when it is refused)
     keys: tuple[str, ...] = ()
     state_key: str | None = None
     penalty: bool = False
@@ -89,6 +90,7 @@ class LossPenalty(Term):
     """The penalty that comes with the loss: WGAN-GP's gradient penalty, or the ``regularizer``
     a user's loss overrides; logged as ``loss/gp``."""
 
+    key = "loss.name"
     keys = ("loss/gp",)
     penalty = True
 
@@ -106,6 +108,7 @@ class LossPenalty(Term):
 class R1(Term):
     """R1 on real data (``loss.r1_weight``), lazily every ``loss.r1_every`` critic steps."""
 
+    key = "loss.r1_weight"
     keys = ("loss/r1",)
     penalty = True
 
@@ -123,6 +126,7 @@ class Historical(Term):
     """Historical averaging of one player (``loss.historical_weight``): its distance from the
     mean of its past parameters, the mean updated after each of its optimizer steps."""
 
+    key = "loss.historical_weight"
     autocast = False
 
     def __init__(self, player: str, net: nn.Module, weight: float) -> None:
@@ -150,6 +154,7 @@ class FeatureMatching(Term):
     instead of the adversarial loss."""
 
     player = "g"
+    key = "loss.generator_loss"
     replaces_adversarial = True
 
     def __call__(self, step: StepBatch) -> Value:
@@ -177,8 +182,3 @@ def loss_terms(
 def has_penalty(terms: list[Term]) -> bool:
     """Whether any term differentiates D with respect to its input."""
     return any(term.penalty for term in terms)
-
-
-def refused_by_replicas(terms: list[Term]) -> Term | None:
-    """The first term stacked replicas cannot compute, or None."""
-    return next((term for term in terms if not term.stackable), None)

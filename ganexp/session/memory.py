@@ -38,9 +38,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ganexp.config import LossName, OptimName, RunConfig
+from ganexp.config import OptimName, RunConfig
 from ganexp.data import DataSpec
 from ganexp.errors import ConfigError
+from ganexp.parts.losses import build_loss
+from ganexp.parts.terms import loss_terms
 from ganexp.tasks import task_of
 
 STEP_FACTOR = 2
@@ -170,8 +172,9 @@ def estimate(
     and one replica evaluates at a time."""
     act_g, act_d = activations(generator, discriminator, cfg, spec)
     batch = max(cfg.trainer.batch_size // processes, 1)
-    gp, r1 = cfg.loss.name == LossName.wgan_gp, cfg.loss.r1_weight > 0
-    d_passes = 2 + 2 * gp + 2 * r1
+    # real and fake, and two more (a forward and its double backward) per penalty on D's input
+    terms = loss_terms(cfg.loss, build_loss(cfg.loss), generator, discriminator)
+    d_passes = 2 + 2 * sum(term.penalty for term in terms)
     # the task's passes (unpaired translation: both domains, translated there and back)
     task = task_of(cfg)
     batch, g_passes = task.step_load(batch)

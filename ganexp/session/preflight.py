@@ -25,6 +25,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from ganexp.config import (
     CONFIG_MODULE,
+    REPLICAS_ALLOWED,
     SEED_MAX,
     NetConfig,
     Norm,
@@ -219,6 +220,8 @@ def _check(cfg: DictConfig, run_dir: Path | None) -> Plan:
     check_sizes(run_cfg, spec)
     task.check_data(spec)
     generator, discriminator = check_buildable(run_cfg, spec)
+    if run_cfg.trainer.replicas > 1:
+        _check_stackable(run_cfg, generator, discriminator)
     for state, job_cfg, job_resolved in checks:
         check_resume_fits(state, job_cfg, job_resolved, spec, generator, discriminator)
     processes = launched_world_size()
@@ -241,6 +244,18 @@ def _check(cfg: DictConfig, run_dir: Path | None) -> Plan:
         resumed = None
     stamp = _stamp(resumed[1]) if resumed else None
     return Plan(run_cfg, resolved, spec, resumed, generator, discriminator, stamp)
+
+
+def _check_stackable(cfg: RunConfig, generator: nn.Module, discriminator: nn.Module) -> None:
+    """Stacked replicas compute only the loss terms that say they can be stacked."""
+    from ganexp.parts.losses import build_loss
+    from ganexp.parts.terms import loss_terms
+
+    terms = loss_terms(cfg.loss, build_loss(cfg.loss), generator, discriminator)
+    refused = next((term for term in terms if not term.stackable), None)
+    if refused is not None:
+        k = cfg.trainer.replicas
+        raise ConfigError(refused.key, lookup(cfg, refused.key), REPLICAS_ALLOWED.format(k))
 
 
 def _replicas_from_one_checkpoint(cfg: RunConfig) -> ConfigError:
