@@ -136,3 +136,52 @@ def assert_translates_a_folder(
         made = generate(translator, torch.zeros(1, 100), to_signed_unit(images[i : i + 1]))
         expected = ((made[0, 0].clamp(-1, 1) + 1) * 127.5).round()
         assert (torch.from_numpy(np.array(written)).float() - expected).abs().max() <= 1
+
+
+CONF = Path(__file__).resolve().parent.parent / "ganexp" / "conf"
+
+
+def as_option_yaml(*overrides: str) -> str:
+    """Command-line overrides as one YAML of a config group (`# @package _global_`): a group's
+    choice (``norm=spectral``) as a defaults override, a key (``trainer.z_dim=8``) as a value.
+    Hydra composes ``+case=NAME`` with it as it composes the overrides themselves."""
+    import yaml
+
+    defaults, values = [], {}
+    for override in overrides:
+        key, _, value = override.partition("=")
+        if "." not in key and (CONF / key).is_dir():
+            defaults.append({f"override /{key}": value})
+            continue
+        node = values
+        *parents, last = key.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[last] = yaml.safe_load(value)
+    text = yaml.safe_dump({"defaults": [*defaults, "_self_"], **values}, sort_keys=False)
+    return f"# @package _global_\n{text}"
+
+
+def cli_sweep(folder: Path, cases: dict[str, tuple[str, ...]], *common: str) -> dict[str, Path]:
+    """One `ganexp -m` process training every case (a set of overrides, by name) with the
+    ``common`` overrides, instead of a `ganexp` process per case (a Python start and the imports
+    each): the run folder of each case, by name. The command must succeed; each test then reads
+    its own case's folder."""
+    from test_sweeps import ganexp_cmd
+
+    conf = folder / "conf" / "case"
+    conf.mkdir(parents=True)
+    for name, overrides in cases.items():
+        (conf / f"{name}.yaml").write_text(as_option_yaml(*overrides))
+    sweep = folder / "sweep"
+    result = ganexp_cmd(
+        "-m",
+        *common,
+        f"hydra.searchpath=[file://{folder}/conf]",
+        f"+case={','.join(cases)}",
+        f"hydra.sweep.dir={sweep}",
+        cwd=folder,
+        timeout=900,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return {name: sweep / str(num) for num, name in enumerate(cases)}

@@ -3,14 +3,15 @@ hand computations, their place next to D's features, and runs through the `ganex
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
 import pytest
 import torch
-from helpers import smoke_config
+from helpers import cli_sweep, smoke_config
 from test_bad_input import refusal
-from test_sweeps import TINY, ganexp_cmd
+from test_sweeps import TINY
 from wandb_runfile import load_run
 
 from ganexp.data import data_spec
@@ -98,21 +99,34 @@ def test_bad_batch_views_are_refused_naming_the_key(argv: list[str], expected: s
     assert refusal(*argv).startswith(expected)
 
 
+CLI_CASES = {
+    "mbd-spectral-hinge": (
+        "discriminator.batch_view=minibatch_discrimination",
+        "norm=spectral",
+        "loss=hinge",
+    ),
+    "stddev-layer-wgan_gp": (
+        "discriminator.batch_view=minibatch_stddev",
+        "loss=wgan_gp",
+        "norm=layer",
+    ),
+    "stddev-packed": ("discriminator.batch_view=minibatch_stddev", "discriminator.pack=2"),
+}
+
+
+@pytest.fixture(scope="module")
+def cli_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """The cases trained by one `ganexp -m` process (W&B offline): a run folder each."""
+    folder = tmp_path_factory.mktemp("batch_views")
+    return cli_sweep(folder, CLI_CASES, *TINY, "logger.mode=offline")
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize(
-    "overrides",
-    [
-        ("discriminator.batch_view=minibatch_discrimination", "norm=spectral", "loss=hinge"),
-        ("discriminator.batch_view=minibatch_stddev", "loss=wgan_gp", "norm=layer"),
-        ("discriminator.batch_view=minibatch_stddev", "discriminator.pack=2"),
-    ],
-    ids=["mbd-spectral-hinge", "stddev-layer-wgan_gp", "stddev-packed"],
-)
-def test_batch_views_train_through_the_cli(tmp_path: Path, overrides: tuple[str, ...]) -> None:
-    result = ganexp_cmd(
-        *TINY, *overrides, "logger.mode=offline", f"hydra.run.dir={tmp_path}/run", cwd=tmp_path
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    run = load_run(tmp_path / "run")
+@pytest.mark.parametrize("case", list(CLI_CASES))
+def test_batch_views_train_through_the_cli(cli_runs: dict[str, Path], case: str) -> None:
+    overrides = CLI_CASES[case]
+    run_dir = cli_runs[case]
+    assert json.loads((run_dir / "job.json").read_text())["status"] == "completed"
+    run = load_run(run_dir)
     assert run.config["discriminator"]["batch_view"] == overrides[0].split("=")[1]
     assert [row["step"] for row in run.history if "loss/d" in row] == [1, 2]
