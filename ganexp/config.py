@@ -101,26 +101,30 @@ class Loader(StrEnum):
 
 @dataclass
 class DataConfig:
+    # the data set: image files, a toy 2-D mixture or translation pairs (conf/data/)
     name: str = "fashion_mnist"
     root: str | None = None  # a folder holding the dataset's files; null = look elsewhere
     search: list[str] = field(default_factory=list)  # local copies tried after root
     download: bool = True  # torchvision's download, the last resort
+    # downloads, staged copies, cached real-image statistics
     cache_dir: str = "${oc.env:GANEXP_CACHE,'~/.cache/ganexp'}"
     limit: int | None = None  # cap on training examples (smoke runs)
-    image_size: int = 32
-    channels: int = 1
+    image_size: int = 32  # images are resized to this square size
+    channels: int = 1  # 1 (grey) or 3 (RGB); image folders are converted to it
     num_classes: int | None = 10  # 0: unlabelled; null: counted from the data (image_folder)
     loader: Loader = Loader.auto  # tensor: whole set on the device; dataloader: torch DataLoader
-    num_workers: int = 0
+    num_workers: int = 0  # dataloader worker processes (loader=dataloader)
+    # check downloaded and found files against the data set's checksums
     verify_checksums: bool = True
     # toy 2-D mixtures (PacGAN parameters)
     modes: int = 0
-    radius: float = 1.0
-    spacing: float = 2.0
-    std: float = 0.01
+    radius: float = 1.0  # ring8: the ring's radius
+    spacing: float = 2.0  # grid25: the distance between neighbouring modes
+    std: float = 0.01  # each mode's standard deviation
     scale: float = 1.0  # toy points are divided by this (the WGAN-GP toy code's 1.414, 2.828)
     train_size: int = 0  # toy: a fixed set of this many points, resampled; 0: fresh every batch
     augment: str = "none"  # none | diffaug: D sees real and fake through DiffAugment (images)
+    # DiffAugment's transforms, applied in this order
     augment_policy: list[str] = field(default_factory=lambda: ["color", "translation", "cutout"])
     # task=semi_supervised: the labelled subset, this many training examples of each class
     labels_per_class: int | None = None  # null: every example keeps its label
@@ -135,7 +139,7 @@ class UserClass:
     the schema lacks are that class's constructor keywords, which :func:`validate` collects
     into ``parameters`` (an attribute, not a config key)."""
 
-    _target_: str | None = None
+    _target_: str | None = None  # the user's own class, module.Class (docs/your-own-parts.md)
 
     def __post_init__(self) -> None:
         self.parameters: dict[str, Any] = {}
@@ -146,12 +150,12 @@ class NetConfig(UserClass):
     """A built-in network (``arch`` and the keys below), or the user's nn.Module class
     (``_target_``), which ignores them."""
 
-    arch: Arch = Arch.dcgan
+    arch: Arch = Arch.dcgan  # the architecture (conf/generator/, conf/discriminator/)
     width: int = 64  # base channel count (dcgan; resnet: every block's) or hidden units (mlp)
     depth: int = 0  # extra 3x3 layers (dcgan) or residual blocks (resnet); mlp: hidden layers
-    activation: Activation = Activation.default
+    activation: Activation = Activation.default  # the hidden layers' nonlinearity
     maxout_pieces: int = 5  # activation=maxout only
-    init: Init = Init.default
+    init: Init = Init.default  # how weights are initialized
     pack: int = 1  # discriminator only: D judges packs of this many samples (PacGAN)
     # discriminator only: none | minibatch_discrimination | minibatch_stddev
     batch_view: str = "none"
@@ -165,10 +169,10 @@ class NetConfig(UserClass):
 class NormConfig(UserClass):
     """Each network's norm; ``custom`` is the user's class named by ``_target_``."""
 
-    generator: Norm = Norm.batch
-    discriminator: Norm = Norm.batch
-    num_groups: int = 8
-    eps: float = 1e-5
+    generator: Norm = Norm.batch  # the generator's norm layers
+    discriminator: Norm = Norm.batch  # the discriminator's norm layers
+    num_groups: int = 8  # group norm: channels per layer are split into this many groups
+    eps: float = 1e-5  # every norm layer's epsilon
     sync_batchnorm: bool = False  # several processes: batch norm over the whole batch (CUDA)
 
 
@@ -178,7 +182,7 @@ class LossConfig(UserClass):
     whose constructor keywords are the node's other keys (the one node Hydra lets hold keys the
     schema lacks; :func:`validate` checks them against the class)."""
 
-    name: LossName = LossName.bce
+    name: LossName = LossName.bce  # the adversarial loss (conf/loss/)
     # non_saturating | minimax (bce only) | feature_matching (any loss; Salimans et al. 2016)
     generator_loss: str = "non_saturating"
     label_smoothing: float = 0.0  # bce only: one-sided, real target = 1 - label_smoothing
@@ -191,49 +195,50 @@ class LossConfig(UserClass):
 
 @dataclass
 class OptimConfig:
-    name: OptimName = OptimName.adam
-    lr_g: float = 2e-4
-    lr_d: float = 2e-4
+    name: OptimName = OptimName.adam  # the optimizer of both networks
+    lr_g: float = 2e-4  # the generator's learning rate
+    lr_d: float = 2e-4  # the discriminator's learning rate
     beta1: float = 0.5  # adam only
     beta2: float = 0.999  # adam only
-    weight_decay: float = 0.0
+    weight_decay: float = 0.0  # L2 weight decay of both optimizers
     implementation: str = "auto"  # auto | foreach | fused | for_loop (auto: fused Adam)
 
 
 @dataclass
 class TrainerConfig:
     max_steps: int = 1000  # generator steps; each follows n_critic discriminator steps
-    batch_size: int = 128
-    n_critic: int = 1
-    z_dim: int = 100
-    log_every: int = 50
-    sample_every: int = 250
+    batch_size: int = 128  # samples per critic step (each real batch and each fake batch)
+    n_critic: int = 1  # discriminator steps per generator step
+    z_dim: int = 100  # the noise vector's size
+    log_every: int = 50  # steps between rows of metrics.jsonl and W&B
+    sample_every: int = 250  # steps between fixed-noise sample grids
     eval_every: int = 0  # 0 = only at the end
+    # steps between checkpoints (and one at the end and on a stop signal)
     checkpoint_every: int = 500
     keep_checkpoints: int = 3  # step checkpoints kept besides last.pt and best.pt
     skip_nonfinite: bool = False  # true: skip optimizer steps on NaN/Inf losses instead of stopping
     ema_decay: float = 0.0  # > 0: samples, evaluation and best.pt use an EMA of G (0: off)
     replicas: int = 1  # K > 1: seeds seed .. seed+K-1 trained as one stacked model (replica_k/)
     num_samples: int = 64  # images in the fixed-noise grid (rounded to one row per class for cGAN)
-    progress_bar: bool = True
+    progress_bar: bool = True  # a tqdm bar on the terminal
     profile: bool = False  # a torch.profiler trace of a few steps in the run folder's profile/
 
 
 @dataclass
 class LoggerConfig:
     name: str = "wandb"  # wandb | none
-    mode: LoggerMode = LoggerMode.auto
-    project: str = "ganexp"
-    entity: str | None = None
+    mode: LoggerMode = LoggerMode.auto  # auto: online with W&B credentials, else offline
+    project: str = "ganexp"  # the W&B project
+    entity: str | None = None  # the W&B entity (user or team); null: the default
     group: str | None = None  # default: the experiment name, or the sweep dir for -m
-    tags: list[str] = field(default_factory=list)
+    tags: list[str] = field(default_factory=list)  # extra W&B tags
     watch: bool = False  # W&B histograms of both networks' gradients (wandb.watch)
     log_checkpoints: CheckpointUpload = CheckpointUpload.auto  # as W&B model artifacts
 
 
 @dataclass
 class MetricsConfig:
-    enabled: bool = True
+    enabled: bool = True  # evaluate at all (eval/... keys, best.pt)
     num_samples: int = 10000  # generated images, and as many real ones (and as many again: floor)
     features: str = "auto"  # auto | inception | classifier
     inception_weights: str | None = None  # a local copy of the FID Inception weights
@@ -241,7 +246,7 @@ class MetricsConfig:
 
 @dataclass
 class DeviceConfig:
-    name: DeviceName = DeviceName.auto
+    name: DeviceName = DeviceName.auto  # auto: cuda, then mps, then cpu
     deterministic: bool = False  # CUDA: deterministic kernels, same results run to run (slower)
     precision: str = "auto"  # auto | fp32 | bf16 | fp16 (auto: bf16 on CUDA GPUs that have it)
     channels_last: bool | None = None  # null: on for conv networks on cpu and cuda
@@ -256,7 +261,7 @@ class TaskConfig:
     or ``unpaired_translation`` (two G translate between two domains, CycleGAN, Zhu et al.
     2017)."""
 
-    name: str = "generation"
+    name: str = "generation"  # what the run learns (conf/task/)
     supervised_weight: float = 2.0  # semi_supervised: D's cross-entropy on labelled batches
     l1_weight: float = 100.0  # paired_translation: lambda of G's L1 term |G(a) - b|
     cycle_weight: float = 10.0  # unpaired_translation: lambda of the cycle term
@@ -277,7 +282,7 @@ class RunConfig:
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     device: DeviceConfig = field(default_factory=DeviceConfig)
     task: TaskConfig = field(default_factory=TaskConfig)
-    seed: int = 0
+    seed: int = 0  # seeds every random stream of the run
     conditional: bool = False  # cGAN: one-hot labels into G (with z) and D (with x)
     resume: str | None = None  # a run folder or checkpoint to continue from
     # published numbers a study preset is compared with, one mapping per row: where (swept
