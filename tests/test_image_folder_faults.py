@@ -26,7 +26,7 @@ from PIL import Image
 from ganexp.config import DataConfig
 from ganexp.data import build_data, data_plan
 from ganexp.data.folder import check_image, class_files, locate
-from ganexp.data.subset import limit_indices
+from ganexp.data.sources import limit_indices
 from ganexp.data.translation import check_domains, check_pairs
 from ganexp.errors import ConfigError
 

@@ -7,8 +7,7 @@ starts; ``build_data(cfg, batch_size, device, seed)`` loads them and returns a
 """
 
 from ganexp.data.build import build_data, build_labelled, data_plan, data_spec, labelled_subset
-from ganexp.data.source import BatchSource
-from ganexp.data.spec import DataSpec
+from ganexp.data.spec import BatchSource, DataSpec
 from ganexp.data.toy import mode_centers
 
 __all__ = [

@@ -8,10 +8,8 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from ganexp.config import DATASETS, PAIRED_DATASETS, UNPAIRED_DATASETS, DataConfig
 from ganexp.data import cifar, folder, mnist, translation
 from ganexp.data.images import FitPil, fit_all
-from ganexp.data.source import BatchSource
-from ganexp.data.sources import LoaderSource, TensorSource
-from ganexp.data.spec import DataSpec, Found, Shard
-from ganexp.data.subset import limit_indices
+from ganexp.data.sources import LoaderSource, TensorSource, limit_indices
+from ganexp.data.spec import BatchSource, DataSpec, Found, Shard
 from ganexp.data.toy import TOY_MODES, TOY_SPEC, ToyMixture, mode_centers
 from ganexp.errors import ConfigError
 

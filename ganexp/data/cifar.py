@@ -15,8 +15,7 @@ import torch
 from torchvision import datasets
 
 from ganexp.config import DataConfig
-from ganexp.data.download import try_download
-from ganexp.data.places import cache_root, local_places
+from ganexp.data.files import cache_root, local_places, try_download
 from ganexp.data.spec import Found
 from ganexp.errors import ConfigError
 

@@ -35,8 +35,8 @@ from torch.utils.data import Dataset
 from torchvision.datasets.folder import IMG_EXTENSIONS
 
 from ganexp.config import DataConfig
+from ganexp.data.sources import limit_indices
 from ganexp.data.spec import Found
-from ganexp.data.subset import limit_indices
 from ganexp.errors import ConfigError
 
 _MODES = {1: "L", 3: "RGB"}

@@ -15,11 +15,17 @@ import torch
 from torchvision import datasets
 
 from ganexp.config import DataConfig
-from ganexp.data.download import try_download
-from ganexp.data.idx import IMAGES_MAGIC, LABELS_MAGIC, data_size, read_dims
-from ganexp.data.places import cache_root, local_places
+from ganexp.data.files import (
+    IMAGES_MAGIC,
+    LABELS_MAGIC,
+    cache_root,
+    data_size,
+    local_places,
+    read_dims,
+    stage,
+    try_download,
+)
 from ganexp.data.spec import Found
-from ganexp.data.staging import stage
 from ganexp.errors import ConfigError
 
 IMAGES = "train-images-idx3-ubyte"

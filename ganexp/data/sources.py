@@ -1,4 +1,5 @@
-"""The two image batch sources: a uint8 tensor on the device, or a torch DataLoader."""
+"""Batch sources that resume exactly: the two image sources (a uint8 tensor on the device, or a
+torch DataLoader), the shuffled index stream they share, and which examples data.limit keeps."""
 
 from __future__ import annotations
 
@@ -10,7 +11,6 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from ganexp.data.images import to_signed_unit
-from ganexp.data.sampling import IndexStream
 from ganexp.data.spec import DataSpec, Shard
 
 
@@ -121,3 +121,61 @@ class LoaderSource:
         self._state = state
         if self._batches is not None:  # drop what was prefetched from the old position
             self._batches = iter(self._loader)
+
+
+class IndexStream:
+    """Batches of indices cut from back-to-back random permutations of ``range(n)``.
+
+    Each permutation (an epoch) is used whole and a batch that runs past its end continues into
+    the next one, so every epoch visits every example exactly once and every batch is full.
+    The state is the generator state from before the current permutation was drawn plus the
+    position in it: a few kilobytes, yet enough to redraw the permutation and go on exactly.
+    """
+
+    def __init__(self, n: int, batch_size: int, generator: torch.Generator) -> None:
+        self._n = n
+        self._batch_size = batch_size
+        self._generator = generator
+        self._new_epoch()
+
+    def _new_epoch(self) -> None:
+        self._epoch_state = self._generator.get_state()
+        g = self._generator
+        self._perm = torch.randperm(self._n, generator=g, device=g.device)
+        self._offset = 0
+
+    def next_indices(self) -> torch.Tensor:
+        parts = []
+        need = self._batch_size
+        while need:
+            if self._offset == self._n:
+                self._new_epoch()
+            take = min(need, self._n - self._offset)
+            parts.append(self._perm[self._offset : self._offset + take])
+            self._offset += take
+            need -= take
+        return parts[0] if len(parts) == 1 else torch.cat(parts)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"generator": self._epoch_state, "offset": self._offset}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self._generator.set_state(state["generator"].cpu())
+        self._new_epoch()
+        self._offset = state["offset"]
+
+
+SUBSET_SEED = 0
+
+
+def limit_indices(count: int, limit: int | None) -> torch.Tensor | None:
+    """Sorted indices of the examples to keep, or None to keep all ``count``.
+
+    A random subset rather than the first N, because image_folder lists its files class by class
+    (the first N would hold only the first classes). It is drawn with a fixed seed, not the run's,
+    so that runs of a seed sweep train on the same examples and differ only in the model.
+    """
+    if limit is None or limit >= count:
+        return None
+    generator = torch.Generator().manual_seed(SUBSET_SEED)
+    return torch.randperm(count, generator=generator)[:limit].sort().values

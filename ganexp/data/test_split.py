@@ -11,10 +11,16 @@ from torchvision import datasets
 
 from ganexp.config import DataConfig
 from ganexp.data import build_data, cifar, data_spec, mnist
-from ganexp.data.idx import IMAGES_MAGIC, LABELS_MAGIC, data_size, read_dims
+from ganexp.data.files import (
+    IMAGES_MAGIC,
+    LABELS_MAGIC,
+    cache_root,
+    data_size,
+    local_places,
+    read_dims,
+    stage,
+)
 from ganexp.data.images import fit_all, to_uint8
-from ganexp.data.places import cache_root, local_places
-from ganexp.data.staging import stage
 
 _EVAL_EXAMPLES = 10_000  # training examples scored when a data set has no test split
 _T10K = ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")

@@ -36,9 +36,8 @@ from ganexp.config import DataConfig
 from ganexp.data import mnist
 from ganexp.data.folder import check_image, load_image
 from ganexp.data.images import fit, fit_all, to_signed_unit
-from ganexp.data.sampling import IndexStream
+from ganexp.data.sources import IndexStream, limit_indices
 from ganexp.data.spec import DataSpec
-from ganexp.data.subset import limit_indices
 from ganexp.errors import ConfigError
 
 _MODES = {1: "L", 3: "RGB"}
@@ -310,7 +309,7 @@ def check_domains(cfg: DataConfig) -> None:
 class PairedSource:
     """Batches of aligned pairs: (target B in [-1, 1], input A in [-1, 1]), A passed where a
     cGAN passes its labels (G(z, A), D(x, A)). uint8 ``(N, C, H, W)`` pairs on the device, drawn
-    by index from an :class:`~ganexp.data.sampling.IndexStream` (exact resume)."""
+    by index from an :class:`~ganexp.data.sources.IndexStream` (exact resume)."""
 
     def __init__(
         self,
@@ -340,7 +339,7 @@ class PairedSource:
 
 class UnpairedSource:
     """Batches of two unpaired domains, each drawn by index from its own
-    :class:`~ganexp.data.sampling.IndexStream` (exact resume): ``(B | A, A | B)`` in [-1, 1],
+    :class:`~ganexp.data.sources.IndexStream` (exact resume): ``(B | A, A | B)`` in [-1, 1],
     the batch of B's then of A's first (what D_B, then D_A, judge as real), and the A's then
     the B's (what G_AB, then G_BA, translate), each half ``batch_size`` images."""
 

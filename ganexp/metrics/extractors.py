@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from ganexp.config import DataConfig
-from ganexp.data.download import try_download
+from ganexp.data.files import try_download
 from ganexp.errors import ConfigError
 from ganexp.metrics.classifier import ARCH, Classifier, check_uint8, record_path, sha256_file
 

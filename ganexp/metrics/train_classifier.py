@@ -34,8 +34,8 @@ from omegaconf.errors import OmegaConfBaseException
 
 from ganexp.config import CONFIG_MODULE, DataConfig, composition_error, register_schema, validate
 from ganexp.data import build_data, data_spec
+from ganexp.data.files import cache_root
 from ganexp.data.images import to_uint8
-from ganexp.data.places import cache_root
 from ganexp.data.test_split import eval_split
 from ganexp.errors import ConfigError
 from ganexp.metrics.classifier import ARCH, INPUT_SIZE, Classifier, record_path, sha256_file
