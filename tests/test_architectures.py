@@ -4,15 +4,13 @@ trainings through the CLI."""
 
 from __future__ import annotations
 
+import json
 import math
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
-from helpers import checkpoint_weights, compose_config
+from helpers import checkpoint_weights, cli_sweep, compose_config
 from test_bad_input import refusal
 from torch import nn
 
@@ -23,7 +21,6 @@ from ganexp.models.common import ConditionalNorm, Projection
 from ganexp.models.resnet import DBlock, GBlock, OptimizedDBlock
 from ganexp.session.build import build_discriminator, build_generator, check_buildable
 
-GANEXP = str(Path(sys.executable).with_name("ganexp"))
 NORMS = ("batch", "layer", "instance", "group", "spectral", "none")
 SIZES = (28, 32, 64)
 SMALL = ("generator.width=16", "discriminator.width=16")
@@ -381,26 +378,37 @@ def test_conditioning_is_accepted_where_it_fits() -> None:
 # --- real trainings through the CLI ---------------------------------------------------------------
 
 
-def _train(tmp_path: Path, *args: str) -> dict[str, torch.Tensor]:
-    """`ganexp` for two smoke steps; the weights of its last checkpoint."""
-    run_dir = tmp_path / "run"
-    env = dict(os.environ, PYTHONWARNINGS="ignore", OMP_NUM_THREADS="1")
-    argv = [GANEXP, "debug=smoke", "trainer.max_steps=2", "logger=none", *args]
-    result = subprocess.run(
-        [*argv, f"hydra.run.dir={run_dir}"],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
+# each case as `ganexp debug=smoke trainer.max_steps=2 logger=none ARGS` would train it; one
+# `ganexp -m` process trains them all (cli_runs), each test reads its own run folder
+CLI_CASES = {
+    "resnet_cgan": ("generator=resnet", "discriminator=resnet", *CGAN),
+    "resnet_spectral_wgan_gp": (
+        "generator=resnet",
+        "discriminator=resnet",
+        "norm=spectral",
+        "loss=wgan_gp",
+    ),
+    "resnet_layer": ("generator=resnet", "discriminator=resnet", "norm=layer"),
+}
+
+
+@pytest.fixture(scope="module")
+def cli_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    folder = tmp_path_factory.mktemp("resnets")
+    return cli_sweep(folder, CLI_CASES, "debug=smoke", "trainer.max_steps=2", "logger=none")
+
+
+def _train(cli_runs: dict[str, Path], *args: str) -> dict[str, torch.Tensor]:
+    """The weights of the last checkpoint of `ganexp` for two smoke steps with ARGS."""
+    (case,) = [name for name, overrides in CLI_CASES.items() if overrides == args]
+    run_dir = cli_runs[case]
+    assert json.loads((run_dir / "job.json").read_text())["status"] == "completed"
     return checkpoint_weights(run_dir / "checkpoints" / "last.pt")
 
 
 @pytest.mark.slow
-def test_cli_trains_a_resnet_cgan_with_projection_and_cbn(tmp_path: Path) -> None:
-    weights = _train(tmp_path, "generator=resnet", "discriminator=resnet", *CGAN)
+def test_cli_trains_a_resnet_cgan_with_projection_and_cbn(cli_runs: dict[str, Path]) -> None:
+    weights = _train(cli_runs, "generator=resnet", "discriminator=resnet", *CGAN)
     assert "generator.blocks.0.norm1.gamma.weight" in weights
     assert "discriminator.projection.embed.weight" in weights
     gamma = weights["generator.blocks.0.norm1.gamma.weight"]
@@ -409,8 +417,8 @@ def test_cli_trains_a_resnet_cgan_with_projection_and_cbn(tmp_path: Path) -> Non
 
 @pytest.mark.slow
 @pytest.mark.parametrize("args", [("norm=spectral", "loss=wgan_gp"), ("norm=layer",)])
-def test_cli_trains_resnets(tmp_path: Path, args: tuple[str, ...]) -> None:
-    weights = _train(tmp_path, "generator=resnet", "discriminator=resnet", *args)
+def test_cli_trains_resnets(cli_runs: dict[str, Path], args: tuple[str, ...]) -> None:
+    weights = _train(cli_runs, "generator=resnet", "discriminator=resnet", *args)
     spectral = any("parametrizations" in key for key in weights)
     assert spectral == ("norm=spectral" in args)
     assert all(torch.isfinite(w).all() for w in weights.values() if w.is_floating_point())

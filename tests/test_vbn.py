@@ -3,7 +3,9 @@ from its batch mates, and the generator wrapper that carries the reference batch
 
 from __future__ import annotations
 
+import json
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -113,24 +115,30 @@ def test_vbn_in_the_discriminator_is_refused_in_one_line() -> None:
     )
 
 
+CLI_CASES = {
+    "dcgan-cgan": ("norm=virtual_batch", "conditional=true"),
+    "resnet": ("norm=virtual_batch", "generator=resnet", "discriminator=resnet"),
+    "mlp-toy": ("norm=virtual_batch", "data=ring8", "generator=mlp", "discriminator=mlp"),
+}
+
+
+@pytest.fixture(scope="module")
+def cli_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """The cases trained by one `ganexp -m` process (W&B offline): a run folder each."""
+    from helpers import cli_sweep
+    from test_sweeps import TINY
+
+    folder = tmp_path_factory.mktemp("vbn")
+    return cli_sweep(folder, CLI_CASES, *TINY, "logger.mode=offline")
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize(
-    "overrides",
-    [
-        ("norm=virtual_batch", "conditional=true"),
-        ("norm=virtual_batch", "generator=resnet", "discriminator=resnet"),
-        ("norm=virtual_batch", "data=ring8", "generator=mlp", "discriminator=mlp"),
-    ],
-    ids=["dcgan-cgan", "resnet", "mlp-toy"],
-)
-def test_vbn_trains_through_the_cli(tmp_path, overrides: tuple[str, ...]) -> None:
-    from test_sweeps import TINY, ganexp_cmd
+@pytest.mark.parametrize("case", list(CLI_CASES))
+def test_vbn_trains_through_the_cli(cli_runs: dict[str, Path], case: str) -> None:
     from wandb_runfile import load_run
 
-    result = ganexp_cmd(
-        *TINY, *overrides, "logger.mode=offline", f"hydra.run.dir={tmp_path}/run", cwd=tmp_path
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    run = load_run(tmp_path / "run")
+    run_dir = cli_runs[case]
+    assert json.loads((run_dir / "job.json").read_text())["status"] == "completed"
+    run = load_run(run_dir)
     assert run.config["norm"]["generator"] == "virtual_batch"
     assert [row["step"] for row in run.history if "loss/g" in row] == [1, 2]
