@@ -37,7 +37,7 @@ from ganexp.engine.hooks import (
     SampleGrid,
 )
 from ganexp.engine.replicas import ReplicaGroup, get_stream, vectorize
-from ganexp.engine.trainer import Precision, ProgressBar, Trainer, generator_ema
+from ganexp.engine.trainer import Hook, Precision, ProgressBar, Trainer, generator_ema
 from ganexp.errors import ConfigError, Interrupted
 from ganexp.parts.losses import build_loss
 from ganexp.parts.terms import loss_terms
@@ -45,6 +45,7 @@ from ganexp.session.build import build_discriminator, build_generator, build_opt
 from ganexp.session.job import note_step
 from ganexp.session.plan import Plan
 from ganexp.tasks import task_of
+from ganexp.tasks.base import Task
 from ganexp.tracking.logger import NullTracker, Tracker
 
 BN_CRITIC_TAG = "bn-critic-gp"
@@ -211,6 +212,94 @@ def _load_resumed(
     return own
 
 
+def build_trainer(cfg: RunConfig, task: Task, device: torch.device, world: World) -> Trainer:
+    """The run's data, networks, optimizers, loss and terms, seeded, on ``device``."""
+    seed_everything(cfg.seed)
+    spec = data_spec(cfg.data)
+    data = build_data(cfg.data, cfg.trainer.batch_size, device, cfg.seed, world)
+    channels_last = use_channels_last(cfg, device, spec)
+    memory_format = torch.channels_last if channels_last else torch.preserve_format
+    sync_bn = world.distributed and cfg.norm.sync_batchnorm
+    generator = world.prepare(build_generator(cfg, spec), sync_bn)
+    generator = generator.to(device, memory_format=memory_format)
+    discriminator = world.prepare(build_discriminator(cfg, spec), sync_bn)
+    discriminator = discriminator.to(device, memory_format=memory_format)
+    if world.distributed:  # same initial weights everywhere, then each its own noise
+        seed_everything(cfg.seed + world.rank)
+    loss = build_loss(cfg.loss)
+    return Trainer(
+        generator=generator,
+        discriminator=discriminator,
+        opt_g=build_optimizer(cfg.optim, generator.parameters(), cfg.optim.lr_g),
+        opt_d=build_optimizer(cfg.optim, discriminator.parameters(), cfg.optim.lr_d),
+        loss=loss,
+        data=data,
+        spec=spec,
+        device=device,
+        max_steps=cfg.trainer.max_steps,
+        batch_size=cfg.trainer.batch_size,
+        n_critic=cfg.trainer.n_critic,
+        z_dim=cfg.trainer.z_dim,
+        conditional=task.conditional,  # a cGAN's labels, or translation's input image
+        precision=Precision(device, resolve_precision(cfg.device.precision, device)),
+        channels_last=channels_last,
+        skip_nonfinite=cfg.trainer.skip_nonfinite,
+        ema=generator_ema(generator, cfg.trainer.ema_decay) if cfg.trainer.ema_decay else None,
+        terms=loss_terms(cfg.loss, loss, generator, discriminator)
+        + task.terms(discriminator, device, world, partial(_optimizer_like_d, cfg)),
+        world=world,
+    )
+
+
+def build_hooks(
+    cfg: RunConfig,
+    resolved: dict[str, Any],
+    run_dir: Path,
+    trainer: Trainer,
+    task: Task,
+    tracker: Tracker | NullTracker,
+    fixed: FixedInputs,
+    real_side: Evaluator | None,
+) -> tuple[list[Hook], Evaluate | None]:
+    """The run's hooks in their order, and its evaluation hook (None: evaluation is off).
+    Rank 0 alone draws samples and evaluates; the other hooks run in every process."""
+    world, device, spec = trainer.world, trainer.device, trainer.spec
+    store = CheckpointStore(run_dir / "checkpoints", keep=cfg.trainer.keep_checkpoints)
+    bar = ProgressBar(cfg.trainer.progress_bar and world.is_main)
+    centers = mode_centers(cfg.data) if spec.kind == "points" else None
+    checkpoint = Checkpoint(cfg.trainer.checkpoint_every, store, fixed, tracker, resolved)
+    classifiers = task.classifiers(trainer.discriminator, trainer.terms)
+    evaluator = None
+    if world.is_main:
+        evaluator = build_evaluator(cfg, spec, device, classifiers, real_side)
+    evaluate = None
+    if evaluator is not None:
+        setup_record = evaluator.setup()
+        print(
+            f"ganexp: evaluation: {setup_record.get('features_reason', 'toy mode statistics')}",
+            file=sys.stderr,
+        )
+        tracker.update_config({"eval": setup_record})
+        every = cfg.trainer.eval_every
+        evaluate = Evaluate(
+            every, tracker, evaluator, checkpoint, fixed, spec.class_names, setup_record
+        )
+    intervals = (cfg.trainer.log_every, cfg.trainer.checkpoint_every)
+    # rank 0 alone draws samples and evaluates; the other hooks run in every process
+    grids = [SampleGrid(cfg.trainer.sample_every, tracker, fixed, centers)] if world.is_main else []
+    profile = [Profile(run_dir / "profile")] if cfg.trainer.profile and world.is_main else []
+    hooks = [
+        *profile,
+        bar,
+        LogScalars(cfg.trainer.log_every, tracker, bar),
+        *grids,
+        CheckFinite(intervals, every_step=device.type == "cpu", store=store),
+        *([evaluate] if evaluate else []),
+        checkpoint,
+    ]
+    return hooks, evaluate
+
+
 def setup(
     cfg: RunConfig,
     resolved: dict[str, Any],
@@ -241,41 +330,8 @@ def setup(
     task = task_of(cfg)
     if resumed == "read":
         resumed = load_resume(resume_source(cfg.resume, run_dir))
-    seed_everything(cfg.seed)
-    spec = data_spec(cfg.data)
-    data = build_data(cfg.data, cfg.trainer.batch_size, device, cfg.seed, world)
-    channels_last = use_channels_last(cfg, device, spec)
-    memory_format = torch.channels_last if channels_last else torch.preserve_format
-    sync_bn = world.distributed and cfg.norm.sync_batchnorm
-    generator = world.prepare(build_generator(cfg, spec), sync_bn)
-    generator = generator.to(device, memory_format=memory_format)
-    discriminator = world.prepare(build_discriminator(cfg, spec), sync_bn)
-    discriminator = discriminator.to(device, memory_format=memory_format)
-    if world.distributed:  # same initial weights everywhere, then each its own noise
-        seed_everything(cfg.seed + world.rank)
-    loss = build_loss(cfg.loss)
-    trainer = Trainer(
-        generator=generator,
-        discriminator=discriminator,
-        opt_g=build_optimizer(cfg.optim, generator.parameters(), cfg.optim.lr_g),
-        opt_d=build_optimizer(cfg.optim, discriminator.parameters(), cfg.optim.lr_d),
-        loss=loss,
-        data=data,
-        spec=spec,
-        device=device,
-        max_steps=cfg.trainer.max_steps,
-        batch_size=cfg.trainer.batch_size,
-        n_critic=cfg.trainer.n_critic,
-        z_dim=cfg.trainer.z_dim,
-        conditional=task.conditional,  # a cGAN's labels, or translation's input image
-        precision=Precision(device, resolve_precision(cfg.device.precision, device)),
-        channels_last=channels_last,
-        skip_nonfinite=cfg.trainer.skip_nonfinite,
-        ema=generator_ema(generator, cfg.trainer.ema_decay) if cfg.trainer.ema_decay else None,
-        terms=loss_terms(cfg.loss, loss, generator, discriminator)
-        + task.terms(discriminator, device, world, partial(_optimizer_like_d, cfg)),
-        world=world,
-    )
+    trainer = build_trainer(cfg, task, device, world)
+    spec, generator, discriminator = trainer.spec, trainer.generator, trainer.discriminator
     if world.distributed:
         trainer.distribute(world.parallel)
     plotted = cfg.trainer.num_samples if spec.kind == "image" else 16 * cfg.trainer.num_samples
@@ -300,39 +356,9 @@ def setup(
             resume_step=trainer.step if state else None,
             resumed_dir=resumed_from.parent.parent if resumed_from else None,
         )
-    store = CheckpointStore(run_dir / "checkpoints", keep=cfg.trainer.keep_checkpoints)
-    bar = ProgressBar(cfg.trainer.progress_bar and world.is_main)
-    centers = mode_centers(cfg.data) if spec.kind == "points" else None
-    checkpoint = Checkpoint(cfg.trainer.checkpoint_every, store, fixed, tracker, resolved)
-    classifiers = task.classifiers(discriminator, trainer.terms)
-    evaluator = None
-    if world.is_main:
-        evaluator = build_evaluator(cfg, spec, device, classifiers, real_side)
-    evaluate = None
-    if evaluator is not None:
-        setup_record = evaluator.setup()
-        print(
-            f"ganexp: evaluation: {setup_record.get('features_reason', 'toy mode statistics')}",
-            file=sys.stderr,
-        )
-        tracker.update_config({"eval": setup_record})
-        every = cfg.trainer.eval_every
-        evaluate = Evaluate(
-            every, tracker, evaluator, checkpoint, fixed, spec.class_names, setup_record
-        )
-    intervals = (cfg.trainer.log_every, cfg.trainer.checkpoint_every)
-    # rank 0 alone draws samples and evaluates; the other hooks run in every process
-    grids = [SampleGrid(cfg.trainer.sample_every, tracker, fixed, centers)] if world.is_main else []
-    profile = [Profile(run_dir / "profile")] if cfg.trainer.profile and world.is_main else []
-    trainer.hooks = [
-        *profile,
-        bar,
-        LogScalars(cfg.trainer.log_every, tracker, bar),
-        *grids,
-        CheckFinite(intervals, every_step=device.type == "cpu", store=store),
-        *([evaluate] if evaluate else []),
-        checkpoint,
-    ]
+    trainer.hooks, evaluate = build_hooks(
+        cfg, resolved, run_dir, trainer, task, tracker, fixed, real_side
+    )
     if state is not None:
         for hook in trainer.hooks:
             hook.load_state_dict(state)
