@@ -211,7 +211,9 @@ def render(module: types.ModuleType, source: str, conf_dir: Path | None) -> str:
                 allowed = "`true`, `false`"
             default = _default(f)
             shown = "(required)" if default is dataclasses.MISSING else f"`{_yaml(default)}`"
-            meaning = comments.get((cls.__name__, f.name), "")
+            # a field a node inherits (UserClass's _target_) is commented in its base class
+            owners = [base for base in cls.__mro__ if (base.__name__, f.name) in comments]
+            meaning = comments.get((owners[0].__name__, f.name), "") if owners else ""
             out.append(f"| `{key}` | {_cell(allowed)} | {_cell(shown)} | {_cell(meaning)} |")
         out.append("")
     if missing := set(ALLOWED) - seen_keys:
