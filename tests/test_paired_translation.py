@@ -130,6 +130,7 @@ def test_a_patch_critics_gradient_penalty_is_that_of_its_mean_patch_score() -> N
     assert norms.detach().tolist() == pytest.approx([expected] * 5)
 
 
+@pytest.mark.slow
 def test_a_resumed_run_continues_exactly(tmp_path: Path) -> None:
     off = ("metrics.enabled=false",)
     smoke_run(tmp_path / "whole", *PAIRED, *off)
@@ -138,6 +139,7 @@ def test_a_resumed_run_continues_exactly(tmp_path: Path) -> None:
     assert_same_weights(*(tmp_path / run / "checkpoints" / "last.pt" for run in ("whole", "part")))
 
 
+@pytest.mark.slow
 def test_ganexp_eval_and_sample_use_the_trained_translator(tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
     smoke_run(run_dir, *PAIRED)
@@ -213,6 +215,7 @@ def test_pairs_and_translation_networks_without_the_task_are_refused(overrides, 
     assert message.startswith(expected), message
 
 
+@pytest.mark.slow
 def test_bad_pix2pix_folders_are_refused_in_one_line_before_any_run(tmp_path: Path) -> None:
     root = tmp_path / "pairs"
     write_pairs(root, {"train": 6, "test": 2})
