@@ -11,6 +11,7 @@ import pytest
 from helpers import smoke_run
 from PIL import Image
 
+from ganexp.cli.sample import main as sample_main
 from ganexp.engine.checkpoint import load_checkpoint
 
 BIN = Path(sys.executable).parent
@@ -102,15 +103,17 @@ def test_ganexp_eval_refuses_bad_input_in_one_line(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_ganexp_sample_grid_images_and_interpolation(evaluated_run: Path, tmp_path: Path) -> None:
+    """The command once for each of its outcomes (a grid; a refusal); the other modes through
+    its main() in this process (the same code, less a Python start each)."""
     sample = str(BIN / "ganexp-sample")
     common = [f"checkpoint={evaluated_run}", f"out={tmp_path}"]
     subprocess.run([sample, *common, "n=16"], check=True, capture_output=True, timeout=120)
     grid = Image.open(tmp_path / "grid_seed0.png")
     assert grid.size == (4 * 34 + 2, 4 * 34 + 2)
-    subprocess.run([sample, *common, "mode=images", "n=3"], check=True, capture_output=True)
+    sample_main([*common, "mode=images", "n=3"])
     singles = sorted(tmp_path.glob("seed0_*.png"))
     assert [Image.open(p).size for p in singles] == [(32, 32)] * 3
-    subprocess.run([sample, *common, "mode=interpolate", "n=5"], check=True, capture_output=True)
+    sample_main([*common, "mode=interpolate", "n=5"])
     strip = Image.open(tmp_path / "interpolate_0_1.png")
     assert strip.size == (5 * 34 + 2, 34 + 2)
     bad = subprocess.run([sample, *common, "label=2"], capture_output=True, text=True)
