@@ -39,9 +39,10 @@ def losses(run_dir: Path) -> list[tuple[float, float]]:
 
 @pytest.fixture(scope="module")
 def uninterrupted(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """KILLABLE's run without a stop: trained in this process (what is compared is its
+    weights, not the command)."""
     run_dir = tmp_path_factory.mktemp("uninterrupted")
-    cmd = [GANEXP, *KILLABLE, f"hydra.run.dir={run_dir}"]
-    subprocess.run(cmd, check=True, capture_output=True, timeout=300)
+    execute(smoke_session(run_dir, *KILLABLE[2:]))  # less experiment=smoke logger=none: its own
     return run_dir
 
 
@@ -268,6 +269,7 @@ def test_a_finished_run_started_again_reports_its_results(tmp_path: Path) -> Non
     assert again.best == first.best
 
 
+@pytest.mark.slow  # two ganexp processes
 def test_a_job_started_again_adds_its_time_to_the_earlier_attempts(tmp_path: Path) -> None:
     """job.json's wall_time_s is the job's whole time: a job started again (a resume, or a
     finished job re-run by a resumed sweep) adds its own time to the earlier attempts'."""
