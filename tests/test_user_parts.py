@@ -231,66 +231,72 @@ def test_a_users_network_sees_the_norm_of_its_own_side(user_module: Path) -> Non
     assert isinstance(G.net[1], nn.BatchNorm1d) and isinstance(D.body[1], nn.LayerNorm)
 
 
+BROKEN_CONTRACTS = [
+    (
+        ("generator=mine", "generator._target_=mynets.Nope"),
+        "generator._target_='mynets.Nope': cannot be imported",
+    ),
+    (
+        ("discriminator=mine", "discriminator._target_=mynets.NotANetwork"),
+        "discriminator._target_='mynets.NotANetwork': must be a torch.nn.Module subclass",
+    ),
+    (
+        ("generator=mine", "+generator.hiden=8"),
+        "generator.hiden=8: not a parameter of mynets.TinyGenerator, which takes hidden",
+    ),
+    (
+        ("generator=mine", "+generator.z_dim=8"),
+        "generator.z_dim=8: is set by ganexp (from trainer.z_dim)",
+    ),
+    (
+        ("generator=mine", "generator._target_=mynets.WrongShape"),
+        "generator._target_='mynets.WrongShape': forward gives (16, ",
+    ),
+    (
+        (
+            "discriminator=mine",
+            "discriminator._target_=mynets.PlainCritic",
+            "loss.generator_loss=feature_matching",
+        ),
+        "loss.generator_loss='feature_matching': reads D's features; mynets.PlainCritic "
+        "lacks features",
+    ),
+    (
+        (
+            "discriminator=mine",
+            "discriminator._target_=mynets.PlainCritic",
+            "discriminator.batch_view=minibatch_stddev",
+        ),
+        "discriminator.batch_view='minibatch_stddev': reads D's features; "
+        "mynets.PlainCritic lacks features, head, feature_width",
+    ),
+    (
+        (
+            "discriminator=mine",
+            "discriminator._target_=mynets.PlainCritic",
+            "task=semi_supervised",
+            "loss.generator_loss=non_saturating",
+        ),
+        "task.name='semi_supervised': reads D's features; mynets.PlainCritic "
+        "lacks features, feature_width",
+    ),
+    (("norm.discriminator=custom",), "norm.discriminator='custom': needs norm._target_"),
+    (
+        ("+norm._target_=mynets.RMSNorm",),
+        "norm._target_='mynets.RMSNorm': names a norm no network uses",
+    ),
+    (
+        ("norm=mine", "+norm.scale=2"),
+        "norm.scale=2: not a parameter of mynets.RMSNorm, which takes eps",
+    ),
+]
+
+
 @pytest.mark.parametrize(
     ("overrides", "expected"),
-    [
-        (
-            ("generator=mine", "generator._target_=mynets.Nope"),
-            "generator._target_='mynets.Nope': cannot be imported",
-        ),
-        (
-            ("discriminator=mine", "discriminator._target_=mynets.NotANetwork"),
-            "discriminator._target_='mynets.NotANetwork': must be a torch.nn.Module subclass",
-        ),
-        (
-            ("generator=mine", "+generator.hiden=8"),
-            "generator.hiden=8: not a parameter of mynets.TinyGenerator, which takes hidden",
-        ),
-        (
-            ("generator=mine", "+generator.z_dim=8"),
-            "generator.z_dim=8: is set by ganexp (from trainer.z_dim)",
-        ),
-        (
-            ("generator=mine", "generator._target_=mynets.WrongShape"),
-            "generator._target_='mynets.WrongShape': forward gives (16, ",
-        ),
-        (
-            (
-                "discriminator=mine",
-                "discriminator._target_=mynets.PlainCritic",
-                "loss.generator_loss=feature_matching",
-            ),
-            "loss.generator_loss='feature_matching': reads D's features; mynets.PlainCritic "
-            "lacks features",
-        ),
-        (
-            (
-                "discriminator=mine",
-                "discriminator._target_=mynets.PlainCritic",
-                "discriminator.batch_view=minibatch_stddev",
-            ),
-            "discriminator.batch_view='minibatch_stddev': reads D's features; "
-            "mynets.PlainCritic lacks features, head, feature_width",
-        ),
-        (
-            (
-                "discriminator=mine",
-                "discriminator._target_=mynets.PlainCritic",
-                "task=semi_supervised",
-                "loss.generator_loss=non_saturating",
-            ),
-            "task.name='semi_supervised': reads D's features; mynets.PlainCritic "
-            "lacks features, feature_width",
-        ),
-        (("norm.discriminator=custom",), "norm.discriminator='custom': needs norm._target_"),
-        (
-            ("+norm._target_=mynets.RMSNorm",),
-            "norm._target_='mynets.RMSNorm': names a norm no network uses",
-        ),
-        (
-            ("norm=mine", "+norm.scale=2"),
-            "norm.scale=2: not a parameter of mynets.RMSNorm, which takes eps",
-        ),
+    [  # each a ganexp process: two in the fast tier (the in-process check below takes all)
+        pytest.param(*case, marks=() if i < 2 else pytest.mark.slow)
+        for i, case in enumerate(BROKEN_CONTRACTS)
     ],
 )
 def test_a_users_part_that_breaks_its_contract_is_one_line_before_training(
