@@ -363,6 +363,9 @@ def _option_sweep(tmp_path: Path, name: str, options: list[str], norms: tuple[st
     result = ganexp_cmd(
         "-m",
         *TINY,
+        # the jobs two at a time (one torch thread each): what is checked is each job's outcome
+        "hydra/launcher=joblib",
+        "hydra.launcher.n_jobs=2",
         f"hydra.searchpath=[file://{tmp_path}/conf]",
         f"+option={','.join(options)}",
         f"norm={','.join(norms)}",
