@@ -296,6 +296,6 @@ def test_empty_log_and_step_fallback(tmp_path: Path) -> None:
     records[0].history.item.add(key="a", value_json="1")
     records[1].history.item.add(nested_key=["img", "_type"], value_json='"image-file"')
     path.write_bytes(_frame([r.SerializeToString() for r in records], version=1)[0])
-    history = load_run(path).history
+    history = load_run(path, wait=0).history  # a hand-made file: no exit record to wait 30 s for
     assert history == [{"a": 1, "_step": 5}, {"img": {"_type": "image-file"}, "_step": 6}]
     assert image_keys(history) == {"img"}
