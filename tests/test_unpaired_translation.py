@@ -116,6 +116,7 @@ def test_a_steps_cycle_and_identity_terms_and_pools_are_cyclegans_on_its_batches
     torch.testing.assert_close(pool_a, fake_a, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_a_smoke_run_logs_the_unpaired_metrics_and_cycle_grids_to_wandb(tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
     result = smoke_run(run_dir, *UNPAIRED, "logger=wandb", "logger.mode=offline")
@@ -170,6 +171,7 @@ def test_the_evaluator_counts_the_classifiers_calls_and_a_perfect_cycle(tmp_path
     )
 
 
+@pytest.mark.slow
 def test_a_resumed_run_continues_the_networks_and_the_pools_exactly(tmp_path: Path) -> None:
     off = ("metrics.enabled=false", "task.pool_size=30")  # the pools fill, then swap images
     smoke_run(tmp_path / "whole", *UNPAIRED, *off)
@@ -182,6 +184,7 @@ def test_a_resumed_run_continues_the_networks_and_the_pools_exactly(tmp_path: Pa
         assert torch.equal(pools[0][side]["images"], pools[1][side]["images"])
 
 
+@pytest.mark.slow
 def test_ganexp_eval_and_sample_use_the_trained_translators(tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
     smoke_run(run_dir, *UNPAIRED)
@@ -203,6 +206,7 @@ def write_domains(root: Path, counts: dict[str, int]) -> None:
             Image.fromarray(pixels).save(root / folder / f"{i}.jpg")
 
 
+@pytest.mark.slow
 def test_a_cyclegan_folder_trains_and_is_evaluated_on_its_test_domains(tmp_path: Path) -> None:
     root = tmp_path / "domains"
     write_domains(root, {"trainA": 10, "trainB": 7, "testA": 3, "testB": 4})
@@ -243,6 +247,7 @@ def test_fashion_domains_without_the_task_and_domain_classes_without_them_are_re
     assert message.startswith("data.domain_classes=[1, 2]: is read by data=fashion_domains only")
 
 
+@pytest.mark.slow
 def test_bad_cyclegan_folders_are_refused_in_one_line_before_any_run(tmp_path: Path) -> None:
     root = tmp_path / "domains"
     write_domains(root, {"trainA": 6, "trainB": 6, "testA": 2})
