@@ -103,6 +103,9 @@ class Trainer:
         self._train_d: nn.Module = self.discriminator
         self.d_terms = [term for term in self.terms if term.player == "d"]
         self.g_terms = [term for term in self.terms if term.player == "g"]
+        # G's loss: the adversarial one or a term that replaces it (feature matching), plus the rest
+        self._g_replacing = next((t for t in self.g_terms if t.replaces_adversarial), None)
+        self._g_added = [term for term in self.g_terms if not term.replaces_adversarial]
         # what a step logs: every run's statistics, then its terms'
         self.stat_keys = (*BASE_KEYS, *(key for term in self.terms for key in term.keys))
         self._sums = torch.zeros(len(self.stat_keys), device=self.device)
@@ -196,14 +199,12 @@ class Trainer:
             raise StopRequested
         D = self.discriminator
         D.requires_grad_(False)  # the generator step needs no discriminator gradients
-        replacing = [term for term in self.g_terms if term.replaces_adversarial]
         with amp.autocast():
-            if replacing:  # feature matching: G's loss instead of the adversarial one
-                g_loss = replacing[0](batch)[0]
+            if self._g_replacing is not None:
+                g_loss = self._g_replacing(batch)[0]
             else:
                 g_loss = loss.g_loss(D(fake, fake_labels).float())
-        others = [term for term in self.g_terms if not term.replaces_adversarial]
-        g_total, g_logged = self._add_terms(others, g_loss, batch)
+        g_total, g_logged = self._add_terms(self._g_added, g_loss, batch)
         self.opt_g.zero_grad(set_to_none=True)
         amp.scaler_g.scale(g_total).backward()
         if self._may_step(g_total):
