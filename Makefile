@@ -12,6 +12,10 @@ help:  ## this list
 	  "$$uv" sync --frozen --compile-bytecode
 	@touch $@
 
+# the tests run on one pytest-xdist worker per core; a test file's tests share one worker, so the
+# runs a module trains once (module-scoped fixtures) are trained once. PARALLEL= runs them in turn.
+PARALLEL ?= -n auto --dist loadfile
+
 install: .venv/.installed  ## create .venv with the locked dependencies (uv)
 
 train: install  ## the default experiment: DCGAN on Fashion-MNIST (ARGS="norm=layer loss=wgan_gp")
@@ -24,11 +28,11 @@ smoke: install  ## a few steps of every hook, as CI runs it
 
 test: install  ## the fast tier: every part of ganexp, tests not marked slow (a few minutes)
 	@scripts/setup.sh tests
-	.venv/bin/pytest -m "not slow" $(ARGS)
+	.venv/bin/pytest $(PARALLEL) -m "not slow" $(ARGS)
 
 test-all: install  ## the whole test suite, slow tests too (what CI runs)
 	@scripts/setup.sh tests
-	.venv/bin/pytest $(ARGS)
+	.venv/bin/pytest $(PARALLEL) $(ARGS)
 
 lint: install  ## ruff check + format check
 	.venv/bin/ruff check .

@@ -8,6 +8,11 @@ import pytest
 
 from ganexp.config import register_schema
 
+# make test / make test-all run one pytest-xdist worker per core: each worker, and each process
+# it starts, uses one torch thread, so that the workers share the cores rather than fight over them
+if "PYTEST_XDIST_WORKER" in os.environ:
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+
 # slow_report: tests not marked slow that take more than 5 s are listed at the end of a run
 pytest_plugins = ["slow_report", "pytester"]
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +18,19 @@ from ganexp.config import RunConfig, validate
 from ganexp.engine.checkpoint import load_checkpoint
 from ganexp.engine.trainer import Trainer
 from ganexp.session.run import RunResult, Session, execute, setup
+
+
+@contextlib.contextmanager
+def torch_threads(count: int) -> Iterator[None]:
+    """torch's intra-op threads set to ``count`` inside, restored after. A float sum's rounding
+    depends on how many threads split it, so numbers compared to the last digits are computed
+    with the thread count they were recorded with, whatever the machine or test worker has."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 def compose_config(*overrides: str) -> DictConfig:

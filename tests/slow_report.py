@@ -46,12 +46,10 @@ class SlowReport:
             lines.append(f"  {total:6.1f} s  {nodeid}{note}")
         return lines
 
-    @pytest.hookimpl(trylast=True)
-    def pytest_collection_modifyitems(self, items: list[pytest.Item]) -> None:
-        for item in items:
-            self.marked[item.nodeid] = item.get_closest_marker("slow") is not None
-
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        # from the report, not from collection: under pytest-xdist the workers collect, and
+        # the controller, which prints the summary, sees only their reports
+        self.marked[report.nodeid] = "slow" in report.keywords
         phases = self.phases.setdefault(report.nodeid, {})
         phases[report.when] = phases.get(report.when, 0.0) + report.duration
 

@@ -17,6 +17,7 @@ import pytest
 import scipy.linalg
 import torch
 import torch.nn.functional as F
+from helpers import torch_threads
 from torch import Tensor, nn
 
 from ganexp.config import DataConfig
@@ -33,10 +34,8 @@ from ganexp.metrics.toy import mode_stats
 def _one_thread() -> Iterator[None]:
     """The tensors here are tiny: extra threads only add OpenMP synchronisation, which on a busy
     2-core machine costs seconds per call (KID's 300 kernels took 17 s instead of 0.1 s)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+    with torch_threads(1):
+        yield
 
 
 class Projection(nn.Module):

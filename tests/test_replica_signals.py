@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import assert_same_weights, compose_config, smoke_config
+from helpers import assert_same_weights, compose_config, smoke_config, torch_threads
 from omegaconf import OmegaConf
 
 from ganexp.config import validate
@@ -50,10 +50,8 @@ STRATEGIES = ("stacked", "in-turn")
 def one_thread() -> Iterator[None]:
     """One torch thread, as the commands below get (the machine is shared: two threads of tiny
     networks contend, and the runs here are compared with the commands' bit for bit)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+    with torch_threads(1):
+        yield
 
 
 @contextlib.contextmanager

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 TESTS = """
 import time
+
+from pathlib import Path
 
 import pytest
 
@@ -67,3 +71,21 @@ def test_the_default_is_the_slow_markers_five_seconds_and_zero_turns_it_off(suit
     suite.makeini("[pytest]\nmarkers =\n    slow: slow\nunmarked_slow_after = 0.08\n")
     result = suite.runpytest_inprocess("-p", "slow_report")
     result.stdout.fnmatch_lines(["warning: 2 test(s) not marked slow took more than 0.08 s*"])
+
+
+def test_under_xdist_the_controller_lists_them_from_the_workers_reports(
+    suite, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """make test runs on pytest-xdist workers: the workers collect and run, the controller
+    prints the summary from their reports."""
+    monkeypatch.setenv("PYTHONPATH", str(Path(__file__).parent))  # the workers import the plugin
+    result = suite.runpytest_subprocess(
+        "-p", "slow_report", "-n", "2", "--unmarked-slow-after=0.08"
+    )
+    result.assert_outcomes(passed=4)
+    result.stdout.fnmatch_lines(
+        ["warning: 2 test(s) not marked slow took more than 0.08 s each; mark them*"]
+    )
+    out = result.stdout.str()
+    assert "test_some.py::test_grew_slow" in out
+    assert "test_known_to_be_slow" not in out and "test_quick" not in out

@@ -51,6 +51,10 @@ def logged(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LoggedRun]:
     root = tmp_path_factory.mktemp("wandb_run")
     rng = np.random.default_rng(0)
     image = rng.integers(0, 256, size=(8, 6, 3), dtype=np.uint8)
+    # an earlier test's W&B service in this process is shut down first (which clears its
+    # WANDB_SERVICE): otherwise this run would use it, its teardown below would stop it, and the
+    # context's exit would restore a WANDB_SERVICE naming a stopped service to later tests
+    wandb.teardown()
     with pytest.MonkeyPatch.context() as mp:
         for name in [k for k in os.environ if k.startswith("WANDB_")]:
             mp.delenv(name)
