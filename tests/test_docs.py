@@ -36,6 +36,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from commands import ENTRY_POINTS, run_command
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -265,7 +266,8 @@ class Workspace:
 
 def run(command: str, cwd: Path, timeout: int = 600) -> subprocess.CompletedProcess[str]:
     """``bash -c COMMAND`` in cwd, the venv's bin/ first on PATH, one torch thread (the
-    machine is shared)."""
+    machine is shared). A plain ganexp command (no shell syntax) runs as tests/commands.py runs
+    it: the same entry point, forked from a process that did its imports."""
     env = {
         **os.environ,
         "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
@@ -273,6 +275,9 @@ def run(command: str, cwd: Path, timeout: int = 600) -> subprocess.CompletedProc
         # the user's own modules (mylosses.py, mynets.py) import, as from the folder they are in
         "PYTHONPATH": os.pathsep.join([str(cwd), *filter(None, [os.environ.get("PYTHONPATH")])]),
     }
+    program, *args = command.split()
+    if program in ENTRY_POINTS and not re.search(r"[|&;<>()$`\\\"'*?~]", command):
+        return run_command(program, *args, cwd=cwd, env=env, timeout=timeout, merge_stderr=True)
     return subprocess.run(
         ["bash", "-c", command],
         cwd=cwd,

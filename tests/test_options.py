@@ -6,11 +6,19 @@ from __future__ import annotations
 
 import json
 import textwrap
+from collections.abc import Callable
 from pathlib import Path
+from typing import NamedTuple
 
 import pytest
 import torch
-from helpers import assert_refused_before_training, assert_same_weights, smoke_session
+from helpers import (
+    assert_refused_before_training,
+    assert_same_weights,
+    cli_sweep,
+    compose_config,
+    smoke_session,
+)
 from test_sweeps import TINY, ganexp_cmd
 from wandb_runfile import load_run
 
@@ -18,6 +26,7 @@ from ganexp.cli.restore import sampler_weights
 from ganexp.engine.checkpoint import load_checkpoint
 from ganexp.parts.losses import HistoricalAverage
 from ganexp.parts.terms import Historical
+from ganexp.session.preflight import plan_job
 from ganexp.session.run import execute
 
 NORMS = ("batch", "layer", "instance", "group", "spectral", "none")
@@ -296,50 +305,79 @@ def test_feature_matching_trains_with_packing_and_diffaug(tmp_path: Path) -> Non
 
 # --- every option with every norm it allows ------------------------------------------------------
 
+
 # each option as a user would give it, and what shows it took effect in the finished job
-OPTIONS = {
-    "r1": ("loss:\n  r1_weight: 1.0\n  r1_every: 2", lambda job: job.logged("loss/r1")),
-    "feature_matching": (
-        "loss:\n  generator_loss: feature_matching",
+class Option(NamedTuple):
+    """One design-space option: its overrides, what its networks show when built (None: nothing
+    in them), and what a trained run of it shows."""
+
+    overrides: tuple[str, ...]
+    built: Callable[[dict[str, dict]], bool] | None  # on {"generator": ..., "discriminator": ...}
+    trained: Callable[[FinishedJob], bool]
+
+
+def _keys(network: str, has: Callable[[str], bool]) -> Callable[[dict[str, dict]], bool]:
+    return lambda state: any(has(key) for key in state[network])
+
+
+OPTIONS: dict[str, Option] = {
+    "r1": Option(
+        ("loss.r1_weight=1.0", "loss.r1_every=2"), None, lambda job: job.logged("loss/r1")
+    ),
+    "feature_matching": Option(
+        ("loss.generator_loss=feature_matching",),
+        None,
         lambda job: job.config["loss"]["generator_loss"] == "feature_matching",
     ),
-    "historical": (
-        "loss:\n  historical_weight: 0.01",
-        lambda job: "historical_d" in job.state,
+    "historical": Option(
+        ("loss.historical_weight=0.01",), None, lambda job: "historical_d" in job.state
     ),
-    "ema": ("trainer:\n  ema_decay: 0.9", lambda job: "generator_ema" in job.state),
-    "diffaug": (
-        "data:\n  augment: diffaug",
-        lambda job: job.config["data"]["augment"] == "diffaug",
+    "ema": Option(("trainer.ema_decay=0.9",), None, lambda job: "generator_ema" in job.state),
+    "diffaug": Option(
+        ("data.augment=diffaug",), None, lambda job: job.config["data"]["augment"] == "diffaug"
     ),
-    "resnet": (
-        "defaults:\n  - override /generator: resnet\n  - override /discriminator: resnet",
-        lambda job: any(".shortcut." in key for key in job.state["discriminator"]),
+    "resnet": Option(
+        ("generator=resnet", "discriminator=resnet"),
+        _keys("discriminator", lambda key: ".shortcut." in key),
+        lambda job: job.config["discriminator"]["arch"] == "resnet",
     ),
-    "minibatch_discrimination": (
-        "discriminator:\n  batch_view: minibatch_discrimination",
-        lambda job: "statistic.theta" in job.state["discriminator"],
+    "minibatch_discrimination": Option(
+        ("discriminator.batch_view=minibatch_discrimination",),
+        _keys("discriminator", lambda key: key == "statistic.theta"),
+        lambda job: job.config["discriminator"]["batch_view"] == "minibatch_discrimination",
     ),
-    "minibatch_stddev": (
-        "discriminator:\n  batch_view: minibatch_stddev",
-        lambda job: any(key.startswith("linear.") for key in job.state["discriminator"]),
+    "minibatch_stddev": Option(
+        ("discriminator.batch_view=minibatch_stddev",),
+        _keys("discriminator", lambda key: key.startswith("linear.")),
+        lambda job: job.config["discriminator"]["batch_view"] == "minibatch_stddev",
     ),
-    "pack": ("discriminator:\n  pack: 2", lambda job: job.config["discriminator"]["pack"] == 2),
-    "projection": (
-        "conditional: true\ndiscriminator:\n  conditioning: projection",
-        lambda job: any("embed" in key for key in job.state["discriminator"]),
+    "pack": Option(
+        ("discriminator.pack=2",), None, lambda job: job.config["discriminator"]["pack"] == 2
     ),
-    "init_orthogonal": (
-        "generator:\n  init: orthogonal\ndiscriminator:\n  init: orthogonal",
+    "projection": Option(
+        ("conditional=true", "discriminator.conditioning=projection"),
+        _keys("discriminator", lambda key: "embed" in key),
+        lambda job: job.config["discriminator"]["conditioning"] == "projection",
+    ),
+    "init_orthogonal": Option(
+        ("generator.init=orthogonal", "discriminator.init=orthogonal"),
+        None,
         lambda job: job.config["generator"]["init"] == "orthogonal",
     ),
     # G's norm is virtual batch norm whatever the norm axis says; the axis sets D's
-    "virtual_batch": (
-        "norm:\n  generator: virtual_batch",
-        lambda job: "reference_z" in job.state["generator"],
+    "virtual_batch": Option(
+        ("norm.generator=virtual_batch",),
+        _keys("generator", lambda key: key.endswith("reference_z")),
+        lambda job: job.config["norm"]["generator"] == "virtual_batch",
     ),
 }
-CBN_NORMS = ("batch", "layer", "instance", "group")  # G's norms that have an affine
+# G's conditional batch norm takes G's norm from the norm axis: the four norms with an affine
+CBN = Option(
+    ("conditional=true", "generator.conditioning=cbn"),
+    _keys("generator", lambda key: ".gamma.weight" in key),
+    lambda job: job.config["generator"]["conditioning"] == "cbn",
+)
+CBN_NORMS = ("batch", "layer", "instance", "group")
 
 
 class FinishedJob:
@@ -353,48 +391,43 @@ class FinishedJob:
         return any(row.get(key, 0) > 0 for row in self.rows)
 
 
-def _option_sweep(tmp_path: Path, name: str, options: list[str], norms: tuple[str, ...]) -> Path:
-    conf = tmp_path / "conf" / "option"
-    conf.mkdir(parents=True, exist_ok=True)
-    for option in options:
-        text = OPTIONS[option][0] if option in OPTIONS else CBN
-        (conf / f"{option}.yaml").write_text(f"# @package _global_\n{text}\n")
-    sweep = tmp_path / name
-    result = ganexp_cmd(
-        "-m",
-        *TINY,
-        # the jobs two at a time (one torch thread each): what is checked is each job's outcome
-        "hydra/launcher=joblib",
-        "hydra.launcher.n_jobs=2",
-        f"hydra.searchpath=[file://{tmp_path}/conf]",
-        f"+option={','.join(options)}",
-        f"norm={','.join(norms)}",
-        "logger.mode=offline",
-        f"hydra.sweep.dir={sweep}",
-        cwd=tmp_path,
-        timeout=900,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    return sweep
+def _every_combination() -> list[tuple[str, Option, str]]:
+    combos = [(name, option, norm) for name, option in OPTIONS.items() for norm in NORMS]
+    return combos + [("cbn", CBN, norm) for norm in CBN_NORMS]
 
 
-CBN = "conditional: true\ngenerator:\n  conditioning: cbn"
+@pytest.mark.slow  # 80 plans, each composed, validated and built on the meta device
+def test_every_option_builds_with_every_norm_it_allows() -> None:
+    """Each option x each of the six norms (cbn: the four with an affine), checked as a job is
+    before it trains: validated, its data's spec read, both networks built on the meta device and
+    run forward on a batch there (the memory estimate). Each shows the option in its layers."""
+    for name, option, norm in _every_combination():
+        plan = plan_job(compose_config(*TINY, *option.overrides, f"norm={norm}"))
+        assert plan.cfg.norm.discriminator == norm, (name, norm)
+        assert next(plan.discriminator.parameters()).is_meta
+        nets = {"generator": plan.generator, "discriminator": plan.discriminator}
+        state = {network: net.state_dict() for network, net in nets.items()}
+        assert option.built is None or option.built(state), (name, norm)
 
 
 @pytest.mark.slow
-def test_every_option_trains_with_every_norm_it_allows_and_logs_to_wandb(tmp_path: Path) -> None:
-    """Each option x each of the six norms (cbn: the four with an affine) through one CLI sweep,
-    W&B offline: every job completes, logs both steps, and shows its option took effect."""
-    sweep = _option_sweep(tmp_path, "sweep", list(OPTIONS), NORMS)
-    jobs = [(option, norm) for option in OPTIONS for norm in NORMS]
-    for num, (option, norm) in enumerate(jobs):
-        job = FinishedJob(sweep / str(num))
-        assert json.loads((sweep / str(num) / "job.json").read_text())["status"] == "completed"
-        assert job.config["norm"]["discriminator"] == norm, (num, option, norm)
-        assert [row["step"] for row in job.rows] == [1, 2], (option, norm)
-        assert OPTIONS[option][1](job), (option, norm)
-    cbn = _option_sweep(tmp_path, "cbn", ["cbn"], CBN_NORMS)
-    for num, norm in enumerate(CBN_NORMS):
-        job = FinishedJob(cbn / str(num))
-        assert any(".gamma.weight" in key for key in job.state["generator"]), norm
-        assert job.config["norm"]["generator"] == norm
+def test_each_option_trains_and_logs_to_wandb(tmp_path: Path) -> None:
+    """Each option trained through one CLI sweep, W&B offline, the norms taken in turn so that
+    each of the six trains twice (and cbn with two of its four): every job completes, logs both
+    steps, and shows its option took effect, in its config and in its checkpoint's networks.
+    Every option x norm builds and runs forward in the test above."""
+    jobs = [
+        (name, option, NORMS[i % len(NORMS)]) for i, (name, option) in enumerate(OPTIONS.items())
+    ]
+    jobs += [("cbn", CBN, norm) for norm in CBN_NORMS[1::2]]
+    cases = {f"{name}-{norm}": (*option.overrides, f"norm={norm}") for name, option, norm in jobs}
+    assert {norm for _, _, norm in jobs} == set(NORMS)
+    folders = cli_sweep(tmp_path, cases, *TINY, "logger.mode=offline")
+    for name, option, norm in jobs:
+        folder = folders[f"{name}-{norm}"]
+        assert json.loads((folder / "job.json").read_text())["status"] == "completed"
+        job = FinishedJob(folder)
+        assert job.config["norm"]["discriminator"] == norm, (name, norm)
+        assert [row["step"] for row in job.rows] == [1, 2], (name, norm)
+        assert option.trained(job), (name, norm)
+        assert option.built is None or option.built(job.state), (name, norm)

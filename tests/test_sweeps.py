@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from commands import run_command
 from helpers import compose_config
 from hydra import compose, initialize_config_module
 from hydra.utils import instantiate
@@ -51,11 +52,10 @@ TOY = ("data=ring8", "generator=mlp", "discriminator=mlp", "norm=none")
 
 
 def ganexp_cmd(*args: str, cwd: Path, timeout: int = 240) -> subprocess.CompletedProcess[str]:
-    """`ganexp ARGS` in a subprocess; one torch thread per process (the machine is shared)."""
+    """The command `ganexp ARGS` (tests/commands.py: forked from a process that did its imports);
+    one torch thread per process (the machine is shared)."""
     env = dict(os.environ, PYTHONWARNINGS="ignore", OMP_NUM_THREADS="1")
-    return subprocess.run(
-        [GANEXP, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
-    )
+    return run_command("ganexp", *args, cwd=cwd, env=env, timeout=timeout)
 
 
 def read_csv(path: Path) -> list[dict[str, str]]:
