@@ -1,13 +1,14 @@
 """ganexp's commands run as a user runs them, without paying Python's start and imports each time.
 
-A ganexp process spends about 7 s of CPU importing torch, torchvision, torchmetrics, wandb and
-Hydra before its first check, and the suite starts a hundred of them. :func:`run_command` runs
+A ganexp process spends about 7 s of CPU importing torch, torchvision, torchmetrics and Hydra
+before its first check, and the suite starts a hundred of them. :func:`run_command` runs
 ``ganexp ARGS`` (or ``ganexp-sample`` / ``ganexp-eval``) in a child forked from a server that
 imported those modules once (multiprocessing's forkserver, with them preloaded): the child gets
 the command's argv, working folder and environment, its own stdout and stderr, and runs the
 command's own entry point to its exit code and ends as the interpreter does (threads joined,
-then atexit handlers), exactly as the console script would. Nothing else is shared: the server never runs a command itself, so every child
-starts from the state of a fresh process that has done its imports.
+then atexit handlers), exactly as the console script would. Nothing else is shared: the server
+never runs a command itself, so every child starts from the state of a fresh process that has
+done its imports.
 
 What a forked child cannot reproduce runs as a real process (:func:`run_command` decides): an
 environment that leaves torch's thread count to a default other than the server's. Tests of a
@@ -37,12 +38,13 @@ ENTRY_POINTS = {
     "ganexp-sample": ("ganexp.cli.sample", "cli"),
     "ganexp-eval": ("ganexp.cli.evaluate", "cli"),
 }
-# imported once by the server; a command's own modules (its tasks, metrics) come with them
+# imported once by the server; a command's own modules (its tasks, metrics) come with them. Not
+# wandb, which makes a temporary folder at import (its media) that the first child to exit would
+# remove from under every later one: each command imports it itself, as a fresh process does.
 PRELOAD = [
     "torch",
     "torchvision",
     "torchmetrics",
-    "wandb",
     "matplotlib.pyplot",
     "ganexp.cli.train",
     "ganexp.cli.sample",
@@ -106,6 +108,7 @@ def _child(
         os.dup2(os.open(err, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644), 2)
     sys.stdout = open(1, "w", buffering=1, closefd=False)  # noqa: SIM115
     sys.stderr = open(2, "w", buffering=1, closefd=False)  # noqa: SIM115
+    del sys.modules[__name__]  # imported by the server to run this function; not the command's
     os.chdir(cwd)
     os.environ.clear()
     os.environ.update(env)
@@ -162,7 +165,9 @@ def run_command(
 ) -> subprocess.CompletedProcess[str]:
     """``program ARGS`` (a ganexp console script) in ``cwd`` with ``env``, to its end: its exit
     code, stdout and stderr (``merge_stderr``: both in stdout), as :func:`subprocess.run` gives
-    them."""
+    them. The command starts its own W&B service, as a user's command would: a WANDB_SERVICE
+    that this test process's own runs left in ``env`` is dropped."""
+    env = {key: value for key, value in env.items() if key != "WANDB_SERVICE"}
     if not _forkable(env):
         return subprocess.run(
             [str(BIN / program), *args],

@@ -21,7 +21,7 @@ TESTS = Path(__file__).parent
         (["norm=bogus"], None, "norm='bogus': allowed: batch, group"),
         # tests/ is on this process's sys.path, not on a fresh one's: not importable
         (["loss._target_=commands.BIN"], None, "loss._target_='commands.BIN': cannot be imported"),
-        (["loss._target_=commands.BIN"], str(TESTS), "loss._target_='commands.BIN': must be"),
+        (["loss._target_=commands.BIN"], str(TESTS), "loss._target_='commands.BIN': is not a"),
     ],
 )
 def test_a_forked_command_ends_as_the_real_process_does(
