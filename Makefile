@@ -13,9 +13,8 @@ help:  ## this list
 	@touch $@
 
 # the tests run on one pytest-xdist worker per core; a test file's tests share one worker, so the
-# runs a module trains once (module-scoped fixtures) are trained once; files go out in the order
-# tests/slow_report.py gives them (the most slow tests first). PARALLEL= runs them in turn.
-PARALLEL ?= -n auto --dist loadfile --no-loadscope-reorder
+# runs a module trains once (module-scoped fixtures) are trained once. PARALLEL= runs them in turn.
+PARALLEL ?= -n auto --dist loadfile
 
 install: .venv/.installed  ## create .venv with the locked dependencies (uv)
 

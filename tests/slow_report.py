@@ -1,8 +1,7 @@
 """A pytest plugin: at the end of a run, the tests not marked ``slow`` that took longer than the
 marker's own definition (5 s, set by the ini option ``unmarked_slow_after`` or the command-line
 option ``--unmarked-slow-after=SECONDS``; 0 turns the report off) are listed in the terminal
-summary, so that a test that grows slow is seen before the fast tier (``make test``) does. It
-also runs the files with the most slow tests first (:func:`pytest_collection_modifyitems`).
+summary, so that a test that grows slow is seen before the fast tier (``make test``) does.
 
 A test's time is its setup, call and teardown together (as ``--durations`` counts them): a
 module-scoped fixture that trains a run is charged to the first test that uses it, and the line
@@ -60,18 +59,6 @@ class SlowReport:
             terminalreporter.write_sep("=", "unmarked slow tests", yellow=True)
             for line in lines:
                 terminalreporter.write_line(line, yellow=True)
-
-
-@pytest.hookimpl(trylast=True)  # after -m deselects
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """The files with the most slow tests first, each file's tests in their order: the xdist
-    workers (make test-all: --dist loadfile, files in this order) take the long files at the
-    start and end on short ones, instead of one worker finishing a long file alone."""
-    slow: dict[str, int] = {}
-    for item in items:
-        slow[item.path.name] = slow.get(item.path.name, 0) + bool(item.get_closest_marker("slow"))
-    first = {name: i for i, name in enumerate(dict.fromkeys(item.path.name for item in items))}
-    items.sort(key=lambda item: (-slow[item.path.name], first[item.path.name]))
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
