@@ -158,16 +158,22 @@ def _forkable(env: dict[str, str]) -> bool:
 def run_command(
     program: str,
     *args: str,
-    cwd: Path,
-    env: dict[str, str],
+    cwd: Path | None = None,
+    env: dict[str, str] | None = None,
     timeout: float = 600,
     merge_stderr: bool = False,
 ) -> subprocess.CompletedProcess[str]:
     """``program ARGS`` (a ganexp console script) in ``cwd`` with ``env``, to its end: its exit
     code, stdout and stderr (``merge_stderr``: both in stdout), as :func:`subprocess.run` gives
     them. The command starts its own W&B service, as a user's command would: a WANDB_SERVICE
-    that this test process's own runs left in ``env`` is dropped."""
-    env = {key: value for key, value in env.items() if key != "WANDB_SERVICE"}
+    that this test process's own runs left in ``env`` is dropped. ``cwd`` and ``env`` default
+    to this process's."""
+    cwd = Path.cwd() if cwd is None else cwd
+    env = {
+        key: value
+        for key, value in (os.environ if env is None else env).items()
+        if key != "WANDB_SERVICE"
+    }
     if not _forkable(env):
         return subprocess.run(
             [str(BIN / program), *args],

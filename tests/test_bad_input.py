@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from commands import run_command
 from helpers import compose_config, smoke_config, smoke_run
 
 from ganexp.config import RunConfig, validate
@@ -35,13 +36,8 @@ def refused(tmp_path: Path, *args: str) -> str:
     """Run `ganexp ARGS`; check it is refused in one line before Hydra made a run folder."""
     run_dir = tmp_path / "run"
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    result = subprocess.run(
-        [GANEXP, *args, f"hydra.run.dir={run_dir}"],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
+    result = run_command(
+        "ganexp", *args, f"hydra.run.dir={run_dir}", cwd=tmp_path, env=env, timeout=300
     )
     lines = result.stderr.strip().splitlines()
     assert result.returncode == 2, result.stderr
@@ -86,11 +82,12 @@ def test_rerun_in_its_own_folder_with_other_networks_is_refused(tmp_path: Path, 
     run_dir = tmp_path / "run"
     shutil.copytree(trained, run_dir)
     before = sorted(p.relative_to(run_dir) for p in run_dir.rglob("*"))
-    result = subprocess.run(
-        [GANEXP, *SMOKE, "discriminator.width=32", f"hydra.run.dir={run_dir}"],
+    result = run_command(
+        "ganexp",
+        *SMOKE,
+        "discriminator.width=32",
+        f"hydra.run.dir={run_dir}",
         cwd=tmp_path,
-        capture_output=True,
-        text=True,
         timeout=300,
     )
     assert result.returncode == 2, result.stderr

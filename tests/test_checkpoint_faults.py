@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from commands import run_command
 from helpers import smoke_run
 from hydra.utils import instantiate
 from PIL import Image
@@ -130,9 +131,7 @@ def test_the_forged_checkpoint_is_refused_through_the_command_line(
     state["config"]["generator"]["layer"] = [payload(marker)]
     path = forged(tmp_path, state)
     for command in ("ganexp-eval", "ganexp-sample"):
-        result = subprocess.run(
-            [str(BIN / command), f"checkpoint={path}"], capture_output=True, text=True
-        )
+        result = run_command(command, f"checkpoint={path}", timeout=120)
         assert result.returncode == 2, result.stderr
         assert "Traceback" not in result.stderr
         lines = result.stderr.strip().splitlines()
@@ -203,7 +202,7 @@ def test_a_malformed_checkpoint_is_refused_through_the_command_line(
     path = forged(tmp_path, state)
     run_dir = tmp_path / "run"
     args = ["experiment=smoke", "logger=none", *TOY, f"resume={path}", f"hydra.run.dir={run_dir}"]
-    result = subprocess.run([str(BIN / "ganexp"), *args], capture_output=True, text=True)
+    result = run_command("ganexp", *args, timeout=300)
     assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
     last = result.stderr.strip().splitlines()[-1]
     reason = "malformed checkpoint: 'step' is -5, must be an integer >= 0"
@@ -344,12 +343,7 @@ def test_hydras_rerun_of_a_pickled_run_folder_config_is_refused(tmp_path: Path) 
     marker = tmp_path / "payload-ran"
     pickled = tmp_path / "config.pickle"
     pickled.write_bytes(pickle.dumps(Payload(marker)))
-    result = subprocess.run(
-        [str(BIN / "ganexp"), "--experimental-rerun", str(pickled)],
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-    )
+    result = run_command("ganexp", "--experimental-rerun", str(pickled), cwd=tmp_path, timeout=120)
     assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
     assert result.stderr.strip() == (
         f"ganexp: error: --experimental-rerun='{pickled}': refused: it unpickles a file of a run "

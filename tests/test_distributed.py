@@ -87,16 +87,24 @@ def test_two_processes_hold_identical_weights_after_training(
     assert not torch.equal(params(initial)["generator.net.0.weight"], w0["generator.net.0.weight"])
 
 
+@pytest.fixture(scope="module")
+def whole_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """A torchrun run of the smoke preset, 6 steps, W&B offline, in a folder of its own choosing
+    (outputs/DATE/TIME under its working folder): the folder and the command's stderr."""
+    cwd = tmp_path_factory.mktemp("torchrun")
+    result = ganexp_run("logger.mode=offline", cwd=cwd)
+    folders = list((cwd / "outputs").glob("*/*"))
+    assert len(folders) == 1, folders  # rank 1 used rank 0's time-stamped folder
+    return folders[0], result.stderr
+
+
 @pytest.mark.slow
 def test_torchrun_writes_one_run_folder_one_wandb_run_and_each_log_line_once(
-    tmp_path: Path,
+    whole_run: tuple[Path, str],
 ) -> None:
-    result = ganexp_run("logger.mode=offline", cwd=tmp_path)
-    folders = list((tmp_path / "outputs").glob("*/*"))
-    assert len(folders) == 1, folders  # rank 1 used rank 0's time-stamped folder
-    run_dir = folders[0]
-    assert result.stderr.count("device=auto") == 1  # one process speaks
-    runs = list(tmp_path.rglob("run-*.wandb"))
+    run_dir, stderr = whole_run
+    assert stderr.count("device=auto") == 1  # one process speaks
+    runs = list(run_dir.parents[2].rglob("run-*.wandb"))  # anywhere under its working folder
     assert len(runs) == 1, runs
     wandb_run = load_run(runs[0])
     assert wandb_run.exit_code == 0
@@ -111,9 +119,10 @@ def test_torchrun_writes_one_run_folder_one_wandb_run_and_each_log_line_once(
 
 
 @pytest.mark.slow
-def test_stopped_and_continued_run_ends_with_the_uninterrupted_weights(tmp_path: Path) -> None:
-    whole, halves = tmp_path / "whole", tmp_path / "halves"
-    ganexp_run("logger=none", f"hydra.run.dir={whole}")
+def test_stopped_and_continued_run_ends_with_the_uninterrupted_weights(
+    tmp_path: Path, whole_run: tuple[Path, str]
+) -> None:
+    whole, halves = whole_run[0], tmp_path / "halves"
     ganexp_run("logger=none", f"hydra.run.dir={halves}", "trainer.max_steps=3")
     result = ganexp_run("logger=none", f"hydra.run.dir={halves}")
     assert "resuming from" in result.stderr
@@ -195,12 +204,15 @@ def test_sigterm_to_one_process_stops_both_at_one_step_and_the_run_continues(
     assert stderr.count("stopped by SIGTERM") == 2, stderr[-3000:]  # both ranks, one step
     state = load_checkpoint(run_dir / "checkpoints" / "last.pt")
     assert 3 <= state["step"] < 400 and len(state["ranks"]) == 2
-    result = subprocess.run([*args, *long_run[:1]], env=env, capture_output=True, text=True)
+    further = state["step"] + 2  # the same command, two steps further
+    result = subprocess.run(
+        [*args, f"trainer.max_steps={further}"], env=env, capture_output=True, text=True
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert f"resuming from {run_dir / 'checkpoints' / 'last.pt'} at step {state['step']}" in (
         result.stderr
     )
-    assert load_checkpoint(run_dir / "checkpoints" / "last.pt")["step"] == 400
+    assert load_checkpoint(run_dir / "checkpoints" / "last.pt")["step"] == further
 
 
 def test_processes_split_every_batch_between_them() -> None:

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from commands import run_command
 from helpers import smoke_run
 from PIL import Image
 
@@ -71,11 +71,8 @@ def test_best_checkpoint_holds_the_best_headline_value(evaluated_run: Path) -> N
 @pytest.mark.slow
 def test_ganexp_eval_prints_and_writes_all_metrics(evaluated_run: Path) -> None:
     checkpoint = evaluated_run / "checkpoints" / "last.pt"
-    result = subprocess.run(
-        [str(BIN / "ganexp-eval"), f"checkpoint={evaluated_run}", "metrics.num_samples=100"],
-        capture_output=True,
-        text=True,
-        timeout=300,
+    result = run_command(
+        "ganexp-eval", f"checkpoint={evaluated_run}", "metrics.num_samples=100", timeout=300
     )
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
@@ -94,9 +91,7 @@ def test_ganexp_eval_refuses_bad_input_in_one_line(tmp_path: Path) -> None:
         ([], "ganexp-eval: error: checkpoint=None: required"),
         ([f"checkpoint={tmp_path}/none.pt"], "no such checkpoint file"),
     ]:
-        result = subprocess.run(
-            [str(BIN / "ganexp-eval"), *args], capture_output=True, text=True, timeout=120
-        )
+        result = run_command("ganexp-eval", *args, timeout=120)
         assert result.returncode == 2
         assert expected in result.stderr and len(result.stderr.strip().splitlines()) == 1
 
@@ -105,9 +100,9 @@ def test_ganexp_eval_refuses_bad_input_in_one_line(tmp_path: Path) -> None:
 def test_ganexp_sample_grid_images_and_interpolation(evaluated_run: Path, tmp_path: Path) -> None:
     """The command once for each of its outcomes (a grid; a refusal); the other modes through
     its main() in this process (the same code, less a Python start each)."""
-    sample = str(BIN / "ganexp-sample")
     common = [f"checkpoint={evaluated_run}", f"out={tmp_path}"]
-    subprocess.run([sample, *common, "n=16"], check=True, capture_output=True, timeout=120)
+    made = run_command("ganexp-sample", *common, "n=16", timeout=120)
+    assert made.returncode == 0, made.stderr
     grid = Image.open(tmp_path / "grid_seed0.png")
     assert grid.size == (4 * 34 + 2, 4 * 34 + 2)
     sample_main([*common, "mode=images", "n=3"])
@@ -116,7 +111,7 @@ def test_ganexp_sample_grid_images_and_interpolation(evaluated_run: Path, tmp_pa
     sample_main([*common, "mode=interpolate", "n=5"])
     strip = Image.open(tmp_path / "interpolate_0_1.png")
     assert strip.size == (5 * 34 + 2, 34 + 2)
-    bad = subprocess.run([sample, *common, "label=2"], capture_output=True, text=True)
+    bad = run_command("ganexp-sample", *common, "label=2", timeout=120)
     assert bad.returncode == 2 and "not conditional" in bad.stderr
 
 

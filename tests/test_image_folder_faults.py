@@ -11,7 +11,6 @@ import os
 import signal
 import struct
 import subprocess
-import sys
 import tempfile
 import zlib
 from collections.abc import Callable, Iterator
@@ -20,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from commands import run_command
 from helpers import assert_refused_before_training
 from PIL import Image
 
@@ -391,14 +391,7 @@ def test_pix2pix_and_cyclegan_folders_check_every_file_before_any_work(tmp_path:
 
 def run_ganexp(cwd: Path, *args: str) -> subprocess.CompletedProcess:
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    return subprocess.run(
-        [sys.executable, "-m", "ganexp", *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    return run_command("ganexp", *args, cwd=cwd, env=env, timeout=300)
 
 
 @pytest.mark.slow  # a ganexp process; the same checks in-process are in the fast tier
