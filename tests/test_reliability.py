@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from commands import run_command
 from helpers import assert_same_weights, smoke_session
 
 from ganexp.engine.checkpoint import CheckpointStore, load_checkpoint, save_checkpoint
@@ -65,7 +66,7 @@ def test_sigkill_then_same_command_ends_with_the_uninterrupted_weights(
         _wait_for_checkpoint(tmp_path, proc, kill_after)
         proc.kill()
         proc.wait()
-    result = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    result = run_command("ganexp", *cmd[1:], timeout=300)  # the same command, forked
     assert result.returncode == 0, result.stderr
     assert "resuming from" in result.stderr
     assert load_checkpoint(tmp_path / "checkpoints" / "last.pt")["step"] == 24
@@ -142,9 +143,7 @@ def test_pickle_payload_checkpoint_is_refused_and_never_runs(tmp_path: Path) -> 
     assert "refused" in str(error.value) and "\n" not in str(error.value)
     assert not marker.exists()
     assert b"mkdir" in path.read_bytes()  # the file really carries the payload
-    result = subprocess.run(
-        [GANEXP, "experiment=smoke", f"resume={path}"], capture_output=True, text=True, cwd=tmp_path
-    )
+    result = run_command("ganexp", "experiment=smoke", f"resume={path}", cwd=tmp_path, timeout=300)
     assert result.returncode == 2
     assert result.stderr.startswith("ganexp: error: resume=") and "refused" in result.stderr
     assert not marker.exists()

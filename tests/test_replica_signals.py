@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from commands import run_command
 from helpers import assert_same_weights, compose_config, smoke_config, torch_threads
 from omegaconf import OmegaConf
 
@@ -255,9 +256,7 @@ def test_sigterm_to_dcgan_replicas_from_the_command_line_and_the_same_command_co
     for k in range(2):
         assert load_checkpoint(last(run_dir, k))["step"] == step
 
-    continued = subprocess.run(
-        command, cwd=tmp_path, env=quiet_env(), capture_output=True, text=True, timeout=300
-    )
+    continued = run_command("ganexp", *command[3:], cwd=tmp_path, env=quiet_env(), timeout=300)
     assert continued.returncode == 0, continued.stderr[-3000:]
     cfg = compose_config(*DCGAN_GP)
     resolved = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
