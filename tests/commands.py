@@ -2,13 +2,13 @@
 
 A ganexp process spends about 7 s of CPU importing torch, torchvision, torchmetrics and Hydra
 before its first check, and the suite starts a hundred of them. :func:`run_command` runs
-``ganexp ARGS`` (or ``ganexp-sample`` / ``ganexp-eval``) in a child forked from a server that
-imported those modules once (multiprocessing's forkserver, with them preloaded): the child gets
-the command's argv, working folder and environment, its own stdout and stderr, and runs the
-command's own entry point to its exit code and ends as the interpreter does (threads joined,
-then atexit handlers), exactly as the console script would. Nothing else is shared: the server
-never runs a command itself, so every child starts from the state of a fresh process that has
-done its imports.
+``ganexp ARGS`` (or ``ganexp-sample``, ``ganexp-eval``, ``ganexp-inspect``) in a child forked
+from a server that imported those modules once (multiprocessing's forkserver, with them
+preloaded): the child gets the command's argv, working folder and environment, its own stdout
+and stderr, and runs the command's own entry point to its exit code and ends as the interpreter
+does (threads joined, then atexit handlers), exactly as the console script would. Nothing else
+is shared: the server never runs a command itself, so every child starts from the state of a
+fresh process that has done its imports.
 
 What a forked child cannot reproduce runs as a real process (:func:`run_command` decides): an
 environment that leaves torch's thread count to a default other than the server's. Tests of a
@@ -37,6 +37,7 @@ ENTRY_POINTS = {
     "ganexp": ("ganexp.cli.train", "main"),
     "ganexp-sample": ("ganexp.cli.sample", "cli"),
     "ganexp-eval": ("ganexp.cli.evaluate", "cli"),
+    "ganexp-inspect": ("ganexp.cli.inspect", "cli"),
 }
 # imported once by the server; a command's own modules (its tasks, metrics) come with them. Not
 # wandb, which makes a temporary folder at import (its media) that the first child to exit would

@@ -10,7 +10,6 @@ import torch
 from helpers import LinearCritic, compose_config
 from test_bad_input import refusal
 from test_sweeps import TINY, ganexp_cmd
-from wandb_runfile import load_run
 
 from ganexp.config import AUGMENT_POLICIES, validate
 from ganexp.parts.augment import (
@@ -24,6 +23,7 @@ from ganexp.parts.augment import (
     translation,
 )
 from ganexp.parts.losses import GradientPenaltyLoss, R1Penalty
+from ganexp.tracking.runfile import load_run
 
 
 @pytest.fixture(autouse=True)

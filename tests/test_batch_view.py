@@ -12,11 +12,11 @@ import torch
 from helpers import cli_sweep, smoke_config
 from test_bad_input import refusal
 from test_sweeps import TINY
-from wandb_runfile import load_run
 
 from ganexp.data import data_spec
 from ganexp.models.common import BatchStatistic, MinibatchDiscrimination, MinibatchStddev
 from ganexp.session.build import build_discriminator
+from ganexp.tracking.runfile import load_run
 
 
 def test_minibatch_discrimination_by_hand() -> None:

@@ -16,7 +16,6 @@ import yaml
 from omegaconf import OmegaConf
 from scipy import stats
 from test_sweeps import markdown_rows
-from wandb_runfile import load_run
 
 from ganexp.analysis.cells import (
     build_cells,
@@ -30,6 +29,7 @@ from ganexp.analysis.cells import (
 from ganexp.errors import ConfigError
 from ganexp.session.job import write_job_record
 from ganexp.session.sweep import JobResult, SweepSummary, summarize
+from ganexp.tracking.runfile import load_run
 
 FD = "eval/fd_classifier"  # lower is better
 MODES = "eval/modes_covered"  # higher is better

@@ -18,13 +18,13 @@ from pathlib import Path
 import pytest
 import torch
 from helpers import smoke_config
-from wandb_runfile import load_run
 
 from ganexp.data import build_data
 from ganexp.engine.checkpoint import load_checkpoint
 from ganexp.engine.distributed import World
 from ganexp.errors import ConfigError
 from ganexp.session.preflight import check_processes
+from ganexp.tracking.runfile import load_run
 
 TESTS = Path(__file__).parent
 GANEXP = str(Path(sys.executable).with_name("ganexp"))

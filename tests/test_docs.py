@@ -18,8 +18,9 @@ tests/conftest.py sets it up) and its own ``hydra.run.dir`` (or ``hydra.sweep.di
 ``-m``); keys that only set a run's length (:data:`SMOKE_OWNED`) are dropped so that smoke's
 values hold, and an Optuna search runs 2 trials. ``ganexp-sample`` / ``ganexp-eval`` run against a
 checkpoint of a documented run (:data:`REUSABLE`; trained first when that run did not run): a
-Pix2Pix one for ``mode=translate``, a CycleGAN one with ``direction=ba``. ``DIR`` placeholders
-become small folders of images the test writes.
+Pix2Pix one for ``mode=translate``, a CycleGAN one with ``direction=ba``; ``ganexp-inspect``
+reads a smoke run that logged to W&B offline. ``DIR`` placeholders become small folders of
+images the test writes.
 """
 
 from __future__ import annotations
@@ -265,6 +266,18 @@ class Workspace:
         self.checkpoints[kind] = run_dir
         return run_dir
 
+    def wandb_run(self) -> Path:
+        """The run folder of a smoke run that logged to W&B offline (for ganexp-inspect)."""
+        if "wandb" not in self.checkpoints:
+            run_dir = self.fresh("wandb-run")
+            command = (
+                f"ganexp experiment=smoke debug=smoke logger.mode=offline hydra.run.dir={run_dir}"
+            )
+            result = run(command, self.root)
+            assert result.returncode == 0, f"{command}\n{result.stdout[-3000:]}"
+            self.checkpoints["wandb"] = run_dir
+        return self.checkpoints["wandb"]
+
 
 def run(command: str, cwd: Path, timeout: int = 600) -> subprocess.CompletedProcess[str]:
     """``bash -c COMMAND`` in cwd, the venv's bin/ first on PATH, one torch thread (the
@@ -310,6 +323,10 @@ def smoke_command(command: str, ws: Workspace) -> tuple[str, Path | None]:
     folder it makes (a sweep's: its first job's; None for a checkpoint tool)."""
     assert not re.search(r"[\"']", command), f"quote the rule for quotes first: {command}"
     tokens = command.split()
+    if command.startswith("ganexp-inspect"):  # RUN: a run that logged to W&B
+        program, *rest = tokens
+        run_dir = ws.wandb_run()
+        return " ".join([program, *(t if "=" in t else str(run_dir) for t in rest)]), None
     if command.startswith(CHECKPOINT_TOOLS):
         kind = "default"
         if "mode=translate" in tokens:

@@ -26,6 +26,7 @@ LAYER = {
     "data": 1,
     "config": 0,
     "errors": 0,
+    "keys": 0,
     "conf": 0,
 }
 

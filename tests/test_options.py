@@ -20,7 +20,6 @@ from helpers import (
     smoke_session,
 )
 from test_sweeps import TINY, ganexp_cmd
-from wandb_runfile import load_run
 
 from ganexp.cli.restore import sampler_weights
 from ganexp.engine.checkpoint import load_checkpoint
@@ -28,6 +27,7 @@ from ganexp.parts.losses import HistoricalAverage
 from ganexp.parts.terms import Historical
 from ganexp.session.preflight import plan_job
 from ganexp.session.run import execute
+from ganexp.tracking.runfile import load_run
 
 NORMS = ("batch", "layer", "instance", "group", "spectral", "none")
 
@@ -136,6 +136,12 @@ def test_a_users_loss_from_their_own_folder_trains(user_folder: Path) -> None:
         pytest.param(  # each a ganexp process: one of them in the fast tier
             "loss._target_=mylosses.Margin",
             "loss._target_='mylosses.Margin': cannot be imported",
+            marks=pytest.mark.slow,
+        ),
+        pytest.param(  # a key nothing reads: MarginLoss does not take it
+            "loss.gp_weight=3",
+            "loss.gp_weight=3.0: only loss=wgan_gp reads it (or a user's loss whose constructor "
+            "takes gp_weight); nothing reads it under mylosses.MarginLoss",
             marks=pytest.mark.slow,
         ),
         pytest.param(

@@ -23,7 +23,6 @@ from helpers import (
 from PIL import Image
 from test_bad_input import refusal, refused
 from torch import nn
-from wandb_runfile import image_keys, load_run
 
 from ganexp.cli import evaluate
 from ganexp.data.images import to_signed_unit
@@ -32,6 +31,7 @@ from ganexp.models.common import generate
 from ganexp.parts.losses import input_gradient_norms
 from ganexp.session.build import check_buildable
 from ganexp.session.memory import estimate
+from ganexp.tracking.runfile import image_keys, load_run
 
 PAIRED = ("task=paired_translation",)
 

@@ -10,12 +10,12 @@ import pytest
 import torch
 from helpers import checkpoint_weights, compose_config, smoke_config, smoke_run, torch_threads
 from test_sweeps import TINY, TOY, ganexp_cmd, read_csv
-from wandb_runfile import load_run
 
 from ganexp.errors import ConfigError
 from ganexp.metrics import evaluator
 from ganexp.session.preflight import check_config
 from ganexp.session.run import build_replicas, execute_sessions, train_replicas
+from ganexp.tracking.runfile import load_run
 
 SLOW = pytest.mark.slow  # for the cases of a test whose others stay in the fast tier
 MLP = ("data=ring8", "generator=mlp", "discriminator=mlp")

@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 import yaml
 from helpers import smoke_config, smoke_run
-from wandb_runfile import RunFile, load_run
+
+from ganexp.tracking.runfile import RunFile, load_run
 
 pytestmark = pytest.mark.slow  # real trainings, each several seconds
 

@@ -19,13 +19,13 @@ from helpers import (
     smoke_session,
 )
 from test_bad_input import refusal, refused
-from wandb_runfile import load_run
 
 from ganexp.cli import evaluate
 from ganexp.data import build_labelled, labelled_subset
 from ganexp.engine.checkpoint import load_checkpoint
 from ganexp.session.build import build_optimizer
 from ganexp.tasks.semi_supervised import ClassifierCritic, SemiSupervised, accuracy
+from ganexp.tracking.runfile import load_run
 
 SSL = ("task=semi_supervised",)
 

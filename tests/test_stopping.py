@@ -13,12 +13,12 @@ from pathlib import Path
 import pytest
 import torch
 from helpers import assert_same_weights, smoke_run, smoke_session
-from wandb_runfile import RunFile, load_run
 
 from ganexp.engine.checkpoint import load_checkpoint
 from ganexp.engine.hooks import PENDING_EVAL
 from ganexp.errors import Interrupted
 from ganexp.session.run import execute
+from ganexp.tracking.runfile import RunFile, load_run
 
 pytestmark = pytest.mark.slow  # real trainings, each several seconds
 

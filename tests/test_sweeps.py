@@ -24,13 +24,15 @@ from hydra import compose, initialize_config_module
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from PIL import Image
-from wandb_runfile import image_keys, load_run
 
 import ganexp
+from ganexp.cli.help import presets
 from ganexp.config import validate
+from ganexp.keys import maximize
 from ganexp.session.preflight import flags_first, job_overrides
-from ganexp.session.sweep import MISSING_RECORD, SweepSummary, maximize, read_curve, summarize
+from ganexp.session.sweep import MISSING_RECORD, SweepSummary, read_curve, summarize
 from ganexp.tasks import check as check_task
+from ganexp.tracking.runfile import image_keys, load_run
 
 GANEXP = str(Path(sys.executable).with_name("ganexp"))
 EXPERIMENTS = Path(ganexp.__file__).parent / "conf" / "experiment"
@@ -159,6 +161,8 @@ def test_every_preset_composes_and_says_what_it_shows() -> None:
         names
     )
     assert set(SWEEP_PRESETS) <= set(names)
+    listed = presets()
+    assert set(listed) == set(names)
     with initialize_config_module("ganexp.conf", version_base="1.3"):
         for name in names:
             lines = (EXPERIMENTS / f"{name}.yaml").read_text().splitlines()
@@ -170,6 +174,7 @@ def test_every_preset_composes_and_says_what_it_shows() -> None:
                 [f"experiment={name}"], True, {k: str(v) for k, v in params.items()}
             )
             assert len(jobs) == SWEEP_PRESETS.get(name, 1), name
+            assert listed[name][1] == len(jobs), name  # what ganexp --help says it runs
             # jobs that differ only in their seed compose alike: each other job once
             unseeded = {tuple(o for o in job if not o.startswith("seed=")) for job in jobs}
             for overrides in unseeded:

@@ -12,11 +12,11 @@ import pytest
 import torch
 from helpers import compose_config
 from PIL import Image
-from wandb_runfile import image_keys, load_run
 
 from ganexp.engine.checkpoint import load_checkpoint
 from ganexp.session.preflight import plan_job
 from ganexp.session.run import run
+from ganexp.tracking.runfile import image_keys, load_run
 
 SCALARS = {"loss/d", "loss/g", "d/real", "d/fake", "grad_norm/g", "grad_norm/d", "lr/g", "lr/d"}
 SCALARS |= {"perf/img_per_s"}

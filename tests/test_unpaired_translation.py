@@ -23,7 +23,6 @@ from helpers import (
 from PIL import Image
 from test_bad_input import refusal, refused
 from torch import nn
-from wandb_runfile import image_keys, load_run
 
 from ganexp.cli import evaluate
 from ganexp.data.images import to_signed_unit, to_uint8
@@ -36,6 +35,7 @@ from ganexp.tasks.unpaired_translation import (
     DomainPools,
     swap_halves,
 )
+from ganexp.tracking.runfile import image_keys, load_run
 
 UNPAIRED = ("task=unpaired_translation",)
 

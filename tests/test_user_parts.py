@@ -15,13 +15,13 @@ import torch
 from helpers import assert_refused_before_training, compose_config
 from test_sweeps import GANEXP, TINY, ganexp_cmd
 from torch import nn
-from wandb_runfile import load_run
 
 from ganexp.config import validate
 from ganexp.data import data_spec
 from ganexp.engine.checkpoint import load_checkpoint
 from ganexp.errors import ConfigError
 from ganexp.session.build import build_discriminator, build_generator
+from ganexp.tracking.runfile import load_run
 
 USER_NETS = '''
     import torch

@@ -18,9 +18,11 @@ import numpy as np
 import pytest
 from PIL import Image
 from wandb.proto import wandb_internal_pb2 as pb
-from wandb_runfile import (
+
+from ganexp.tracking.runfile import (
     BLOCK_SIZE,
     FILE_HEADER,
+    NoRunFile,
     RunFile,
     RunFileError,
     _split_records,
@@ -208,14 +210,14 @@ def test_find_run_file(logged: LoggedRun, tmp_path: Path) -> None:
     for where in (logged.root, logged.root / "wandb", offline_dir):
         assert find_run_file(where) == logged.run_file
     assert load_run(logged.root).path == logged.run_file
-    with pytest.raises(AssertionError, match="exactly one"):
+    with pytest.raises(NoRunFile, match="exactly one"):
         find_run_file(tmp_path)
     # Two runs in one Hydra folder are ambiguous.
     wandb_dir = tmp_path / "wandb"
     for name in ("offline-run-1", "offline-run-2"):
         (wandb_dir / name).mkdir(parents=True)
         (wandb_dir / name / "run-x.wandb").write_bytes(FILE_HEADER)
-    with pytest.raises(AssertionError, match="found 2"):
+    with pytest.raises(NoRunFile, match="found 2"):
         find_run_file(tmp_path)
 
 

@@ -29,6 +29,7 @@ from omegaconf import Container, DictConfig, OmegaConf
 from scipy import stats
 
 from ganexp.errors import ConfigError
+from ganexp.keys import maximize
 
 AVERAGED_AXES = ("seed",)  # not an axis of a cell: its jobs are the cell's samples
 ALPHA = 0.05  # the level of the verdict and of the intervals (95 %)
@@ -61,7 +62,6 @@ COMPANIONS = {
         "eval/fd_classifier_ba",
     ),
 }
-HIGHER_IS_BETTER = ("eval/modes", "eval/high_quality", "eval/ssl_", "eval/psnr", "eval/ssim")
 
 
 @dataclass
@@ -94,12 +94,6 @@ class JobResult:
         if number.isdigit() and (not replica or k.isdigit()):
             return (0, int(number), int(k) if replica else -1, "")
         return (1, 0, 0, self.name)
-
-
-def maximize(key: str) -> bool:
-    """Whether a larger value of metric ``key`` is better (mode coverage, quality, accuracy,
-    PSNR and SSIM are)."""
-    return key.startswith((*HIGHER_IS_BETTER, "eval/transfer_accuracy"))
 
 
 def t_interval(values: Sequence[float]) -> tuple[float, float] | None:

@@ -1,6 +1,13 @@
 """``ganexp-eval checkpoint=PATH``: every metric of a checkpoint, as JSON on stdout and in
-``PATH`` with the suffix ``.metrics.json`` (or ``out=FILE``). Config overrides apply, e.g.
-``ganexp-eval checkpoint=RUN_DIR metrics.num_samples=10000 metrics.features=classifier``.
+``PATH`` with the suffix ``.metrics.json`` (or ``out=FILE``).
+
+ganexp-eval checkpoint=RUN_DIR                  # the run folder's newest checkpoint
+ganexp-eval checkpoint=RUN_DIR/checkpoints/best.pt out=metrics.json
+ganexp-eval checkpoint=RUN_DIR metrics.num_samples=10000 metrics.features=classifier
+
+checkpoint=PATH  a checkpoint file or a run folder (its newest checkpoint)
+out=FILE         where the JSON goes (default: beside the checkpoint, .metrics.json)
+Any other KEY=VALUE overrides the checkpoint's config (metrics.*, data.root, device=cpu).
 
 The numbers are printed before anything is written: a checkpoint in a read-only folder (or a
 full disk) loses the file, never the numbers.
@@ -92,7 +99,7 @@ def classifiers(restored: Restored) -> tuple[nn.Module, nn.Module] | None:
 
 
 def cli() -> None:
-    report_errors("ganexp-eval", main)
+    report_errors("ganexp-eval", main, __doc__)
 
 
 if __name__ == "__main__":

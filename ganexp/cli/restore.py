@@ -14,6 +14,7 @@ be resolved (``${...}``) is refused as well: a saved config is resolved already.
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -175,8 +176,12 @@ def restore(target: Path, overrides: list[str]) -> Restored:
     return Restored(cfg, spec, generator.to(device).eval(), device, state, path)
 
 
-def report_errors(command: str, main) -> None:
-    """Run ``main`` and turn a GanexpError into one line and its exit code."""
+def report_errors(command: str, main: Callable[[], None], usage: str) -> None:
+    """Run ``main`` and turn a GanexpError into one line and its exit code; ``-h``/``--help``
+    prints ``usage`` (the command module's docstring) instead."""
+    if {"-h", "--help"} & set(sys.argv[1:]):
+        print(usage.strip())
+        return
     try:
         main()
     except GanexpError as error:

@@ -6,6 +6,13 @@ ganexp-sample checkpoint=PATH mode=interpolate seed=0 seed2=1 n=10 [label=3]
 ganexp-sample checkpoint=PATH mode=translate input=DIR   # translation: each image of DIR
                                                       # translated -> RUN_DIR/translated/
 ganexp-sample checkpoint=PATH mode=translate input=DIR direction=ba   # unpaired: B -> A
+
+checkpoint=PATH  a checkpoint file or a run folder (its newest checkpoint)
+mode=            grid (default), images, interpolate, translate
+n=, seed=, seed2=, label=   how many images, the noise seeds, a cGAN's class (-1: each in turn)
+out=DIR          where the images go (default: the run folder's generated/ or translated/)
+input=, direction=   translate: the folder of inputs; ab or ba for an unpaired run
+Any other KEY=VALUE overrides the checkpoint's config (device=cpu, for example).
 """
 
 from __future__ import annotations
@@ -173,7 +180,7 @@ def translate_folder(G: torch.nn.Module, cfg: RunConfig, folder: Path, out: Path
 
 
 def cli() -> None:
-    report_errors("ganexp-sample", main)
+    report_errors("ganexp-sample", main, __doc__)
 
 
 if __name__ == "__main__":

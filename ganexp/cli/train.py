@@ -46,6 +46,7 @@ if TYPE_CHECKING:
 
 
 SIGINT_EXIT = 128 + signal.SIGINT
+DRY_RUN = "--dry-run"
 # what Hydra and a job write into a run folder before training starts
 _BEFORE_TRAINING = {".hydra", "main.log", "__main__.log", "config.yaml"}
 _BEFORE_TRAINING |= {runfolder.LOCK_FILE, RESERVE_FILE}
@@ -53,6 +54,11 @@ _BEFORE_TRAINING |= {runfolder.LOCK_FILE, RESERVE_FILE}
 
 def _fail(error: object) -> None:
     print(f"ganexp: error: {error}", file=sys.stderr)
+
+
+def _stopped(stop: object) -> None:
+    """A stop the user asked for (a signal): not an error, and the run can continue."""
+    print(f"ganexp: {stop}", file=sys.stderr)
 
 
 def _remove_if_untouched(run_dir: Path) -> bool:
@@ -174,7 +180,7 @@ def _job(cfg: DictConfig) -> float | None:
         return None
     except Interrupted as stop:
         record |= {"status": "interrupted", "error": str(stop), "steps": _steps(stop, record)}
-        _fail(stop)
+        _stopped(stop)
         requeue = signal.getsignal(signal.SIGUSR2)
         if stop.exit_code == 128 + signal.SIGUSR2 and callable(requeue):
             requeue(signal.SIGUSR2, None)  # submitit: checkpointed, now requeue the job
@@ -187,7 +193,7 @@ def _job(cfg: DictConfig) -> float | None:
             "from the last checkpoint saved"
         )
         record |= {"status": "interrupted", "error": error, "steps": _steps(stop, record)}
-        _fail(error)
+        _stopped(error)
         sys.exit(SIGINT_EXIT)
     except GanexpError as error:
         record |= {"error": str(error), "steps": _steps(error, record)}
@@ -331,11 +337,29 @@ def _prepare(argv: list[str]) -> list[str]:
     return overrides
 
 
+def _dry_run(argv: list[str]) -> None:
+    """``--dry-run``: every job of the command checked as it would be before training, and
+    listed; nothing is trained or written."""
+    jobs = preflight(argv)
+    print(f"ganexp: dry run: {len(jobs)} job{'s' * (len(jobs) != 1)}; nothing was run or written")
+    for num, overrides in enumerate(jobs):
+        print(f"  {num:>3}  {' '.join(overrides) or '(the defaults)'}")
+
+
 def main() -> None:
     register_schema()
     sys.argv[1:] = flags_first(sys.argv[1:])
+    flags = split_argv(sys.argv[1:])[0]
+    if {"-h", "--help"} & set(flags):
+        from ganexp.cli.help import help_text
+
+        print(help_text(), end="")
+        return
     try:
         try:
+            if DRY_RUN in flags:
+                _dry_run([arg for arg in sys.argv[1:] if arg != DRY_RUN])
+                return
             sys.argv += _prepare(sys.argv[1:])
         except GanexpError as error:
             _fail(error)
@@ -345,7 +369,7 @@ def main() -> None:
             sys.exit(2)
         _job()
     except KeyboardInterrupt:  # one that came outside a job's own handling
-        _fail("stopped by SIGINT (Ctrl-C)")
+        _stopped("stopped by SIGINT (Ctrl-C)")
         sys.exit(SIGINT_EXIT)
     from ganexp.session.sweep import SweepSummary
 

@@ -285,6 +285,11 @@ class Evaluate(Hook):
             self.best = {"key": key, "value": value, "step": trainer.step}
             path = self.checkpoint.store.save_as(self.checkpoint.state(trainer), BEST)
             self.tracker.log_checkpoint(path, trainer.step, ["best"])
+        if self.best:  # every time: a resumed run's new W&B file holds it too
+            name = self.best["key"].removeprefix("eval/")
+            self.tracker.summarize(
+                {f"best/{name}": self.best["value"], "best/step": self.best["step"]}
+            )
 
     def _improves(self, value: float) -> bool:
         if not self.best:

@@ -57,6 +57,13 @@ def import_class(key: str, target: str) -> type:
         return getattr(importlib.import_module(module_name), name)
     except (ImportError, AttributeError, ValueError) as ex:
         reason = str(ex).splitlines()[0] if module_name else "not a dotted path module.Class"
+        top = module_name.partition(".")[0]
+        if isinstance(ex, ModuleNotFoundError) and ex.name == top:  # not found at all: where
+            reason += (
+                f"; ganexp imports a user's module from the working folder ({os.getcwd()}) "
+                f"or PYTHONPATH: run it from the folder that holds {top}.py or {top}/, or add "
+                "that folder to PYTHONPATH"
+            )
         raise ConfigError(key, target, f"cannot be imported ({reason})") from None
 
 

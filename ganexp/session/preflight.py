@@ -9,6 +9,7 @@ built on the meta device. The first problem is printed as one line, with no trac
 from __future__ import annotations
 
 import functools
+import inspect
 import sys
 from collections import Counter
 from dataclasses import fields
@@ -27,6 +28,7 @@ from ganexp.config import (
     CONFIG_MODULE,
     REPLICAS_ALLOWED,
     SEED_MAX,
+    LossName,
     NetConfig,
     Norm,
     RunConfig,
@@ -538,9 +540,11 @@ def check_processes(cfg: RunConfig, device_type: str) -> None:
         )
 
 
-def preflight(argv: list[str]) -> None:
-    """Compose and check every job of ``argv``; raise ConfigError on the first bad one."""
+def preflight(argv: list[str]) -> list[list[str]]:
+    """Compose and check every job of ``argv``; raise ConfigError on the first bad one.
+    Returns each job's overrides (none for a command that runs no job)."""
     flags, overrides = split_argv(argv)
+    multirun = bool({"-m", "--multirun"} & set(flags))
     if "--experimental-rerun" in flags:
         where = flags[flags.index("--experimental-rerun") + 1 :][:1] or [None]
         raise ConfigError(
@@ -549,12 +553,22 @@ def preflight(argv: list[str]) -> None:
             "refused: it unpickles a file of a run folder, which can run code; run the job's "
             "overrides again instead (RUN/.hydra/overrides.yaml)",
         )
+    shown = {"--cfg", "-c"} & set(flags)
+    if multirun and shown:  # Hydra would end in a ValueError traceback
+        flag = next(iter(shown))
+        raise ConfigError(
+            flag,
+            (flags[flags.index(flag) + 1 :] or [None])[0],
+            "shows the config of one run, not of a sweep (-m): list the sweep's jobs with "
+            "--dry-run, then show one with --cfg job and its overrides",
+        )
     if _NO_JOB_FLAGS & set(flags):
-        return
-    multirun = bool({"-m", "--multirun"} & set(flags))
+        return []
     hydra_overrides = [o for o in overrides if _is_hydra_override(o)]
     seeds, replicas = set(), 1
     with initialize_config_module(CONFIG_MODULE, version_base="1.3"):
+        if not multirun:
+            _note_unswept(overrides)
         jobs = []
         for num, job in enumerate(_expand(overrides, multirun)):
             numbered = [f"hydra.job.num={num}"] if multirun else []
@@ -571,15 +585,18 @@ def preflight(argv: list[str]) -> None:
                 del cfg["hydra"]
             jobs.append((job, cfg, run_dir))
         check_distinct_runs([(job, cfg) for job, cfg, _ in jobs])
+        checked = []
         for _, cfg, run_dir in jobs:
             plan = _check(cfg, run_dir)
             run_cfg, spec = plan.cfg, plan.spec
+            checked.append(run_cfg)
             if not multirun:  # the job Hydra starts next in this process takes it over
                 _PLANS[_plan_key(cfg, run_dir)] = plan
             seeds.add(run_cfg.seed)
             replicas = max(replicas, run_cfg.trainer.replicas)
             for note in notes(run_cfg, spec):
                 print(f"ganexp: note: {note}", file=sys.stderr)
+    check_loss_keys(overrides, checked)
     if replicas > 1 and len(seeds) > 1:  # each job's replicas would repeat other jobs' seeds
         raise ConfigError(
             "seed",
@@ -588,6 +605,62 @@ def preflight(argv: list[str]) -> None:
             "in each job: replicas replace the seed axis; sweep one seed "
             "(hydra.sweeper.params.seed=0)",
         )
+    return [job for job, _, _ in jobs]
+
+
+# the loss keys that one built-in loss reads (a user's loss: when its constructor names them)
+LOSS_ONLY = {
+    "label_smoothing": LossName.bce,
+    "clip_value": LossName.wgan_clip,
+    "gp_weight": LossName.wgan_gp,
+}
+
+
+def _reads(cfg: RunConfig, field: str) -> bool:
+    target = cfg.loss._target_
+    if target:
+        from ganexp.parts.user import import_class
+
+        return field in inspect.signature(import_class("loss._target_", target)).parameters
+    return cfg.loss.name == LOSS_ONLY[field]
+
+
+def check_loss_keys(overrides: list[str], jobs: list[RunConfig]) -> None:
+    """A loss key given on the command line that no job's loss reads is refused, not ignored.
+    (A preset may set one for every loss it sweeps; a sweep's key needs one job that reads it.)"""
+    for override in overrides:
+        key, _, value = override.lstrip("+~").partition("=")
+        field = key.removeprefix("loss.")
+        if field not in LOSS_ONLY or key == field or any(_reads(cfg, field) for cfg in jobs):
+            continue
+        losses = sorted({cfg.loss._target_ or f"loss={cfg.loss.name.value}" for cfg in jobs})
+        raise ConfigError(
+            key,
+            getattr(jobs[0].loss, field) if jobs else value,
+            f"only loss={LOSS_ONLY[field].value} reads it (or a user's loss whose constructor "
+            f"takes {field}); nothing reads it under {', '.join(losses)}",
+        )
+
+
+def _note_unswept(overrides: list[str]) -> None:
+    """A preset that is a sweep, run without -m, runs one job with the preset's own settings:
+    say so, and how to run all of it."""
+    try:
+        params = _sweeper_params(overrides)
+    except (HydraException, OmegaConfBaseException):
+        return  # the checks that follow say what does not compose
+    if not params:
+        return
+    count = len(job_overrides([], True, params))
+    if count < 2:
+        return
+    experiment = next((o for o in overrides if o.startswith("experiment=")), "this config")
+    print(
+        f"ganexp: note: {experiment} is a sweep of {count} jobs over {', '.join(params)}; "
+        f"without -m this runs one job with its own settings. Run all {count} with "
+        f"ganexp -m {' '.join(overrides)} (--dry-run lists them)",
+        file=sys.stderr,
+    )
 
 
 def check_distinct_runs(jobs: list[tuple[list[str], DictConfig]]) -> None:

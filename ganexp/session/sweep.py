@@ -55,11 +55,11 @@ from ganexp.analysis.cells import (
     CellTable,
     JobResult,
     build_cells,
-    maximize,
     mean_curve,
     read_paper_rows,
 )
 from ganexp.engine.runfolder import write_atomic
+from ganexp.keys import maximize
 from ganexp.session.job import JOB_FILE, read_job_record
 from ganexp.session.preflight import job_overrides
 

@@ -39,18 +39,20 @@ from PIL import Image
 from ganexp.config import CheckpointUpload, LoggerConfig, LoggerMode
 from ganexp.data.images import to_uint8
 from ganexp.engine.runfolder import write_whole, writing
+from ganexp.keys import maximize
 
 log = logging.getLogger(__name__)
 
 STEP_KEY = "step"  # the x-axis of every W&B chart
-# summaries W&B keeps per metric family (define_metric); lower is better for eval distances
+# summaries W&B keeps per metric family (define_metric); each eval/ key is defined on its own
+# the first time it is logged, with the best of its direction (ganexp.keys.maximize)
 _SUMMARIES = {
     "loss/*": "last,min",
     "d/*": "last",
     "wasserstein": "last,mean",
     "grad_norm/*": "last,max",
     "perf/*": "mean",
-    "eval/*": "last,min",
+    "lr/*": "last",
 }
 
 
@@ -137,6 +139,7 @@ class Tracker:
             # unbuffered: each row is one write, which append_line can take back
             self._jsonl = open(self.metrics_path, "ab", buffering=0)  # noqa: SIM115
         self.run = None
+        self._defined: set[str] = set()  # eval/ keys given a define_metric
         self.mode = "disabled" if cfg.name == "none" else resolve_mode(cfg.mode)
         upload = CheckpointUpload(cfg.log_checkpoints)
         self.upload_checkpoints = upload == CheckpointUpload.always or (
@@ -231,7 +234,32 @@ class Tracker:
         row = json.dumps({"step": step, **scalars}) + "\n"
         with writing(self.metrics_path):
             append_line(self._jsonl, row.encode())
+        self._define_eval_keys(scalars)
         self._wandb_log(step, lambda: dict(scalars))
+
+    def _define_eval_keys(self, scalars: Mapping[str, float]) -> None:
+        """Each eval/ key's chart on ``step`` and its summary in the runs table: its last
+        value and its best, the max where higher is better, else the min."""
+        new = [key for key in scalars if key.startswith("eval/") and key not in self._defined]
+        if self.run is None or not new:
+            return
+        try:
+            for key in new:
+                summary = "last,max" if maximize(key) else "last,min"
+                self.run.define_metric(key, step_metric=STEP_KEY, summary=summary)
+                self._defined.add(key)
+        except Exception as ex:
+            print(f"W&B: could not define {new[0]} ({ex!r})", file=sys.stderr)
+
+    def summarize(self, values: Mapping[str, Any]) -> None:
+        """Set keys of the W&B run's summary (the runs table's columns), e.g. the best
+        headline value and its step."""
+        if self.run is None:
+            return
+        try:
+            self.run.summary.update(dict(values))
+        except Exception as ex:
+            print(f"W&B: could not update the summary ({ex!r})", file=sys.stderr)
 
     def log_images(self, step: int, images: torch.Tensor, nrow: int) -> Path:
         """A grid of images in [-1, 1] to samples/step_NNNNNN.png and to W&B as ``samples``."""
@@ -393,6 +421,9 @@ class NullTracker:
 
     def log(self, step: int, scalars: Mapping[str, float]) -> None:
         """Rank 0 logs the values, which are averaged over the processes."""
+
+    def summarize(self, values: Mapping[str, Any]) -> None:
+        """Rank 0 keeps the run's summary."""
 
     def update_config(self, values: dict[str, Any]) -> None:
         """Rank 0 keeps the run's config."""

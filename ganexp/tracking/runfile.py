@@ -1,7 +1,9 @@
-"""Minimal reader for W&B run files (``wandb/offline-run-*/run-<id>.wandb``), for tests.
+"""A reader for W&B run files (``wandb/offline-run-*/run-<id>.wandb``): what ``ganexp-inspect``
+shows and what the tests read back.
 
 wandb no longer ships a Python reader for its transaction log, so this module decodes it
-directly.  The layout (checked against wandb 0.31 / wandb-core, ``core/pkg/leveldb``) is:
+directly (by hand for that reason: no kept library reads the format). The layout (checked
+against wandb 0.31 / wandb-core, ``core/pkg/leveldb``) is:
 
 * A 7-byte W&B file header: ident ``b":W&B"``, magic ``0xBEE1`` as little-endian uint16
   (bytes ``e1 be``) and a one-byte store version, i.e. ``3a 57 26 42 e1 be 00`` for
@@ -41,6 +43,7 @@ from wandb.proto import wandb_internal_pb2 as pb
 __all__ = [
     "BLOCK_SIZE",
     "FILE_HEADER",
+    "NoRunFile",
     "RunFile",
     "RunFileError",
     "find_run_file",
@@ -58,6 +61,10 @@ BLOCK_SIZE = 32 * 1024
 CHUNK_HEADER = struct.Struct("<IHB")  # checksum, length, type
 
 FULL, FIRST, MIDDLE, LAST = 1, 2, 3, 4
+
+
+class NoRunFile(FileNotFoundError):
+    """Not exactly one run file where one was looked for."""
 
 
 class RunFileError(ValueError):
@@ -164,7 +171,7 @@ def find_run_file(run_dir: Path) -> Path:
 
     ``run_dir`` may be the ``offline-run-*`` folder itself, a ``wandb/`` folder, or a folder
     containing ``wandb/`` (e.g. a Hydra run directory).  The ``latest-run`` symlink is
-    ignored.  Raises ``AssertionError`` unless exactly one file is found.
+    ignored.  Raises :class:`NoRunFile` unless exactly one file is found.
     """
     run_dir = Path(run_dir)
     found = sorted(run_dir.glob("run-*.wandb"))
@@ -173,9 +180,9 @@ def find_run_file(run_dir: Path) -> Path:
     if not found:
         found = sorted(run_dir.glob("wandb/offline-run-*/run-*.wandb"))
     if len(found) != 1:
-        raise AssertionError(
-            f"expected exactly one W&B run file under {run_dir}, found {len(found)}: "
-            f"{[str(p) for p in found]}"
+        raise NoRunFile(
+            f"expected exactly one W&B run file under {run_dir}, found {len(found)}"
+            + (f": {', '.join(str(p) for p in found)}" if found else "")
         )
     return found[0]
 
@@ -262,7 +269,7 @@ def load_run(path: str | Path, *, strict: bool = False, wait: float = 30.0) -> R
     seconds; ``wait=0`` reads a file that never got one (a killed run's) at once."""
     deadline = time.monotonic() + wait
     while time.monotonic() < deadline:
-        with contextlib.suppress(AssertionError):  # no run file yet
+        with contextlib.suppress(NoRunFile):  # no run file yet
             if (run := _read_run(path, strict)).exit_code is not None:
                 return run
         time.sleep(0.1)

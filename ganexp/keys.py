@@ -1,0 +1,22 @@
+"""What the logged metric keys mean for whoever reads them (DESIGN's logged keys): which way
+is better. The W&B summaries (``ganexp.tracking``) and the sweep's rankings
+(``ganexp.analysis``) both read it here, so a dashboard and a summary never disagree."""
+
+from __future__ import annotations
+
+# eval/ keys where a larger value is better: mode coverage and quality, the semi-supervised
+# accuracy, translation's PSNR, SSIM and transfer accuracy; every other key is a distance or an
+# error, lower is better
+HIGHER_IS_BETTER = (
+    "eval/modes",
+    "eval/high_quality",
+    "eval/ssl_",
+    "eval/psnr",
+    "eval/ssim",
+    "eval/transfer_accuracy",
+)
+
+
+def maximize(key: str) -> bool:
+    """Whether a larger value of metric ``key`` is better."""
+    return key.startswith(HIGHER_IS_BETTER)
