@@ -245,7 +245,7 @@ def test_identical_seeds_give_zero_sd_and_no_nan_anywhere(tmp_path: Path) -> Non
     assert rows["b"]["vs_best_p"] == "0.0"  # both exact and different
     assert rows["d"]["n"] == "0" and rows["d"]["mean"] == "" and rows["d"]["vs_best_p"] == ""
     assert list(rows) == ["a", "c", "b", "d"]  # cells without a value last
-    assert summary.cells.verdict.endswith("Not tested (n < 2): loss=d.")
+    assert summary.cells.verdict.endswith("Not tested (n < 3): loss=d.")
 
 
 def test_one_seed_per_cell_gives_an_empty_interval_and_says_it_cannot_test(
@@ -260,7 +260,7 @@ def test_one_seed_per_cell_gives_an_empty_interval_and_says_it_cannot_test(
     ]
     table = markdown_rows(tmp_path / "summary.md", first="metric")
     assert {r["95% CI"] for r in table} == {"n=1: no interval"}
-    assert summary.cells.verdict.startswith("Cannot test against the best (loss=b): it has n=1")
+    assert summary.cells.verdict.startswith("No verdict: the best cell (loss=b) has n=1; a verdict")
 
 
 PAPER = [
@@ -467,3 +467,56 @@ def test_a_paired_translation_sweep_summarizes_every_measure_of_its_translations
     psnr = [r for r in table.rows if r.metric == "eval/psnr"]
     assert [r.mean for r in psnr] == pytest.approx([22.5, 20.5])
     assert psnr[0].is_best and not psnr[1].is_best  # the higher PSNR is the better one
+
+
+def test_two_seeds_a_cell_give_no_verdict_and_say_why(tmp_path: Path) -> None:
+    write_arms(tmp_path, {"a": [1.0, 1.1], "b": [5.0, 5.2]})
+    summary = summarize(tmp_path)
+    assert summary.cells.verdict == (
+        "No verdict: the best cell (loss=a) has n=2; a verdict needs at least 3 seeds per cell "
+        "(e.g. seed=0,1,2): with fewer, Welch's test has too few degrees of freedom to tell an "
+        "effect from the seeds' noise."
+    )
+    rows = read_csv(tmp_path / "cells.csv")  # the numbers are still there to read
+    assert rows[1]["vs_best_p"] != ""
+
+
+def test_a_smoke_sweep_gives_no_verdict_and_its_summary_names_the_command(tmp_path: Path) -> None:
+    write_arms(tmp_path, {"a": [0.9, 1.0, 1.1], "b": [2.9, 3.0, 3.1]})
+    saved = {
+        "hydra": {
+            "overrides": {"task": ["experiment=norm_study", "debug=smoke", "loss=a,b"]},
+            "runtime": {"choices": {"debug": "smoke", "experiment": "norm_study"}},
+        }
+    }
+    (tmp_path / "multirun.yaml").write_text(OmegaConf.to_yaml(saved))
+    summary = summarize(tmp_path)
+    assert summary.cells.verdict.startswith("No verdict: the sweep ran with debug=smoke")
+    text = (tmp_path / "summary.md").read_text()
+    assert text.startswith("# Sweep: `ganexp -m experiment=norm_study debug=smoke loss=a,b`\n")
+    assert str(tmp_path) not in text  # nothing of this machine's folders in what is shared
+    assert "## Cells, best first by the final value" in text
+    assert "## Jobs, best first by the best value over time" in text
+
+
+def test_a_summary_without_its_config_is_named_by_its_folder_not_its_path(tmp_path: Path) -> None:
+    write_arms(tmp_path, {"a": [1.0, 1.1, 0.9]})
+    summarize(tmp_path)
+    text = (tmp_path / "summary.md").read_text()
+    assert text.startswith(f"# Sweep: `{tmp_path.name}`\n") and str(tmp_path) not in text
+
+
+def test_overlapping_intervals_beside_a_significant_test_are_explained(tmp_path: Path) -> None:
+    """Two arms whose 95 % intervals overlap while Welch's test separates them (p < 0.05)."""
+    arms = {"a": [1.0, 1.1, 1.2, 1.05, 1.15], "b": [1.2, 1.3, 1.25, 1.35, 1.15]}
+    write_arms(tmp_path, arms)
+    summary = summarize(tmp_path)
+    a, b = (t_interval(arms[k]) for k in "ab")
+    assert a[1] >= b[0]  # the intervals overlap ...
+    assert stats.ttest_ind(arms["a"], arms["b"], equal_var=False).pvalue < 0.05  # ... yet differ
+    assert summary.cells.verdict == (
+        "Every other cell differs from the best (loss=a) at p < 0.05 (Welch, Holm). The 95 % "
+        "intervals of loss=b overlap the best's, yet the test tells them apart: both can be true, "
+        "since the test is on the difference of the means, whose interval is narrower than the "
+        "two intervals side by side."
+    )

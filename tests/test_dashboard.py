@@ -15,7 +15,7 @@ from ganexp.cli.inspect import describe
 from ganexp.cli.inspect import main as inspect_main
 from ganexp.engine.checkpoint import load_checkpoint
 from ganexp.keys import maximize
-from ganexp.session.run import RunResult
+from ganexp.session.run import RunResult, report
 from ganexp.tracking.runfile import RunFile, load_run
 
 TOY = ("data=ring8", "generator=mlp", "discriminator=mlp", "norm=none")
@@ -114,3 +114,11 @@ def test_inspect_refuses_in_one_line(args: list[str], expected: str, tmp_path: P
     assert result.stdout == ""
     (line,) = result.stderr.strip().splitlines()
     assert line.startswith(f"ganexp-inspect: error: {expected}")
+
+
+def test_the_report_calls_a_higher_is_better_reference_a_ceiling(toy_run) -> None:
+    run_dir, result, _ = toy_run
+    line = next(x for x in report(result, run_dir, 1.0).splitlines() if "eval/modes" in x)
+    ceiling = result.final["eval/modes_recovered_floor"]
+    assert line.endswith(f", ceiling {ceiling:.4g} (real data, scored as the samples are)")
+    assert "floor" not in line

@@ -121,7 +121,7 @@ def test_a_run_ends_with_its_report_and_starts_with_its_resolved_config(tmp_path
     assert report[4] == (
         f"  eval/fd_classifier  final {final['eval/fd_classifier']:.4g}, "
         f"best {record['best']['value']:.4g} at step 6, "
-        f"floor {final['eval/fd_classifier_floor']:.4g} (floor: real data vs real data)"
+        f"floor {final['eval/fd_classifier_floor']:.4g} (real data, scored as the samples are)"
     )
     offline = next((run_dir / "wandb").glob("offline-run-*"))
     assert report[5] == f"  W&B          offline; upload with: wandb sync {offline}"

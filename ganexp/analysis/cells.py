@@ -33,6 +33,7 @@ from ganexp.keys import maximize
 
 AVERAGED_AXES = ("seed",)  # not an axis of a cell: its jobs are the cell's samples
 ALPHA = 0.05  # the level of the verdict and of the intervals (95 %)
+MIN_SEEDS = 3  # seeds per cell a verdict needs (two leave Welch's test about one degree of freedom)
 PAPER_KEYS = ("where", "metric", "mean", "pm", "pm_kind", "n", "source")
 PM_KINDS = ("SE", "SD")
 _NO_KEY = object()  # OmegaConf.select's default for a key the config lacks
@@ -243,13 +244,30 @@ def parse_paper_rows(rows: Any) -> list[PaperRow]:
     ]
 
 
-def read_paper_rows(sweep_dir: Path) -> list[PaperRow]:
-    """The ``paper`` rows of the config Hydra saved in the sweep dir at the sweep's start."""
+def read_sweep_config(sweep_dir: Path) -> DictConfig | None:
+    """The config Hydra saved in the sweep dir at the sweep's start (None: there is none)."""
     path = sweep_dir / MULTIRUN_CONFIG
-    if not path.is_file():
-        return []
-    config = OmegaConf.load(path)
-    return parse_paper_rows(config.get("paper") if isinstance(config, DictConfig) else None)
+    config = OmegaConf.load(path) if path.is_file() else None
+    return config if isinstance(config, DictConfig) else None
+
+
+def read_paper_rows(sweep_dir: Path) -> list[PaperRow]:
+    """The ``paper`` rows of the sweep's config."""
+    config = read_sweep_config(sweep_dir)
+    return parse_paper_rows(config.get("paper") if config is not None else None)
+
+
+def sweep_identity(sweep_dir: Path) -> tuple[str, bool]:
+    """The sweep's name for what is shared (``ganexp -m`` and its command line's overrides, never
+    a machine's folder; the folder's own name if the config is gone) and whether it ran under
+    debug=smoke."""
+    config = read_sweep_config(sweep_dir)
+    overrides = OmegaConf.select(config, "hydra.overrides.task") if config is not None else None
+    choices = OmegaConf.select(config, "hydra.runtime.choices") if config is not None else None
+    smoke = bool(choices) and choices.get("debug") == "smoke"
+    if overrides is None:
+        return sweep_dir.name, smoke
+    return " ".join(["ganexp -m", *map(str, overrides)]), smoke
 
 
 def _finite(values: Iterable[Any]) -> list[float]:
@@ -377,27 +395,43 @@ def _join(cells: Sequence[CellStats]) -> str:
     return "; ".join(row.cell.label for row in cells)
 
 
-def verdict(rows: Sequence[CellStats], key: str | None) -> str:
-    """One sentence on which cells the seeds cannot tell apart from the best one."""
+def _overlapping(rows: Sequence[CellStats], best: CellStats) -> list[CellStats]:
+    """Rows the test tells apart from the best whose 95 % interval still overlaps the best's."""
+    if best.ci is None:
+        return []
+    low, high = best.ci
+    return [r for r in rows if r.ci is not None and r.ci[0] <= high and low <= r.ci[1]]
+
+
+def verdict(rows: Sequence[CellStats], key: str | None, smoke: bool = False) -> str:
+    """One sentence on which cells the seeds cannot tell apart from the best one; none for a
+    smoke sweep or with fewer than :data:`MIN_SEEDS` seeds in the best cell (said why)."""
     if key is None:
         return "No job reported an eval metric: there is nothing to compare."
+    if smoke:
+        return (
+            "No verdict: the sweep ran with debug=smoke (a few steps of small networks), so its "
+            "numbers test the pipeline, not the methods."
+        )
     best = next((row for row in rows if row.is_best), None)
     if best is None:
         return f"No cell has a final {key}: there is nothing to compare."
     if len(rows) == 1:
         return f"One cell (n={best.n}): there is nothing to compare it with."
-    if best.n < 2:
+    if best.n < MIN_SEEDS:
         return (
-            f"Cannot test against the best ({best.cell.label}): it has n={best.n}, and Welch's "
-            "test needs at least 2 seeds per cell (e.g. seed=0,1,2)."
+            f"No verdict: the best cell ({best.cell.label}) has n={best.n}; a verdict needs at "
+            f"least {MIN_SEEDS} seeds per cell (e.g. seed=0,1,2): with fewer, Welch's test has "
+            "too few degrees of freedom to tell an effect from the seeds' noise."
         )
     others = [row for row in rows if row is not best]
-    untested = [row for row in others if row.vs_best_p is None]
-    same = [row for row in others if row.vs_best_p is not None and row.vs_best_p >= ALPHA]
-    differ = len(others) - len(untested) - len(same)
+    untested = [row for row in others if row.vs_best_p is None or row.n < MIN_SEEDS]
+    tested = [row for row in others if row not in untested]
+    same = [row for row in tested if row.vs_best_p >= ALPHA]
+    differ = [row for row in tested if row.vs_best_p < ALPHA]
     test = "(Welch, Holm)"
     if same:
-        if differ == 0:
+        if not differ:
             tail = "no tested cell differs" if untested else "no cell differs"
         else:
             tail = "the other tested cells differ" if untested else "all other cells differ"
@@ -409,9 +443,18 @@ def verdict(rows: Sequence[CellStats], key: str | None) -> str:
         every = "Every other tested cell" if untested else "Every other cell"
         text = f"{every} differs from the best ({best.cell.label}) at p < {ALPHA} {test}."
     else:
-        return f"Cannot test against the best ({best.cell.label}): no other cell has n >= 2."
+        return (
+            f"Cannot test against the best ({best.cell.label}): no other cell has n >= {MIN_SEEDS}."
+        )
+    overlap = _overlapping(differ, best)
+    if overlap:
+        text += (
+            f" The 95 % intervals of {_join(overlap)} overlap the best's, yet the test tells them "
+            "apart: both can be true, since the test is on the difference of the means, whose "
+            "interval is narrower than the two intervals side by side."
+        )
     if untested:
-        text += f" Not tested (n < 2): {_join(untested)}."
+        text += f" Not tested (n < {MIN_SEEDS}): {_join(untested)}."
     return text
 
 
@@ -492,6 +535,7 @@ def build_cells(
     key: str | None,
     axes: Sequence[str],
     paper: Sequence[PaperRow] = (),
+    smoke: bool = False,
 ) -> CellTable:
     """The cells of ``jobs`` over the swept ``axes``: the headline ``key``'s rows ranked best
     first, then, in the same cell order, the rows of the cells whose jobs have another headline
@@ -519,7 +563,7 @@ def build_cells(
         axes=[axis for axis in axes if axis not in AVERAGED_AXES],
         cells=cells,
         rows=[row for block in blocks for row in block],
-        verdict=verdict(headline, key),
+        verdict=verdict(headline, key, smoke),
         has_paper=bool(paper),
     )
 

@@ -32,7 +32,7 @@ usage: ganexp [-m] [--dry-run] [GROUP=OPTION | KEY=VALUE ...]
   ganexp -m experiment=norm_study          a preset's whole sweep
   ganexp --dry-run -m experiment=norm_study   list a sweep's jobs; run nothing
   ganexp hydra.run.dir=RUN                 the same command again continues RUN
-  ganexp resume=RUN                        a fork of RUN: its weights and config, a new folder
+  ganexp resume=RUN ...                    RUN's weights in a new folder (the same experiment)
   ganexp --cfg job norm=layer              print the composed config; run nothing
   ganexp-sample checkpoint=RUN / ganexp-eval checkpoint=RUN   samples / metrics of a run
   ganexp-inspect RUN                       what a run logged to W&B (offline run files too)

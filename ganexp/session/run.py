@@ -39,6 +39,7 @@ from ganexp.engine.hooks import (
 from ganexp.engine.replicas import ReplicaGroup, get_stream, vectorize
 from ganexp.engine.trainer import Hook, Precision, ProgressBar, Trainer, generator_ema
 from ganexp.errors import ConfigError, Interrupted
+from ganexp.keys import maximize
 from ganexp.parts.losses import build_loss
 from ganexp.parts.terms import loss_terms
 from ganexp.session.build import build_discriminator, build_generator, build_optimizer
@@ -476,8 +477,9 @@ def report(result: RunResult, run_dir: Path, wall_time_s: float) -> str:
             f"final {_value(final)}" if final is not None else "final n/a",
             f"best {_value(result.best['value'])} at step {result.best['step']}",
         ]
-        if floor is not None:
-            shown.append(f"floor {_value(floor)} (floor: real data vs real data)")
+        if floor is not None:  # what real data scores against real data: the reachable end
+            bound = "ceiling" if maximize(key) else "floor"
+            shown.append(f"{bound} {_value(floor)} (real data, scored as the samples are)")
         lines.append(f"  {key}  " + ", ".join(shown))
     else:
         lines.append("  evaluation   off (metrics.enabled=false)")

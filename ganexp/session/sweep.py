@@ -57,6 +57,7 @@ from ganexp.analysis.cells import (
     build_cells,
     mean_curve,
     read_paper_rows,
+    sweep_identity,
 )
 from ganexp.engine.runfolder import write_atomic
 from ganexp.keys import maximize
@@ -433,7 +434,8 @@ def summarize(
     table = summary_table(jobs, key, axes)
     files = {name: sweep_dir / filename for name, filename in _FILES.items()}
     write_csv(table, files["csv"])
-    cells = build_cells(ran, key, axes, read_paper_rows(sweep_dir))
+    name, smoke = sweep_identity(sweep_dir)
+    cells = build_cells(ran, key, axes, read_paper_rows(sweep_dir), smoke)
     write_csv(Table(cells.columns, cells.values()), files["cells"])
     figures = {}
     if plot_curves(cells.cells, key, sweep_dir / "curves.png"):
@@ -443,15 +445,17 @@ def summarize(
         figures["heatmap"] = sweep_dir / "heatmap.png"
     statuses = Counter(job.status for job in jobs)
     counts = ", ".join(f"{n} {status}" for status, n in sorted(statuses.items(), key=_by_status))
-    lines = [f"# Sweep {sweep_dir}", "", f"{len(jobs)} jobs: {counts}."]
+    lines = [f"# Sweep: `{name}`", "", f"{len(jobs)} jobs: {counts}."]
     if not_run:
         names = ", ".join(job.name for job in not_run)
         lines.append(f"The sweep stopped before it started job(s) {names}: `{NOT_RUN}` below.")
     if key:
         lines.append(f"Headline metric: `{key}` ({_better(key)} is better).")
-    lines += ["", "## Cells", "", _CELLS_NOTE.format(key=f"`{key}`" if key else "values"), ""]
+    lines += ["", "## Cells, best first by the final value", ""]
+    lines += [_CELLS_NOTE.format(key=f"`{key}`" if key else "values"), ""]
     lines += [*markdown_table(*cells.display()), "", f"**Verdict:** {cells.verdict}", ""]
-    lines += [*(f"![{name}]({p.name})" for name, p in figures.items()), "", "## Jobs", ""]
+    lines += [*(f"![{figure}]({p.name})" for figure, p in figures.items()), ""]
+    lines += ["## Jobs, best first by the best value over time", ""]
     if key:
         lines.append("Best job first, by its best value over time; failed jobs last.")
     else:
