@@ -20,3 +20,25 @@ HIGHER_IS_BETTER = (
 def maximize(key: str) -> bool:
     """Whether a larger value of metric ``key`` is better."""
     return key.startswith(HIGHER_IS_BETTER)
+
+
+# eval/ keys that cannot go below 0 (counts, fractions, distances, errors): a plotted interval is
+# cut there, where a t interval over a few seeds would cross it
+NON_NEGATIVE = (
+    "eval/modes",
+    "eval/high_quality",
+    "eval/reverse_kl",
+    "eval/fd_",
+    "eval/sliced_wasserstein",
+    "eval/l1",
+    "eval/cycle_l1",
+    "eval/psnr",
+    "eval/ssl_accuracy",
+    "eval/ssl_baseline_accuracy",
+    "eval/transfer_accuracy",
+)
+
+
+def lower_bound(key: str) -> float | None:
+    """The least value metric ``key`` can take, where it has one."""
+    return 0.0 if key.startswith(NON_NEGATIVE) else None

@@ -28,7 +28,14 @@ from ganexp.analysis.cells import (
 )
 from ganexp.errors import ConfigError
 from ganexp.session.job import write_job_record
-from ganexp.session.sweep import JobResult, SweepSummary, summarize
+from ganexp.session.sweep import (
+    JobResult,
+    SweepSummary,
+    collect_jobs,
+    draw_curves,
+    read_curve,
+    summarize,
+)
 from ganexp.tracking.runfile import load_run
 
 FD = "eval/fd_classifier"  # lower is better
@@ -520,3 +527,29 @@ def test_overlapping_intervals_beside_a_significant_test_are_explained(tmp_path:
         "since the test is on the difference of the means, whose interval is narrower than the "
         "two intervals side by side."
     )
+
+
+def test_one_evaluation_is_an_error_bar_and_a_count_interval_stops_at_zero(tmp_path: Path) -> None:
+    """Three seeds per arm, each evaluated once: a band over one step would draw nothing, and
+    the t interval of (0, 0, 1) modes reaches below 0, which no count can."""
+    arms = {"a": [0.0, 0.0, 1.0], "b": [3.0, 4.0, 5.0]}
+    num = 0
+    for arm, values in arms.items():
+        for seed, value in enumerate(values):
+            write_job(
+                tmp_path, num, [f"loss={arm}", f"seed={seed}"], {MODES: value}, curve=[(6, value)]
+            )
+            num += 1
+    assert t_interval(arms["a"])[0] < 0
+    jobs = collect_jobs(tmp_path)
+    cells = build_cells(jobs, MODES, ["loss", "seed"]).cells
+    fig = draw_curves(cells, MODES, {job.name: read_curve(job, MODES) for job in jobs})
+    ax = fig.axes[0]
+    assert len(ax.containers) == 2  # one error bar per cell, no band
+    assert not [c for c in ax.collections if type(c).__name__ == "FillBetweenPolyCollection"]
+    for container, arm in zip(ax.containers, ["b", "a"], strict=True):  # best cell first
+        (segment,) = container.lines[2][0].get_segments()
+        low, high = sorted(segment[:, 1])
+        expected = t_interval(arms[arm])
+        assert low == pytest.approx(max(expected[0], 0.0)) and high == pytest.approx(expected[1])
+    assert all(text.get_fontsize() >= 9 for text in ax.get_legend().get_texts())

@@ -60,7 +60,7 @@ from ganexp.analysis.cells import (
     sweep_identity,
 )
 from ganexp.engine.runfolder import write_atomic
-from ganexp.keys import maximize
+from ganexp.keys import lower_bound, maximize
 from ganexp.session.job import JOB_FILE, read_job_record
 from ganexp.session.preflight import job_overrides
 
@@ -311,9 +311,8 @@ def _pyplot() -> Any:
 
 
 def plot_curves(cells: list[Cell], key: str | None, path: Path) -> bool:
-    """The headline metric against step, one line per cell: the mean over its seeds, shaded by
-    the 95 % t interval where two or more seeds have the step; dotted where a job of the cell
-    did not complete. ``loss/g`` if no job has the metric; False when nothing is to plot."""
+    """The headline metric against step, one line per cell (:func:`draw_curves`), as ``path``;
+    ``loss/g`` if no job has the metric; False when nothing is to plot."""
     jobs = [job for cell in cells for job in cell.jobs]
     curves = {job.name: read_curve(job, key) for job in jobs} if key else {}
     if not any(steps for steps, _ in curves.values()):
@@ -321,26 +320,46 @@ def plot_curves(cells: list[Cell], key: str | None, path: Path) -> bool:
         curves = {job.name: read_curve(job, key) for job in jobs}
     if not any(steps for steps, _ in curves.values()):
         return False
+    _save_figure(draw_curves(cells, key, curves), path)
+    return True
+
+
+def draw_curves(cells: list[Cell], key: str, curves: dict[str, tuple[list, list]]) -> Any:
+    """Each cell's mean over its seeds against step, with its 95 % t interval where two or more
+    seeds have the step: a band along a curve of several evaluations, an error bar where a cell
+    has one or two (a band over one step draws nothing); the interval cut at the metric's least
+    value (a count's never below 0); dotted where a job of the cell did not complete."""
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(9, 5), dpi=100)
+    fig, ax = plt.subplots(figsize=(10, 5.5), dpi=100)
     colors = plt.get_cmap("tab10" if len(cells) <= 10 else "tab20").colors
+    least = lower_bound(key)
     for i, cell in enumerate(cells):
         seeds = [curves[job.name] for job in cell.jobs if curves[job.name][0]]
         if not seeds:
             continue
         band = mean_curve(seeds)
+        low = [v if least is None or math.isnan(v) else max(v, least) for v in band.low]
         color = colors[i % len(colors)]
         style = "-" if all(job.status == "completed" for job in cell.jobs) else ":"
         label = f"{cell.label or 'all jobs'} (n={len(seeds)})"
-        ax.plot(band.steps, band.mean, style, color=color, marker=".", label=label)
-        ax.fill_between(band.steps, band.low, band.high, color=color, alpha=0.2, linewidth=0)
+        if len(band.steps) < 3:
+            below = [m - lo for m, lo in zip(band.mean, low, strict=True)]
+            above = [hi - m for m, hi in zip(band.mean, band.high, strict=True)]
+            ax.errorbar(
+                band.steps, band.mean, yerr=[below, above], fmt="o", linestyle=style,
+                color=color, capsize=5, label=label,
+            )  # fmt: skip
+        else:
+            ax.plot(band.steps, band.mean, style, color=color, marker=".", label=label)
+            ax.fill_between(band.steps, low, band.high, color=color, alpha=0.2, linewidth=0)
     better = "" if key == FALLBACK_KEY else f" ({_better(key)} is better)"
-    title = f"{key}{better}: mean over seeds, 95% t band"
-    ax.set(xlabel="generator step", ylabel=key, title=title)
+    ax.set_title(f"{key}{better}: mean over seeds, 95% t interval", fontsize=12)
+    ax.set_xlabel("generator step", fontsize=11)
+    ax.set_ylabel(key, fontsize=11)
+    ax.tick_params(labelsize=10)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.01, 1.0), ncol=1 + len(cells) // 25)
-    _save_figure(fig, path)
-    return True
+    ax.legend(fontsize=9, loc="upper left", bbox_to_anchor=(1.01, 1.0), ncol=1 + len(cells) // 20)
+    return fig
 
 
 def _save_figure(fig: Any, path: Path) -> None:
