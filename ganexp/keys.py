@@ -4,10 +4,17 @@ is better. The W&B summaries (``ganexp.tracking``) and the sweep's rankings
 
 from __future__ import annotations
 
-# eval/ keys where a larger value is better: mode coverage and quality, the semi-supervised
-# accuracy, translation's PSNR, SSIM and transfer accuracy; every other key is a distance or an
-# error, lower is better
+# eval/ keys where a larger value is better: the Inception Score, precision, recall, density
+# and coverage, the classes covered, mode coverage and quality, the semi-supervised accuracy,
+# translation's PSNR, SSIM and transfer accuracy; every other key is a distance, a divergence or
+# an error, lower is better
 HIGHER_IS_BETTER = (
+    "eval/is_",
+    "eval/precision",
+    "eval/recall",
+    "eval/density",
+    "eval/coverage",
+    "eval/classes_covered",
     "eval/modes",
     "eval/high_quality",
     "eval/ssl_",
@@ -25,6 +32,13 @@ def maximize(key: str) -> bool:
 # eval/ keys that cannot go below 0 (counts, fractions, distances, errors): a plotted interval is
 # cut there, where a t interval over a few seeds would cross it
 NON_NEGATIVE = (
+    "eval/is_",
+    "eval/precision",
+    "eval/recall",
+    "eval/density",
+    "eval/coverage",
+    "eval/classes_covered",
+    "eval/class_kl",
     "eval/modes",
     "eval/high_quality",
     "eval/reverse_kl",

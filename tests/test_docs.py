@@ -52,6 +52,9 @@ SKIPPED: dict[str, str] = {
     "make lint": "a development target, run by CI",
     "make format": "rewrites the repository's files",
     "wandb sync outputs/DATE/TIME/wandb/offline-run-*": "uploads to W&B: needs the network",
+    "ganexp hydra.run.dir=RUN trainer.max_steps=2000": (
+        "continuing is a run started twice in one folder: tests/test_reliability.py"
+    ),
     "wandb sweep sweeps/wandb_sweep.yaml": "a W&B sweep: needs the network",
     "wandb agent ENTITY/PROJECT/SWEEP_ID": "a W&B sweep: needs the network",
     "torchrun --standalone --nproc_per_node=4 -m ganexp loss=wgan_gp norm.discriminator=layer": (
@@ -314,6 +317,8 @@ def _placeholders(tokens: list[str], ws: Workspace) -> list[str]:
             token = f"data.root={ws.folder(folder)}"
         elif token == "input=DIR":
             token = f"input={ws.folder('images')}"
+        elif token == "resume=RUN":  # a fork of a documented run
+            token = f"resume={ws.checkpoint('default')}"
         out.append(token)
     return out
 

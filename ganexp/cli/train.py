@@ -24,6 +24,7 @@ from omegaconf.errors import OmegaConfBaseException
 from ganexp.config import CONFIG_MODULE, register_schema
 from ganexp.engine import runfolder
 from ganexp.errors import ConfigError, GanexpError, Interrupted
+from ganexp.session.fork import INHERITED, fork_overrides, quoted
 from ganexp.session.job import (
     RESERVE_FILE,
     noted_step,
@@ -101,9 +102,16 @@ def _finished(result: RunResult, run_dir: Path, wall_time_s: float, multirun: bo
     print(block, file=sys.stderr)
 
 
+def _resumed(argv: list[str]) -> str:
+    return next(o for o in split_argv(argv)[1] if o.lstrip("+").startswith("resume=")).split("=")[1]
+
+
 def _run_name(hydra_cfg: DictConfig) -> str:
-    """The W&B run name: the job's own overrides, or the preset's name, or 'default'."""
-    overrides = [o for o in hydra_cfg.overrides.task if not o.startswith("hydra")]
+    """The W&B run name: the job's own overrides (not those a fork took from its checkpoint),
+    or the preset's name, or 'default'."""
+    overrides = [
+        o for o in hydra_cfg.overrides.task if not o.startswith("hydra") and o not in INHERITED
+    ]
     if overrides:
         return ",".join(overrides)
     return hydra_cfg.runtime.choices.get("experiment") or "default"
@@ -277,8 +285,7 @@ def _replicas(
 
 def _pin(key: str, value: str) -> str:
     """The override setting ``key`` to exactly ``value`` (quoted: a path may hold commas)."""
-    quoted = value.replace("\\", "\\\\").replace("'", "\\'")
-    return f"{key}='{quoted}'"
+    return f"{key}={quoted(value)}"
 
 
 def _join_processes(argv: list[str], run_dir: Path | None) -> list[str]:
@@ -357,6 +364,15 @@ def main() -> None:
         return
     try:
         try:
+            inherited = fork_overrides(sys.argv[1:])
+            if inherited:
+                print(
+                    f"ganexp: note: a fork of {_resumed(sys.argv[1:])}: {len(inherited)} keys the "
+                    "command line does not set are taken from its checkpoint's config (a new "
+                    "folder and a new W&B run; run it in its own folder to continue it instead)",
+                    file=sys.stderr,
+                )
+                sys.argv += inherited
             if DRY_RUN in flags:
                 _dry_run([arg for arg in sys.argv[1:] if arg != DRY_RUN])
                 return

@@ -301,6 +301,13 @@ def build_hooks(
     return hooks, evaluate
 
 
+def forked(checkpoint: Path | None, run_dir: Path) -> bool:
+    """Whether a run continues a checkpoint of another folder (a fork) rather than its own."""
+    if checkpoint is None:
+        return False
+    return checkpoint.resolve().parent.parent != run_dir.resolve()
+
+
 def setup(
     cfg: RunConfig,
     resolved: dict[str, Any],
@@ -353,7 +360,10 @@ def setup(
             group=group,
             tags=run_tags(cfg) + list(warned),
             job_type=job_type,
-            resume_id=state.get("wandb_id") if state else None,
+            # continuing a run in its own folder keeps its W&B run; a fork starts a new one
+            resume_id=state.get("wandb_id")
+            if state and not forked(resumed_from, run_dir)
+            else None,
             resume_step=trainer.step if state else None,
             resumed_dir=resumed_from.parent.parent if resumed_from else None,
         )

@@ -135,6 +135,7 @@ class Tracker:
         if resume_step is not None:
             source = (resumed_dir or run_dir) / "metrics.jsonl"
             keep_history_until(source, resume_step, self.metrics_path)
+        self.history_samples = (resumed_dir or run_dir) / "samples"
         with writing(self.metrics_path):
             # unbuffered: each row is one write, which append_line can take back
             self._jsonl = open(self.metrics_path, "ab", buffering=0)  # noqa: SIM115
@@ -185,7 +186,8 @@ class Tracker:
                 self.run.define_metric(pattern, step_metric=STEP_KEY, summary=summary)
             for pattern in ("hist/*", "samples", "samples_table"):
                 self.run.define_metric(pattern, step_metric=STEP_KEY)
-            if self.mode == "offline" and self.resume_step is not None:
+            # offline, a resumed run writes a new file; a fork (a new id) is a new run
+            if self.resume_step is not None and (self.mode == "offline" or resume_id is None):
                 self._replay_history()
         except Exception as ex:  # W&B must never stop training
             print(
@@ -194,8 +196,8 @@ class Tracker:
             self.run = None
 
     def _replay_history(self) -> None:
-        """Offline resume: the history up to the checkpoint into this run's new file, and the
-        run's earlier offline folders set aside (see the module's docstring)."""
+        """An offline resume or a fork: the history up to the checkpoint into this W&B run, and
+        the run's earlier offline folders set aside (see the module's docstring)."""
         current = Path(self.run.dir).parent
         for folder in current.parent.glob(f"offline-run-*-{self.run.id}"):
             if folder != current:
@@ -203,8 +205,9 @@ class Tracker:
         for line in self.metrics_path.read_text(encoding="utf-8").splitlines():
             row = json.loads(line)
             step = row.pop("step")
+            self._define_eval_keys(row)
             self._wandb_log(step, lambda row=row: row)
-        for path in sorted(self.samples_dir.glob("step_*.png")):
+        for path in sorted(self.history_samples.glob("step_*.png")):
             step = int(path.stem.removeprefix("step_"))
             if step <= self.resume_step:
                 self._log_image_file(path, step)
