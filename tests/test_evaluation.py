@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import sys
 from pathlib import Path
@@ -11,8 +12,10 @@ from commands import run_command
 from helpers import smoke_run
 from PIL import Image
 
+from ganexp.cli.evaluate import main as evaluate_main
 from ganexp.cli.sample import main as sample_main
 from ganexp.engine.checkpoint import load_checkpoint
+from ganexp.errors import ConfigError
 
 BIN = Path(sys.executable).parent
 IMAGE_KEYS = {
@@ -83,6 +86,39 @@ def test_ganexp_eval_prints_and_writes_all_metrics(evaluated_run: Path) -> None:
     final = next(r for r in reversed(rows) if "eval/fd_classifier" in r)
     # same generator, same fixed evaluation noise, same cached reference: the same number
     assert report["metrics"]["eval/fd_classifier"] == pytest.approx(final["eval/fd_classifier"])
+
+
+@pytest.mark.slow
+def test_ganexp_eval_of_every_checkpoint_gives_the_curve_the_run_logged(
+    evaluated_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    evaluate_main(
+        [f"checkpoint={evaluated_run}", "all=true", "metrics.num_samples=100", f"out={tmp_path}"]
+    )
+    printed = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    logged = [
+        json.loads(line) for line in (evaluated_run / "metrics.jsonl").read_text().splitlines()
+    ]
+    logged = {row["step"]: row for row in logged if "eval/fd_classifier" in row}
+    assert [row["step"] for row in printed] == sorted(logged) == [3, 6]  # best.pt is one of them
+    for row in printed:
+        assert set(row) == IMAGE_KEYS | {"checkpoint", "step"}
+        # the same generator, fixed evaluation noise and cached reference as during training
+        assert row["eval/fd_classifier"] == pytest.approx(logged[row["step"]]["eval/fd_classifier"])
+    with open(tmp_path / "eval_all.csv", newline="") as f:
+        table = list(csv.DictReader(f))
+    assert [int(r["step"]) for r in table] == [3, 6]
+    assert [float(r["eval/fd_classifier"]) for r in table] == [
+        r["eval/fd_classifier"] for r in printed
+    ]
+    assert Image.open(tmp_path / "eval_all.png").size == (800, 450)
+
+
+def test_ganexp_eval_all_needs_a_run_folder_and_a_boolean(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="all=true needs a run folder with checkpoints"):
+        evaluate_main([f"checkpoint={tmp_path}", "all=true"])
+    with pytest.raises(ConfigError, match="all='yes': allowed: true, false"):
+        evaluate_main([f"checkpoint={tmp_path}", "all=yes"])
 
 
 @pytest.mark.slow

@@ -43,6 +43,10 @@ def _typed(key: str, value: str, default: Any) -> Any:
     """``value`` as the type of ``default``; ConfigError naming the key if it is not one."""
     if default is None or isinstance(default, str):
         return value
+    if isinstance(default, bool):
+        if value not in ("true", "false"):
+            raise ConfigError(key, value, "allowed: true, false")
+        return value == "true"
     try:
         return type(default)(value)
     except ValueError:

@@ -301,7 +301,7 @@ def read_curve(job: JobResult, key: str) -> tuple[list[int], list[float]]:
     return steps, [points[step] for step in steps]
 
 
-def _pyplot() -> Any:
+def pyplot() -> Any:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -320,7 +320,7 @@ def plot_curves(cells: list[Cell], key: str | None, path: Path) -> bool:
         curves = {job.name: read_curve(job, key) for job in jobs}
     if not any(steps for steps, _ in curves.values()):
         return False
-    _save_figure(draw_curves(cells, key, curves), path)
+    save_figure(draw_curves(cells, key, curves), path)
     return True
 
 
@@ -329,7 +329,7 @@ def draw_curves(cells: list[Cell], key: str, curves: dict[str, tuple[list, list]
     seeds have the step: a band along a curve of several evaluations, an error bar where a cell
     has one or two (a band over one step draws nothing); the interval cut at the metric's least
     value (a count's never below 0); dotted where a job of the cell did not complete."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(10, 5.5), dpi=100)
     colors = plt.get_cmap("tab10" if len(cells) <= 10 else "tab20").colors
     least = lower_bound(key)
@@ -362,13 +362,13 @@ def draw_curves(cells: list[Cell], key: str, curves: dict[str, tuple[list, list]
     return fig
 
 
-def _save_figure(fig: Any, path: Path) -> None:
+def save_figure(fig: Any, path: Path) -> None:
     """``fig`` as a PNG at ``path``, written whole or not at all; closed either way."""
     try:
         fig.tight_layout()
         write_atomic(path, lambda f: fig.savefig(f, format="png"))
     finally:
-        _pyplot().close(fig)
+        pyplot().close(fig)
 
 
 def _heatmap_text(row: CellStats) -> str:
@@ -394,7 +394,7 @@ def plot_heatmap(jobs: list[JobResult], cells: CellTable, path: Path) -> None:
         j = col_values.index(row.cell.axes.get(col_axis, ""))
         grid[i][j] = math.nan if row.mean is None else row.mean
         texts[i][j] = _heatmap_text(row)
-    plt = _pyplot()
+    plt = pyplot()
     width, height = 1.6 + 1.3 * len(col_values), 1.4 + 0.7 * len(row_values)
     fig, ax = plt.subplots(figsize=(width, height), dpi=100)
     image = ax.imshow(grid, cmap="viridis" if maximize(key) else "viridis_r", aspect="auto")
@@ -409,7 +409,7 @@ def plot_heatmap(jobs: list[JobResult], cells: CellTable, path: Path) -> None:
     title = f"final {key}, mean ± 95% CI half-width (n)\n({_better(key)} is better)"
     ax.set_title(title, fontsize=9)
     fig.colorbar(image, ax=ax)
-    _save_figure(fig, path)
+    save_figure(fig, path)
 
 
 def _better(key: str) -> str:
