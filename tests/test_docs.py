@@ -232,8 +232,8 @@ class Workspace:
             return self.folders[kind]
         rng = np.random.default_rng(0)
         where = self.root / "data" / kind
-        if kind == "images":  # ganexp-sample input=DIR: images to translate
-            for i in range(2):
+        if kind == "images":  # images to translate (input=DIR) or to score (fake=DIR)
+            for i in range(8):
                 _save_png(where / f"in{i}.png", _noise(rng, 32, 32))
         elif kind == "pix2pix":  # each file A | B side by side
             for split, count in (("train", 64), ("test", 8)):
@@ -315,8 +315,8 @@ def _placeholders(tokens: list[str], ws: Workspace) -> list[str]:
         if token == "data.root=DIR":
             assert folder, f"no folder to stand for DIR with data={data}"
             token = f"data.root={ws.folder(folder)}"
-        elif token == "input=DIR":
-            token = f"input={ws.folder('images')}"
+        elif token in ("input=DIR", "fake=DIR"):
+            token = f"{_key(token)}={ws.folder('images')}"
         elif token == "resume=RUN":  # a fork of a documented run
             token = f"resume={ws.checkpoint('default')}"
         out.append(token)

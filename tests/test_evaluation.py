@@ -5,17 +5,21 @@ from __future__ import annotations
 import csv
 import json
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
+import torch
 from commands import run_command
 from helpers import smoke_run
 from PIL import Image
 
 from ganexp.cli.evaluate import main as evaluate_main
+from ganexp.cli.restore import restore
 from ganexp.cli.sample import main as sample_main
 from ganexp.engine.checkpoint import load_checkpoint
 from ganexp.errors import ConfigError
+from ganexp.metrics.evaluator import ImageEvaluator
 
 BIN = Path(sys.executable).parent
 IMAGE_KEYS = {
@@ -112,6 +116,53 @@ def test_ganexp_eval_of_every_checkpoint_gives_the_curve_the_run_logged(
         r["eval/fd_classifier"] for r in printed
     ]
     assert Image.open(tmp_path / "eval_all.png").size == (800, 450)
+
+
+@pytest.mark.slow
+def test_a_folder_of_a_checkpoints_images_scores_as_the_checkpoint_does(
+    evaluated_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """The images the checkpoint's evaluation scores, written as PNGs (lossless), then scored
+    as a folder against the same data: every metric and floor equal."""
+    restored = restore(evaluated_run, ["metrics.num_samples=100"])
+    cfg = replace(restored.cfg, metrics=replace(restored.cfg.metrics, enabled=True))
+    evaluator = ImageEvaluator(cfg, restored.spec, restored.device)
+    batches = list(evaluator._generated(restored.generator))
+    expected = {f"eval/{k}": v for k, v in evaluator.score(batches).items()}
+    folder = tmp_path / "generated"
+    folder.mkdir()
+    for i, image in enumerate(torch.cat(batches)):
+        Image.fromarray(image.squeeze(0).numpy()).save(folder / f"{i:05d}.png")
+    evaluate_main([f"fake={folder}", "real=fashion_mnist", "data.limit=256"])  # smoke's data
+    report = json.loads(capsys.readouterr().out)
+    assert report["metrics"].keys() == expected.keys() == IMAGE_KEYS
+    assert report["metrics"] == pytest.approx(expected, rel=1e-6)
+    assert report["setup"]["num_fake"] == 100
+    assert json.loads((tmp_path / "generated.metrics.json").read_text()) == report
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["real=fashion_mnist"], "fake=None: required: fake=DIR (images) and real=NAME|DIR"),
+        (["fake=nowhere", "real=fashion_mnist"], "fake='nowhere': must be a folder of images"),
+        (["fake=empty", "real=fashion_mnist"], "fake='empty': holds no image files (.png, .jpg"),
+        (["fake=.", "real=ring8"], "real='ring8': must be images"),
+        (["fake=few", "real=fashion_mnist"], "fake='few': holds 2 images; the metrics need"),
+        (["fake=.", "real=fashion_mnist", "checkpoint=x"], "fake='.': evaluates a folder"),
+    ],
+)
+def test_a_folder_evaluation_refuses_in_one_line(
+    args: list[str], expected: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "few").mkdir()
+    (tmp_path / "empty").mkdir()
+    for i in range(2):
+        Image.new("L", (32, 32)).save(tmp_path / "few" / f"{i}.png")
+    with pytest.raises(ConfigError) as error:
+        evaluate_main(args)
+    assert str(error.value).startswith(expected)
 
 
 def test_ganexp_eval_all_needs_a_run_folder_and_a_boolean(tmp_path: Path) -> None:

@@ -1,13 +1,18 @@
 """``ganexp-eval checkpoint=PATH``: every metric of a checkpoint, as JSON on stdout and in
-``PATH`` with the suffix ``.metrics.json`` (or ``out=FILE``).
+``PATH`` with the suffix ``.metrics.json`` (or ``out=FILE``); or of a folder of images.
 
 ganexp-eval checkpoint=RUN_DIR                  # the run folder's newest checkpoint
 ganexp-eval checkpoint=RUN_DIR/checkpoints/best.pt out=metrics.json
 ganexp-eval checkpoint=RUN_DIR metrics.num_samples=10000 metrics.features=classifier
 ganexp-eval checkpoint=RUN_DIR all=true         # every checkpoint: the curve, after the fact
+ganexp-eval fake=DIR real=fashion_mnist         # a folder of images against a data set
+ganexp-eval fake=DIR real=DIR2                  # ... or against another folder (image_folder)
 
 checkpoint=PATH  a checkpoint file or a run folder (its newest checkpoint)
 out=FILE         where the JSON goes (default: beside the checkpoint, .metrics.json)
+fake=, real=     a folder of images (any size: resized to the real data's) scored against a
+                 data set of ganexp's (data=NAME) or a folder, with every image of fake
+                 (metrics.num_samples=N: the first N); JSON beside the folder (DIR.metrics.json)
 all=true         every checkpoint of a run folder (its step checkpoints and best.pt): a JSON
                  row each, then eval_all.csv and eval_all.png (the metric curve after the
                  fact, without retraining) in the run folder (or out=DIR)
@@ -22,8 +27,10 @@ from __future__ import annotations
 import json
 import sys
 from dataclasses import replace
+from importlib.resources import files
 from pathlib import Path
 
+import torch
 from torch import nn
 
 from ganexp.cli.restore import Restored, parse_args, report_errors, restore
@@ -32,13 +39,23 @@ from ganexp.data.spec import DataSpec
 from ganexp.engine.runfolder import writable_file_error, write_whole
 from ganexp.errors import ConfigError, GanexpError, RunFailed
 
-DEFAULTS = {"out": "", "all": False}
+DEFAULTS = {"out": "", "all": False, "fake": "", "real": ""}
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
+MIN_IMAGES = 6  # as metrics.num_samples: density and coverage use 5 neighbours
 
 
 def main(argv: list[str] | None = None) -> None:
     from ganexp.session.run import build_evaluator
 
-    target, args, overrides = parse_args(sys.argv[1:] if argv is None else argv, DEFAULTS)
+    argv = sys.argv[1:] if argv is None else argv
+    target, args, overrides = parse_args(argv, DEFAULTS, required=not _folders_asked(argv))
+    if target is None:
+        evaluate_folder(args, overrides)
+        return
+    if args["fake"] or args["real"]:
+        raise ConfigError(
+            "fake", args["fake"] or None, "evaluates a folder: give it without checkpoint="
+        )
     if args["all"]:
         evaluate_all(target, overrides, args["out"])
         return
@@ -67,14 +84,126 @@ def main(argv: list[str] | None = None) -> None:
         "metrics": metrics,
         "setup": evaluator.setup(),
     }
+    print_and_write(report, None if unwritable else out)
+
+
+def print_and_write(report: dict, out: Path | None) -> None:
+    """The JSON report on stdout first, then in ``out``: a file that cannot be written loses
+    the file, never the numbers."""
     text = json.dumps(report, indent=2)
     print(text, flush=True)
-    if unwritable:
+    if out is None:
         return
     try:
         write_whole(out, lambda f: f.write(f"{text}\n".encode()))
     except RunFailed as error:
         raise GanexpError(f"{error}; the metrics are printed above") from None
+
+
+def _folders_asked(argv: list[str]) -> bool:
+    return any(arg.startswith(("fake=", "real=")) for arg in argv)
+
+
+def folder_config(real: str, overrides: list[str]) -> RunConfig:
+    """The config of a folder's evaluation: ``real`` a data set of ganexp's (``data=NAME``) or a
+    folder of images (``data=image_folder``), with the command's overrides."""
+    from hydra import compose, initialize_config_module
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    from ganexp.config import CONFIG_MODULE, composition_error, register_schema, validate
+    from ganexp.tasks import check as check_task
+
+    register_schema()
+    named = Path(str(files(CONFIG_MODULE))) / "data" / f"{real}.yaml"
+    data = [f"data={real}"] if named.is_file() else ["data=image_folder", f"data.root={real}"]
+    try:
+        with initialize_config_module(CONFIG_MODULE, version_base="1.3"):
+            composed = compose("config", overrides=[*data, "logger=none", *overrides])
+    except (HydraException, OmegaConfBaseException) as ex:
+        raise composition_error(ex, overrides) from ex
+    cfg = validate(composed)
+    check_task(cfg)
+    return cfg
+
+
+def folder_images(folder: Path, shape: tuple[int, ...], limit: int) -> torch.Tensor:
+    """The first ``limit`` image files of ``folder`` (by path, subfolders included) as uint8
+    ``[N, C, H, W]`` in the real data's channels and size (resized bicubic, with a note)."""
+    import numpy as np
+    from PIL import Image, UnidentifiedImageError
+
+    paths = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)[:limit]
+    if not paths:
+        raise ConfigError(
+            "fake", str(folder), f"holds no image files ({', '.join(IMAGE_SUFFIXES)})"
+        )
+    channels, height, width = shape
+    images, resized = [], set()
+    for path in paths:
+        try:
+            with Image.open(path) as image:
+                image = image.convert("L" if channels == 1 else "RGB")
+                if image.size != (width, height):
+                    resized.add(image.size)
+                    image = image.resize((width, height), Image.Resampling.BICUBIC)
+                array = np.asarray(image, dtype=np.uint8)
+        except (OSError, UnidentifiedImageError, ValueError) as ex:
+            raise ConfigError("fake", str(path), f"cannot be read as an image ({ex})") from None
+        images.append(torch.from_numpy(array.reshape(height, width, channels).copy()))
+    if resized:
+        sizes = ", ".join(f"{w}x{h}" for w, h in sorted(resized))
+        print(
+            f"ganexp-eval: note: fake images of {sizes} resized to the real data's "
+            f"{width}x{height} (bicubic)",
+            file=sys.stderr,
+        )
+    return torch.stack(images).permute(0, 3, 1, 2).contiguous()
+
+
+def evaluate_folder(args: dict, overrides: list[str]) -> None:
+    """``fake=DIR real=NAME|DIR``: the images of a folder scored against a data set or another
+    folder, with the metrics, floors and JSON a checkpoint's evaluation has."""
+    from ganexp.data import data_plan
+    from ganexp.engine.device import resolve_device
+    from ganexp.metrics.evaluator import BATCH, ImageEvaluator
+    from ganexp.session.preflight import check_sizes
+
+    if not args["fake"] or not args["real"]:
+        missing = "fake" if not args["fake"] else "real"
+        raise ConfigError(
+            missing, None, "required: fake=DIR (images) and real=NAME|DIR to score them against"
+        )
+    fake = Path(args["fake"]).expanduser()
+    if not fake.is_dir():
+        raise ConfigError("fake", str(fake), "must be a folder of images")
+    cfg = folder_config(args["real"], overrides)
+    spec = data_plan(cfg.data)[0]
+    if spec.kind != "image":
+        raise ConfigError("real", args["real"], "must be images (a data set of images or a folder)")
+    asked = any(o.startswith("metrics.num_samples=") for o in overrides)
+    images = folder_images(fake, spec.shape, cfg.metrics.num_samples if asked else 10**9)
+    if len(images) < MIN_IMAGES:
+        raise ConfigError(
+            "fake",
+            str(fake),
+            f"holds {len(images)} images; the metrics need at least {MIN_IMAGES} (density and "
+            "coverage use 5 neighbours)",
+        )
+    metrics = replace(cfg.metrics, enabled=True, num_samples=len(images))
+    cfg = replace(cfg, metrics=metrics)
+    check_sizes(cfg, spec, training=False)
+    evaluator = ImageEvaluator(cfg, spec, resolve_device(cfg.device.name))
+    batches = (images[i : i + BATCH] for i in range(0, len(images), BATCH))
+    results = {f"eval/{k}": v for k, v in evaluator.score(batches).items()}
+    report = {
+        "fake": str(fake),
+        "real": args["real"],
+        "metrics": results,
+        "setup": evaluator.setup(),
+    }
+    out = Path(args["out"]).expanduser() if args["out"] else fake.with_suffix(".metrics.json")
+    print_and_write(report, out)
 
 
 def run_checkpoints(target: Path) -> list[Path]:

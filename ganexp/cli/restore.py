@@ -54,8 +54,11 @@ def _typed(key: str, value: str, default: Any) -> Any:
         raise ConfigError(key, value, f"must be {kind}") from None
 
 
-def parse_args(argv: list[str], known: dict[str, Any]) -> tuple[Path, dict[str, Any], list[str]]:
-    """Split ``checkpoint=PATH``, the command's own ``known`` keys and config overrides."""
+def parse_args(
+    argv: list[str], known: dict[str, Any], required: bool = True
+) -> tuple[Path | None, dict[str, Any], list[str]]:
+    """Split ``checkpoint=PATH`` (``required``), the command's own ``known`` keys and config
+    overrides."""
     own = dict(known)
     overrides = []
     checkpoint = None
@@ -71,7 +74,7 @@ def parse_args(argv: list[str], known: dict[str, Any]) -> tuple[Path, dict[str, 
             own[key] = _typed(key, value, known[key])
         else:
             overrides.append(arg)
-    if checkpoint is None:
+    if checkpoint is None and required:
         raise ConfigError(
             "checkpoint", None, "required: checkpoint=PATH (a .pt file or run folder)"
         )

@@ -8,7 +8,7 @@ evaluation rather than before the first training step.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from importlib.metadata import version
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -209,18 +209,26 @@ class ImageEvaluator:
             raise
 
     def _evaluate(self, generator: nn.Module) -> dict[str, float]:
+        return self.score(self._generated(generator))
+
+    def _generated(self, generator: nn.Module) -> Iterator[torch.Tensor]:
+        """The fixed noise's images, as uint8 batches."""
+        for start in range(0, self.n, BATCH):
+            self._check_stop()
+            z = self.noise[start : start + BATCH].to(self.device)
+            labels = None if self.labels is None else self.labels[start : start + BATCH]
+            yield to_uint8(generate(generator, z, None if labels is None else labels.to(z.device)))
+
+    def score(self, batches: Iterable[torch.Tensor]) -> dict[str, float]:
+        """The metrics of ``metrics.num_samples`` images given as uint8 batches (a generator's,
+        or a folder's: ``ganexp-eval fake=DIR``) against the real side."""
         from ganexp.metrics.distances import InceptionScore, kernel_distance
 
         reference, fd, manifold = self._prepare()
         inception_score = InceptionScore(self.extractor)
         features, predictions = [], []
-        for start in range(0, self.n, BATCH):
-            self._check_stop()
-            z = self.noise[start : start + BATCH].to(self.device)
-            labels = None if self.labels is None else self.labels[start : start + BATCH]
-            images = to_uint8(
-                generate(generator, z, None if labels is None else labels.to(z.device))
-            )
+        for images in batches:
+            images = images.to(self.device)
             features.append(fd.update(images).cpu())
             inception_score.update(images)
             if self.class_coverage:
