@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import yaml
 from omegaconf import OmegaConf
+from PIL import Image
 from scipy import stats
 from test_sweeps import markdown_rows
 
@@ -553,3 +554,33 @@ def test_one_evaluation_is_an_error_bar_and_a_count_interval_stops_at_zero(tmp_p
         expected = t_interval(arms[arm])
         assert low == pytest.approx(max(expected[0], 0.0)) and high == pytest.approx(expected[1])
     assert all(text.get_fontsize() >= 9 for text in ax.get_legend().get_texts())
+
+
+def test_each_cell_shows_its_first_seeds_last_samples(tmp_path: Path) -> None:
+    write_arms(tmp_path, {"a": [1.0, 1.1, 0.9], "b": [2.0, 2.1, 1.9]})  # jobs 0-2: a, 3-5: b
+    for num in range(6):
+        samples = tmp_path / str(num) / "samples"
+        samples.mkdir()
+        for step in (3, 10):  # by step number, not by name: step 10 is the last
+            Image.new("L", (8, 8), color=num).save(samples / f"step_{step}.png")
+    summary = summarize(tmp_path)
+    assert summary.samples == [
+        ("loss=a", tmp_path / "0" / "samples" / "step_10.png"),
+        ("loss=b", tmp_path / "3" / "samples" / "step_10.png"),
+    ]
+    table = markdown_rows(tmp_path / "summary.md", first="cell")
+    assert table == [
+        {"cell": "loss=a", "samples": "![loss=a](0/samples/step_10.png)"},
+        {"cell": "loss=b", "samples": "![loss=b](3/samples/step_10.png)"},
+    ]
+    cfg = OmegaConf.create(
+        {
+            "hydra": {"sweep": {"dir": str(tmp_path)}, "runtime": {"choices": {}}},
+            "logger": {"name": "wandb", "mode": "offline", "project": "t", "group": "g"},
+        }
+    )
+    SweepSummary().on_multirun_end(cfg)
+    logged = load_run(tmp_path)
+    looks = logged.history[0]["cell_samples"]
+    assert looks["_type"] == "table-file" and looks["nrows"] == 2
+    assert logged.config["sweep"] == tmp_path.name  # no machine folder in what is shared

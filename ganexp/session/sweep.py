@@ -41,7 +41,7 @@ import os
 import sys
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -434,10 +434,24 @@ class Summary:
     cells: CellTable
     files: dict[str, Path]
     not_run: list[JobResult] | None = None  # a stopped sweep's jobs never started (None: unknown)
+    name: str = ""  # the sweep's command line (sweep_identity)
+    samples: list[tuple[str, Path]] = field(default_factory=list)  # cell_samples
 
     @property
     def failed(self) -> int:
         return sum(job.status != "completed" for job in self.jobs)
+
+
+def cell_samples(cells: list[Cell]) -> list[tuple[str, Path]]:
+    """What each cell's samples look like: the last sample grid (images) or scatter (toy data)
+    of its first seed's job, best cell first; a cell whose job saved none is left out."""
+    found = []
+    for cell in cells:
+        job = min(cell.jobs, key=lambda job: job.order)
+        grids = [p for p in (job.path / "samples").glob("step_*.png") if p.stem[5:].isdigit()]
+        if grids:
+            found.append((cell.label or "all jobs", max(grids, key=lambda p: int(p.stem[5:]))))
+    return found
 
 
 def summarize(
@@ -474,6 +488,15 @@ def summarize(
     lines += [_CELLS_NOTE.format(key=f"`{key}`" if key else "values"), ""]
     lines += [*markdown_table(*cells.display()), "", f"**Verdict:** {cells.verdict}", ""]
     lines += [*(f"![{figure}]({p.name})" for figure, p in figures.items()), ""]
+    samples = cell_samples(cells.cells)
+    if samples:
+        lines += ["## What each cell's samples look like", ""]
+        lines += ["The last samples of each cell's first seed, best cell first.", ""]
+        rows = [
+            [label, f"![{label}]({Path(os.path.relpath(path, sweep_dir)).as_posix()})"]
+            for label, path in samples
+        ]
+        lines += [*markdown_table(["cell", "samples"], rows), ""]
     lines += ["## Jobs, best first by the best value over time", ""]
     if key:
         lines.append("Best job first, by its best value over time; failed jobs last.")
@@ -481,7 +504,7 @@ def summarize(
         lines.append("No job reported an eval metric; rows by status, then job.")
     lines += ["", *jobs_markdown(table, [jobs.index(job) for job in ranked(jobs, key)])]
     _write_text("\n".join(lines) + "\n", files["md"])
-    return Summary(sweep_dir, jobs, key, table, cells, files | figures, not_run)
+    return Summary(sweep_dir, jobs, key, table, cells, files | figures, not_run, name, samples)
 
 
 def log_summary_to_wandb(summary: Summary, logger: DictConfig, group: str | None) -> None:
@@ -506,7 +529,7 @@ def log_summary_to_wandb(summary: Summary, logger: DictConfig, group: str | None
             name="summary",
             dir=str(summary.sweep_dir),
             mode=mode,
-            config={"sweep_dir": str(summary.sweep_dir), "headline": summary.key},
+            config={"sweep": summary.name, "headline": summary.key},
             reinit="create_new",
             settings=wandb.Settings(console="off", silent=True),
         )
@@ -517,6 +540,11 @@ def log_summary_to_wandb(summary: Summary, logger: DictConfig, group: str | None
         for name in ("curves", "heatmap"):
             if name in summary.files:
                 data[name] = wandb.Image(str(summary.files[name]))
+        if summary.samples:
+            looks = [
+                [label, wandb.Image(str(path), caption=label)] for label, path in summary.samples
+            ]
+            data["cell_samples"] = wandb.Table(columns=["cell", "samples"], data=looks)
         run.log(data)
         run.summary.update({"jobs": len(summary.jobs), "failed": summary.failed})
         run.summary["verdict"] = summary.cells.verdict
