@@ -9,9 +9,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 from helpers import smoke_config, smoke_run
+from PIL import Image
 
 from ganexp.tracking.runfile import RunFile, load_run
 
@@ -70,6 +72,20 @@ def test_a_table_of_samples_per_class_at_each_evaluation(cgan_run: Path) -> None
     assert len(stored) == 1
     images = [e.path for e in stored[0].manifest.contents if e.path.endswith(".png")]
     assert len(images) == 60
+
+
+def test_real_images_are_shown_once_beside_the_fake_grids(cgan_run: Path) -> None:
+    run = load_run(cgan_run)
+    real = [r for r in run.history if "samples_real" in r]
+    fake = [r for r in run.history if "samples" in r]
+    assert [r["step"] for r in real] == [fake[0]["step"]] == [3]  # once, with the first grid
+    assert real[0]["samples_real"]["_type"] == "image-file"
+    assert [m.step_metric for m in run.metrics if "samples_real" in (m.name, m.glob_name)] == [
+        "step"
+    ]
+    grid = Image.open(cgan_run / "samples" / "real.png")
+    assert grid.size == Image.open(cgan_run / "samples" / "step_000003.png").size
+    assert len(set(np.asarray(grid).ravel().tolist())) > 2  # images, not a blank grid
 
 
 def test_checkpoints_become_model_artifacts_with_latest_and_best(cgan_run: Path) -> None:

@@ -125,7 +125,9 @@ class FixedInputs:
 
 
 class SampleGrid(Hook):
-    """Every ``every`` steps: the fixed-noise samples as samples/step_NNNNNN.png and to W&B."""
+    """Every ``every`` steps: the fixed-noise samples as samples/step_NNNNNN.png and to W&B.
+    With ``real`` (image generation), once per run folder before the first: a grid of real
+    training images beside them (samples/real.png, W&B ``samples_real``)."""
 
     def __init__(
         self,
@@ -133,15 +135,21 @@ class SampleGrid(Hook):
         tracker: Tracker,
         fixed: FixedInputs,
         centers: torch.Tensor | None = None,
+        real: Callable[[int], torch.Tensor] | None = None,
     ) -> None:
         self.every = every
         self.tracker = tracker
         self.fixed = fixed
         self.centers = centers
+        self.real = real
 
     def after_step(self, trainer: Trainer) -> None:
         if not self.due(trainer):
             return
+        if self.real is not None and not self.tracker.has_real_grid():
+            self.tracker.log_real_grid(
+                trainer.step, self.real(len(self.fixed.noise)), self.fixed.nrow
+            )
         samples = self.fixed.samples(trainer.sampler)
         if trainer.spec.kind == "points":
             self.tracker.log_points(trainer.step, samples, self.centers)

@@ -21,9 +21,15 @@ import torch
 from omegaconf import OmegaConf
 from torch import nn
 
-from ganexp.config import LossName, Norm, RunConfig
+from ganexp.config import DataConfig, LossName, Norm, RunConfig
 from ganexp.data import DataSpec, build_data, data_spec, mode_centers
-from ganexp.engine.checkpoint import CheckpointStore, load_resume, resume_source, set_rng_state
+from ganexp.engine.checkpoint import (
+    CheckpointStore,
+    load_resume,
+    resume_source,
+    rng_state,
+    set_rng_state,
+)
 from ganexp.engine.device import describe, resolve_device, resolve_precision
 from ganexp.engine.distributed import World, current
 from ganexp.engine.hooks import (
@@ -287,7 +293,11 @@ def build_hooks(
         )
     intervals = (cfg.trainer.log_every, cfg.trainer.checkpoint_every)
     # rank 0 alone draws samples and evaluates; the other hooks run in every process
-    grids = [SampleGrid(cfg.trainer.sample_every, tracker, fixed, centers)] if world.is_main else []
+    real = None
+    if spec.kind == "image" and not task.translates:  # a translation's grids show its targets
+        real = partial(real_images, cfg.data)
+    grid = SampleGrid(cfg.trainer.sample_every, tracker, fixed, centers, real)
+    grids = [grid] if world.is_main else []
     profile = [Profile(run_dir / "profile")] if cfg.trainer.profile and world.is_main else []
     hooks = [
         *profile,
@@ -299,6 +309,18 @@ def build_hooks(
         checkpoint,
     ]
     return hooks, evaluate
+
+
+def real_images(data: DataConfig, n: int) -> torch.Tensor:
+    """``n`` real training images in [-1, 1] (a grid's reference), drawn by a sampler of their
+    own; every random stream of the run is as it was before (the numerics do not move)."""
+    from ganexp.metrics.evaluator import REFERENCE_SEED  # its distances import at first use
+
+    state = rng_state()
+    try:
+        return build_data(data, n, torch.device("cpu"), REFERENCE_SEED).next_batch()[0]
+    finally:
+        set_rng_state(state)
 
 
 def forked(checkpoint: Path | None, run_dir: Path) -> bool:

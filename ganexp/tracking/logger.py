@@ -44,6 +44,7 @@ from ganexp.keys import maximize
 log = logging.getLogger(__name__)
 
 STEP_KEY = "step"  # the x-axis of every W&B chart
+REAL_GRID = "real.png"  # samples/: real training images, once per run folder
 # summaries W&B keeps per metric family (define_metric); each eval/ key is defined on its own
 # the first time it is logged, with the best of its direction (ganexp.keys.maximize)
 _SUMMARIES = {
@@ -184,7 +185,7 @@ class Tracker:
             self.run.define_metric(STEP_KEY)
             for pattern, summary in _SUMMARIES.items():
                 self.run.define_metric(pattern, step_metric=STEP_KEY, summary=summary)
-            for pattern in ("hist/*", "samples", "samples_table"):
+            for pattern in ("hist/*", "samples", "samples_real", "samples_table"):
                 self.run.define_metric(pattern, step_metric=STEP_KEY)
             # offline, a resumed run writes a new file; a fork (a new id) is a new run
             if self.resume_step is not None and (self.mode == "offline" or resume_id is None):
@@ -271,6 +272,21 @@ class Tracker:
         write_whole(path, lambda f: image.save(f, format="PNG"))
         self._log_image_file(path, step)
         return path
+
+    def has_real_grid(self) -> bool:
+        return (self.samples_dir / REAL_GRID).is_file()
+
+    def log_real_grid(self, step: int, images: torch.Tensor, nrow: int) -> None:
+        """Real training images in [-1, 1] as samples/real.png and to W&B as ``samples_real``,
+        once: the reference the fake grids are looked at against."""
+        path = self.samples_dir / REAL_GRID
+        image = Image.fromarray(to_uint8_grid(images, nrow).squeeze(-1).numpy())
+        write_whole(path, lambda f: image.save(f, format="PNG"))
+        if self.run is not None:
+            import wandb
+
+            real = wandb.Image(str(path), caption="real training images")
+            self._wandb_log(step, lambda: {"samples_real": real})
 
     def log_points(self, step: int, points: torch.Tensor, centers: torch.Tensor | None) -> Path:
         """A scatter of 2-D samples to samples/step_NNNNNN.png and to W&B as ``samples``."""
@@ -424,6 +440,9 @@ class NullTracker:
 
     def log(self, step: int, scalars: Mapping[str, float]) -> None:
         """Rank 0 logs the values, which are averaged over the processes."""
+
+    def has_real_grid(self) -> bool:
+        return True  # rank 0 draws the grids
 
     def summarize(self, values: Mapping[str, Any]) -> None:
         """Rank 0 keeps the run's summary."""
