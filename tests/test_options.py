@@ -12,6 +12,7 @@ from typing import NamedTuple
 
 import pytest
 import torch
+import yaml
 from helpers import (
     assert_refused_before_training,
     assert_same_weights,
@@ -122,6 +123,11 @@ def test_a_users_loss_from_their_own_folder_trains(user_folder: Path) -> None:
     run = load_run(run_dir)
     assert run.config["loss"]["_target_"] == "mylosses.MarginLoss"
     assert run.config["loss"]["margin"] == 2.0
+    # the config shown, saved and sent to W&B holds what is read: no built-in loss's keys
+    saved = yaml.safe_load((run_dir / "config.yaml").read_text())["loss"]
+    for shown in (run.config["loss"], saved):
+        assert not {"name", "gp_weight", "clip_value", "label_smoothing"} & set(shown)
+        assert shown["r1_weight"] == 1.0  # read by the R1 term, with any loss
     assert "loss=mylosses.MarginLoss" in run.run.tags
     assert logged(run_dir)[-1]["loss/r1"] > 0
 

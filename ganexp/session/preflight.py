@@ -212,6 +212,8 @@ def _check(cfg: DictConfig, run_dir: Path | None) -> Plan:
             raise _replicas_from_one_checkpoint(run_cfg)
         resumed = load_resume(source)
     resolved = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
+    for key in unread_loss_keys(run_cfg):  # the config shown and saved holds what is read
+        resolved["loss"].pop(key, None)
     checks = [(resumed, run_cfg, resolved)] if resumed is not None else []
     if run_cfg.trainer.replicas > 1 and run_dir is not None:
         checks += _replicas_resumed(run_cfg, resolved, run_dir)
@@ -376,8 +378,9 @@ def experiment_differences(saved: dict[str, Any], resolved: dict[str, Any]) -> d
     for key in [*now, *(key for key in then if key not in now)]:
         if resume_may_change(key, data_name):
             continue
+        # a key one side lacks (added since, or one nothing read) counts as its default
         old = then.get(key, _defaults().get(key, _ABSENT))
-        new = now.get(key, _ABSENT)
+        new = now.get(key, _defaults().get(key, _ABSENT))
         if old != new:
             shown = [("absent" if v is _ABSENT else _plain(v)) for v in (old, new)]
             found[key] = f"{key} is {shown[0]} in the checkpoint, {shown[1]} now"
@@ -623,6 +626,14 @@ def _reads(cfg: RunConfig, field: str) -> bool:
 
         return field in inspect.signature(import_class("loss._target_", target)).parameters
     return cfg.loss.name == LOSS_ONLY[field]
+
+
+def unread_loss_keys(cfg: RunConfig) -> list[str]:
+    """With a user's loss: the built-in losses' keys nothing reads (``name``, and those of
+    :data:`LOSS_ONLY` its constructor does not take)."""
+    if not cfg.loss._target_:
+        return []
+    return ["name", *(field for field in LOSS_ONLY if not _reads(cfg, field))]
 
 
 def check_loss_keys(overrides: list[str], jobs: list[RunConfig]) -> None:
