@@ -395,19 +395,27 @@ def plot_heatmap(jobs: list[JobResult], cells: CellTable, path: Path) -> None:
         grid[i][j] = math.nan if row.mean is None else row.mean
         texts[i][j] = _heatmap_text(row)
     plt = pyplot()
-    width, height = 1.6 + 1.3 * len(col_values), 1.4 + 0.7 * len(row_values)
+    width, height = 2.4 + 1.9 * len(col_values), 1.8 + 0.9 * len(row_values)
     fig, ax = plt.subplots(figsize=(width, height), dpi=100)
     image = ax.imshow(grid, cmap="viridis" if maximize(key) else "viridis_r", aspect="auto")
     for i in range(len(row_values)):
         for j in range(len(col_values)):
             ax.text(
-                j, i, texts[i][j], ha="center", va="center", fontsize=8, color="white", **_outline()
+                j,
+                i,
+                texts[i][j],
+                ha="center",
+                va="center",
+                fontsize=10,
+                color="white",
+                **_outline(),
             )
-    ax.set_xticks(range(len(col_values)), col_values)
-    ax.set_yticks(range(len(row_values)), row_values)
-    ax.set(xlabel=col_axis, ylabel=row_axis)
+    ax.set_xticks(range(len(col_values)), col_values, fontsize=10)
+    ax.set_yticks(range(len(row_values)), row_values, fontsize=10)
+    ax.set_xlabel(col_axis, fontsize=11)
+    ax.set_ylabel(row_axis, fontsize=11)
     title = f"final {key}, mean ± 95% CI half-width (n)\n({_better(key)} is better)"
-    ax.set_title(title, fontsize=9)
+    ax.set_title(title, fontsize=11)
     fig.colorbar(image, ax=ax)
     save_figure(fig, path)
 
