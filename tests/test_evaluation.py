@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -115,7 +116,29 @@ def test_ganexp_eval_of_every_checkpoint_gives_the_curve_the_run_logged(
     assert [float(r["eval/fd_classifier"]) for r in table] == [
         r["eval/fd_classifier"] for r in printed
     ]
-    assert Image.open(tmp_path / "eval_all.png").size == (800, 450)
+    assert Image.open(tmp_path / "eval_all.png").size == (900, 500)
+
+
+@pytest.mark.slow
+def test_ganexp_eval_all_of_a_sweep_gives_a_curve_per_run(
+    evaluated_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    sweep = tmp_path / "sweep"
+    for job in ("0", "1"):  # two jobs of a sweep, as Hydra leaves them (copies of one run)
+        shutil.copytree(evaluated_run, sweep / job)
+        (sweep / job / ".hydra").mkdir()
+    evaluate_main([f"checkpoint={sweep}", "all=true", "metrics.num_samples=100"])
+    printed = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [(row["run"], row["step"]) for row in printed] == [
+        ("0", 3),
+        ("0", 6),
+        ("1", 3),
+        ("1", 6),
+    ]
+    assert printed[0]["eval/fd_classifier"] == pytest.approx(printed[2]["eval/fd_classifier"])
+    with open(sweep / "eval_all.csv", newline="") as f:
+        assert [r["run"] for r in csv.DictReader(f)] == ["0", "0", "1", "1"]
+    assert (sweep / "eval_all.png").is_file()
 
 
 @pytest.mark.slow

@@ -13,9 +13,10 @@ out=FILE         where the JSON goes (default: beside the checkpoint, .metrics.j
 fake=, real=     a folder of images (any size: resized to the real data's) scored against a
                  data set of ganexp's (data=NAME) or a folder, with every image of fake
                  (metrics.num_samples=N: the first N); JSON beside the folder (DIR.metrics.json)
-all=true         every checkpoint of a run folder (its step checkpoints and best.pt): a JSON
-                 row each, then eval_all.csv and eval_all.png (the metric curve after the
-                 fact, without retraining) in the run folder (or out=DIR)
+all=true         every checkpoint of a run folder (its step checkpoints and best.pt), or of
+                 each run of a sweep folder: a JSON row each, then eval_all.csv and
+                 eval_all.png (the metric curve after the fact, without retraining) in the
+                 folder (or out=DIR)
 Any other KEY=VALUE overrides the checkpoint's config (metrics.*, data.root, device=cpu).
 
 The numbers are printed before anything is written: a checkpoint in a read-only folder (or a
@@ -206,49 +207,70 @@ def evaluate_folder(args: dict, overrides: list[str]) -> None:
     print_and_write(report, out)
 
 
-def run_checkpoints(target: Path) -> list[Path]:
+def run_checkpoints(run: Path) -> list[Path]:
     """Every step checkpoint of a run folder, and best.pt, oldest first: one per step."""
     from ganexp.engine.checkpoint import BEST, checkpoint_folder, load_checkpoint
 
-    store = checkpoint_folder(target) if target.is_dir() else None
-    if store is None:
-        raise ConfigError("checkpoint", str(target), "all=true needs a run folder with checkpoints")
-    paths = list(reversed(store.steps()))
-    best = store.folder / BEST
-    if best.is_file():
+    store = checkpoint_folder(run)
+    paths = list(reversed(store.steps())) if store is not None else []
+    best = store.folder / BEST if store is not None else None
+    if best is not None and best.is_file():
         steps = {int(p.stem[5:]) for p in paths}
         if load_checkpoint(best, "checkpoint")["step"] not in steps:
             paths.append(best)
     return paths
 
 
+def evaluated_runs(target: Path) -> list[Path]:
+    """The runs ``all=true`` evaluates: ``target`` if it is a run folder, else the runs of the
+    sweep folder it is (each job's, or each replica's)."""
+    from ganexp.engine.checkpoint import checkpoint_folder
+    from ganexp.session.sweep import collect_jobs
+
+    if not target.is_dir():
+        raise ConfigError("checkpoint", str(target), "all=true needs a run or sweep folder")
+    if checkpoint_folder(target) is not None:
+        return [target]
+    runs = [job.path for job in collect_jobs(target) if checkpoint_folder(job.path) is not None]
+    if not runs:
+        raise ConfigError(
+            "checkpoint", str(target), "all=true needs a run folder with checkpoints, or a sweep's"
+        )
+    return runs
+
+
 def evaluate_all(target: Path, overrides: list[str], out: str) -> None:
-    """``all=true``: every checkpoint of the run evaluated, without training: one JSON row per
-    checkpoint on stdout, and ``eval_all.csv`` and ``eval_all.png`` (the headline against step)
-    in the run folder (or ``out=DIR``)."""
+    """``all=true``: every checkpoint of a run (or of each run of a sweep) evaluated, without
+    training: one JSON row per checkpoint on stdout, then ``eval_all.csv`` and ``eval_all.png``
+    (the headline against step, a line per run) in the folder (or ``out=DIR``)."""
     from ganexp.session.run import build_evaluator
 
-    rows, evaluator = [], None
-    for path in run_checkpoints(target):
-        restored = restore(path, overrides)
-        if evaluator is None:  # one evaluator: the real side is computed (or read) once
-            cfg = replace(restored.cfg, metrics=replace(restored.cfg.metrics, enabled=True))
-            spec = evaluation_spec(cfg, restored.spec)
-            evaluator = build_evaluator(cfg, spec, restored.device, classifiers(restored))
-            if evaluator is None:
-                raise ConfigError("checkpoint", str(path), "nothing to evaluate for this data")
-        metrics = {f"eval/{k}": v for k, v in evaluator(restored.generator).items()}
-        row = {"checkpoint": path.name, "step": restored.state["step"], **metrics}
-        print(json.dumps(row), flush=True)
-        rows.append(row)
-    rows.sort(key=lambda row: row["step"])
-    folder = Path(out).expanduser() if out else target
-    headline = evaluator.setup()["headline"]
-    write_curve_files(rows, headline, folder)
+    runs = evaluated_runs(target)
+    rows, headline = [], None
+    for run in runs:
+        evaluator = None
+        for path in run_checkpoints(run):
+            restored = restore(path, overrides)
+            if evaluator is None:  # one per run: its real side is computed (or read) once
+                cfg = replace(restored.cfg, metrics=replace(restored.cfg.metrics, enabled=True))
+                spec = evaluation_spec(cfg, restored.spec)
+                evaluator = build_evaluator(cfg, spec, restored.device, classifiers(restored))
+                if evaluator is None:
+                    raise ConfigError("checkpoint", str(path), "nothing to evaluate for this data")
+                headline = headline or evaluator.setup()["headline"]
+            metrics = {f"eval/{k}": v for k, v in evaluator(restored.generator).items()}
+            row = {"checkpoint": path.name, "step": restored.state["step"], **metrics}
+            if run != target:
+                row = {"run": run.relative_to(target).as_posix(), **row}
+            print(json.dumps(row), flush=True)
+            rows.append(row)
+    rows.sort(key=lambda row: (row.get("run", ""), row["step"]))
+    write_curve_files(rows, headline, Path(out).expanduser() if out else target)
 
 
 def write_curve_files(rows: list[dict], headline: str, folder: Path) -> None:
-    """``eval_all.csv`` (a row per checkpoint) and ``eval_all.png`` (``headline`` by step)."""
+    """``eval_all.csv`` (a row per checkpoint) and ``eval_all.png`` (``headline`` by step, a
+    line per run)."""
     import csv
     import io
 
@@ -261,19 +283,21 @@ def write_curve_files(rows: list[dict], headline: str, folder: Path) -> None:
     writer.writeheader()
     writer.writerows(rows)
     write_whole(folder / "eval_all.csv", lambda f: f.write(text.getvalue().encode()))
-    fig, ax = pyplot().subplots(figsize=(8, 4.5), dpi=100)
-    steps = [row["step"] for row in rows]
-    ax.plot(steps, [row.get(headline) for row in rows], "o-")
+    fig, ax = pyplot().subplots(figsize=(9, 5), dpi=100)
+    runs = list(dict.fromkeys(row.get("run") for row in rows))
+    for run in runs:
+        mine = [row for row in rows if row.get("run") == run]
+        ax.plot([r["step"] for r in mine], [r.get(headline) for r in mine], "o-", label=run)
     better = "higher" if maximize(headline) else "lower"
     ax.set_title(f"{headline} of every checkpoint ({better} is better)", fontsize=12)
     ax.set_xlabel("generator step", fontsize=11)
     ax.set_ylabel(headline, fontsize=11)
     ax.grid(alpha=0.3)
+    if runs != [None]:
+        ax.legend(fontsize=9, loc="upper left", bbox_to_anchor=(1.01, 1.0), title="run")
     save_figure(fig, folder / "eval_all.png")
-    print(
-        f"ganexp-eval: wrote {folder / 'eval_all.csv'} and {folder / 'eval_all.png'}",
-        file=sys.stderr,
-    )
+    written = f"{folder / 'eval_all.csv'} and {folder / 'eval_all.png'}"
+    print(f"ganexp-eval: wrote {written}", file=sys.stderr)
 
 
 def evaluation_spec(cfg: RunConfig, trained: DataSpec) -> DataSpec:
