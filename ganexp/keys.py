@@ -4,11 +4,8 @@ is better. The W&B summaries (``ganexp.tracking``) and the sweep's rankings
 
 from __future__ import annotations
 
-# eval/ keys where a larger value is better: the Inception Score, precision, recall, density
-# and coverage, the classes covered, mode coverage and quality, the semi-supervised accuracy,
-# translation's PSNR, SSIM and transfer accuracy; every other key is a distance, a divergence or
-# an error, lower is better
-HIGHER_IS_BETTER = (
+# eval/ scores that count or measure a fraction: higher is better, and never below 0
+SCORES = (
     "eval/is_",
     "eval/precision",
     "eval/recall",
@@ -17,11 +14,11 @@ HIGHER_IS_BETTER = (
     "eval/classes_covered",
     "eval/modes",
     "eval/high_quality",
-    "eval/ssl_",
-    "eval/psnr",
-    "eval/ssim",
-    "eval/transfer_accuracy",
 )
+# eval/ keys where a larger value is better: those scores, the semi-supervised accuracies,
+# translation's PSNR, SSIM and transfer accuracy; every other key is a distance, a divergence or
+# an error, lower is better
+HIGHER_IS_BETTER = (*SCORES, "eval/ssl_", "eval/psnr", "eval/ssim", "eval/transfer_accuracy")
 
 
 def maximize(key: str) -> bool:
@@ -29,18 +26,11 @@ def maximize(key: str) -> bool:
     return key.startswith(HIGHER_IS_BETTER)
 
 
-# eval/ keys that cannot go below 0 (counts, fractions, distances, errors): a plotted interval is
-# cut there, where a t interval over a few seeds would cross it
+# eval/ keys that cannot go below 0 (the scores, distances, divergences, errors, accuracies): a
+# plotted interval is cut there, where a t interval over a few seeds would cross it
 NON_NEGATIVE = (
-    "eval/is_",
-    "eval/precision",
-    "eval/recall",
-    "eval/density",
-    "eval/coverage",
-    "eval/classes_covered",
+    *SCORES,
     "eval/class_kl",
-    "eval/modes",
-    "eval/high_quality",
     "eval/reverse_kl",
     "eval/fd_",
     "eval/sliced_wasserstein",

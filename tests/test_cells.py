@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 from PIL import Image
 from scipy import stats
 from test_sweeps import markdown_rows
@@ -401,15 +401,19 @@ def test_figures_show_the_cells(tmp_path: Path) -> None:
     assert "![heatmap](heatmap.png)" in (tmp_path / "summary.md").read_text()
 
 
-def test_the_wandb_summary_run_holds_the_cells_table_and_the_verdict(tmp_path: Path) -> None:
-    write_arms(tmp_path, {"a": [1.0, 1.1, 0.9], "b": [2.0, 2.1, 1.9]})
-    cfg = OmegaConf.create(
+def offline_sweep_config(sweep: Path) -> DictConfig:
+    """What the summary callback is given at a sweep's end, W&B offline."""
+    return OmegaConf.create(
         {
-            "hydra": {"sweep": {"dir": str(tmp_path)}, "runtime": {"choices": {}}},
+            "hydra": {"sweep": {"dir": str(sweep)}, "runtime": {"choices": {}}},
             "logger": {"name": "wandb", "mode": "offline", "project": "t", "group": "g"},
         }
     )
-    SweepSummary().on_multirun_end(cfg)
+
+
+def test_the_wandb_summary_run_holds_the_cells_table_and_the_verdict(tmp_path: Path) -> None:
+    write_arms(tmp_path, {"a": [1.0, 1.1, 0.9], "b": [2.0, 2.1, 1.9]})
+    SweepSummary().on_multirun_end(offline_sweep_config(tmp_path))
     logged = load_run(tmp_path)
     cells = logged.history[0]["cells"]
     assert cells["_type"] == "table-file" and cells["nrows"] == 2
@@ -573,13 +577,7 @@ def test_each_cell_shows_its_first_seeds_last_samples(tmp_path: Path) -> None:
         {"cell": "loss=a", "samples": "![loss=a](0/samples/step_10.png)"},
         {"cell": "loss=b", "samples": "![loss=b](3/samples/step_10.png)"},
     ]
-    cfg = OmegaConf.create(
-        {
-            "hydra": {"sweep": {"dir": str(tmp_path)}, "runtime": {"choices": {}}},
-            "logger": {"name": "wandb", "mode": "offline", "project": "t", "group": "g"},
-        }
-    )
-    SweepSummary().on_multirun_end(cfg)
+    SweepSummary().on_multirun_end(offline_sweep_config(tmp_path))
     logged = load_run(tmp_path)
     looks = logged.history[0]["cell_samples"]
     assert looks["_type"] == "table-file" and looks["nrows"] == 2
