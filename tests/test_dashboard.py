@@ -71,6 +71,11 @@ def test_the_summary_holds_the_best_headline_and_its_step(toy_run) -> None:
     assert best == result.best and best["key"] == "eval/modes_recovered"
     assert run.summary["best/modes_recovered"] == best["value"]
     assert run.summary["best/step"] == best["step"]
+    # the runs table's columns, as W&B computed them from the definitions: the best each way
+    assert run.summary["eval/modes_recovered"]["max"] == best["value"]
+    kl = [row["eval/reverse_kl"] for row in run.history if "eval/reverse_kl" in row]
+    assert run.summary["eval/reverse_kl"]["min"] == pytest.approx(min(kl))
+    assert "min" not in run.summary["eval/modes_recovered"]
     values = [row["eval/modes_recovered"] for row in run.history if "eval/modes_recovered" in row]
     assert best["value"] == max(values)
 

@@ -47,6 +47,7 @@ def fashion_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.mark.slow
 def test_run_folder_holds_grids_checkpoint_and_metrics(fashion_run: Path) -> None:
     assert sorted(p.name for p in (fashion_run / "samples").iterdir()) == [
+        "real.png",  # the real images the grids are read against, once
         "step_000003.png",
         "step_000006.png",
     ]
@@ -86,7 +87,8 @@ def test_wandb_run_file_holds_keys_config_and_grids(fashion_run: Path) -> None:
     assert [r["step"] for r in image_rows] == [3, 6]
     for row in image_rows:
         assert (wb.files_dir / row["samples"]["path"]).is_file()
-    assert {m.glob_name for m in wb.metrics if m.glob_name} >= {"loss/*", "eval/*"}
+    assert {m.glob_name for m in wb.metrics if m.glob_name} >= {"loss/*", "lr/*"}
+    assert {m.name for m in wb.metrics if m.name.startswith("eval/")} >= {"eval/fd_classifier"}
     final_eval = read_jsonl(fashion_run / "metrics.jsonl")[-1]
     assert wb.summary["eval/fd_classifier"]["min"] == pytest.approx(
         final_eval["eval/fd_classifier"]

@@ -135,7 +135,7 @@ def cli_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 @pytest.mark.slow
 @pytest.mark.parametrize("case", list(CLI_CASES))
 def test_vbn_trains_through_the_cli(cli_runs: dict[str, Path], case: str) -> None:
-    from wandb_runfile import load_run
+    from ganexp.tracking.runfile import load_run
 
     run_dir = cli_runs[case]
     assert json.loads((run_dir / "job.json").read_text())["status"] == "completed"

@@ -1,4 +1,4 @@
-"""Tests for the W&B run-file reader in ``tests/wandb_runfile.py``.
+"""Tests for the W&B run-file reader in ``ganexp/tracking/runfile.py``.
 
 One real offline run (a few seconds) is shared by the module; edge cases (truncation,
 corruption, block padding) use copies of that file or small files framed by ``_frame``.
