@@ -103,7 +103,9 @@ def _finished(result: RunResult, run_dir: Path, wall_time_s: float, multirun: bo
 
 
 def _resumed(argv: list[str]) -> str:
-    return next(o for o in split_argv(argv)[1] if o.lstrip("+").startswith("resume=")).split("=")[1]
+    """The value of the command's ``resume=``."""
+    found = next(o for o in split_argv(argv)[1] if o.lstrip("+").startswith("resume="))
+    return found.split("=", 1)[1]
 
 
 def _run_name(hydra_cfg: DictConfig) -> str:
