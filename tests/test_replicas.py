@@ -141,8 +141,9 @@ def test_replicas_share_the_real_side_of_evaluation_and_score_as_their_separate_
     results = execute_sessions(sessions)
     first, second = (session.evaluate.evaluate for session in sessions)
     assert second.extractor is first.extractor
-    assert second._reference is first._reference and second._manifold is first._manifold
-    assert second._fd is not first._fd
+    for mine, shared in zip(second.sides, first.sides, strict=True):
+        assert mine.reference is shared.reference and mine.manifold is shared.manifold
+        assert mine.fd is not shared.fd
     for k in range(2):
         separate = smoke_run(tmp_path / f"seed{k}", *overrides, f"seed={k}")
         assert results[k].final == separate.final, k

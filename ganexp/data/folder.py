@@ -1,7 +1,8 @@
 """Folders of image files: listed without loops, every file checked before training.
 
 ``data=image_folder`` reads one subfolder of images per class under ``data.root`` (torchvision's
-ImageFolder layout, subfolders of a class folder included); the translation folders
+ImageFolder layout, subfolders of a class folder included), or, with no subfolder, the images in
+``data.root`` itself, unlabelled; the translation folders
 (:mod:`ganexp.data.translation`) list their own files and check them here too.
 
 Links. A link to a file is read as the file (each link one example, as a copy would be). A link
@@ -40,7 +41,7 @@ from ganexp.data.spec import Found
 from ganexp.errors import ConfigError
 
 _MODES = {1: "L", 3: "RGB"}
-_LAYOUT = f"one subfolder per class holding images ({', '.join(IMG_EXTENSIONS)})"
+_LAYOUT = f"images ({', '.join(IMG_EXTENSIONS)}), in one subfolder per class or unlabelled"
 _UNREADABLE = "cannot read as an image: "
 _JPEG_END = b"\xff\xd9"
 # per process: each file checked once while it is unchanged, each skipped link noted once
@@ -203,7 +204,8 @@ def _scan(folder: str) -> list[os.DirEntry]:
 def class_files(root: str) -> tuple[list[str], list[tuple[str, int]], list[str]]:
     """The class names, the (image path, class index) of every image file in the class folders
     under ``root`` in ImageFolder's order, and the links to folders not followed ('link ->
-    folder'): the links policy of the module docstring."""
+    folder'): the links policy of the module docstring. A folder with no subfolder holds one
+    unlabelled set: no class names, its own images."""
     read = _above(root)
     classes: list[str] = []
     for entry in _scan(root):
@@ -245,6 +247,8 @@ def class_files(root: str) -> tuple[list[str], list[tuple[str, int]], list[str]]
                     real.append((entry.path, index))
             elif _is_image(entry.name):
                 found.append((index, folder, entry.name))
+    if not classes:  # a flat folder: its own images, unlabelled
+        found = [(0, root, entry.name) for entry in _scan(root) if _is_image(entry.name)]
     found.sort()
     samples = [(os.path.join(folder, name), index) for index, folder, name in found]
     return classes, samples, sorted(skipped)
@@ -294,8 +298,8 @@ def locate(cfg: DataConfig) -> Found:
     if cfg.channels not in _MODES:
         raise ConfigError("data.channels", cfg.channels, "allowed: 1, 3")
     classes, samples, skipped = class_files(root)
-    if not classes:
-        raise ConfigError("data.root", cfg.root, f"no class folder; expected {_LAYOUT}")
+    if not samples:
+        raise ConfigError("data.root", cfg.root, f"no images; expected {_LAYOUT}")
     empty = sorted(set(range(len(classes))) - {index for _, index in samples})
     if empty:
         names = ", ".join(classes[index] for index in empty)

@@ -7,7 +7,7 @@ evaluation rather than before the first training step.
 
 from __future__ import annotations
 
-import math
+import sys
 from collections.abc import Callable, Iterable, Iterator
 from importlib.metadata import version
 from pathlib import Path
@@ -22,7 +22,12 @@ from ganexp.data.images import to_uint8
 from ganexp.data.toy import mode_std, sample_toy
 from ganexp.errors import StopRequested
 from ganexp.metrics.coverage import class_histogram, class_kl
-from ganexp.metrics.extractors import build_extractor
+from ganexp.metrics.extractors import (
+    FeatureExtractor,
+    build_extractor,
+    classifier_extractor,
+    inception_cost,
+)
 from ganexp.metrics.manifold import ManifoldMetrics
 from ganexp.metrics.toy import mode_stats, sliced_wasserstein
 from ganexp.models.common import generate
@@ -91,14 +96,60 @@ class ToyEvaluator:
         return self._stats(samples) | {f"{k}_floor": v for k, v in self.floor().items()}
 
 
+class _Side:
+    """One feature extractor's part of an image evaluation: its real reference (cached on disk),
+    Frechet distance and real k-NN radii, prepared at the first evaluation, and the keys its
+    metrics are logged under (``fid`` with Inception features, otherwise ``fd_<extractor>``;
+    ``kid_``, ``precision_``... with the extractor's name)."""
+
+    def __init__(self, extractor: FeatureExtractor) -> None:
+        self.extractor = extractor
+        self.suffix = extractor.name
+        self.distance = "fid" if extractor.name == "inception" else f"fd_{extractor.name}"
+        self.reference: Reference | None = None
+        self.fd: FrechetDistance | None = None
+        self.manifold: ManifoldMetrics | None = None
+
+    def prepare(self, load: Callable[[FeatureExtractor], Reference], shared: _Side | None) -> None:
+        """The real side: ``shared``'s (a replica 0's), else ``load``'s; and a fresh distance."""
+        from ganexp.metrics.distances import FrechetDistance
+
+        if self.reference is None:
+            if shared is not None:
+                shared.prepare(load, None)
+                self.reference, self.manifold = shared.reference, shared.manifold
+            else:
+                self.reference = load(self.extractor)
+                self.manifold = ManifoldMetrics(self.reference.features)
+            self.fd = FrechetDistance(self.extractor)
+            self.fd.load_real_state(self.reference.fd_state)
+
+    def results(self, fake: torch.Tensor) -> dict[str, float]:
+        """Its metrics of the generated images whose features ``fake`` the distance has seen."""
+        from ganexp.metrics.distances import kernel_distance
+
+        assert self.reference is not None and self.fd is not None and self.manifold is not None
+        s = self.suffix
+        results = {self.distance: self.fd.compute()}
+        results[f"kid_{s}"] = kernel_distance(self.reference.features, fake)[0]
+        results |= {f"{k}_{s}": v for k, v in self.manifold.compute(fake).items()}
+        if self.reference.floor:
+            results[f"{self.distance}_floor"] = self.reference.floor["fd"]
+            results[f"kid_{s}_floor"] = self.reference.floor["kid"]
+        return results
+
+
 class ImageEvaluator:
     """Frechet distance, IS, KID, precision/recall, density/coverage and class coverage of
     ``metrics.num_samples`` generated images against as many real training images.
 
     Keys follow DESIGN.md: ``fid`` only with Inception features, otherwise ``fd_<extractor>``,
     and ``is_``, ``kid_``, ``precision_``... with the extractor's name; ``..._floor`` is the same
-    distance between two disjoint real sets of the same size. The real side is computed once per
-    (data, extractor, N) and cached, so an evaluation costs only the generated side.
+    distance between two disjoint real sets of the same size. With Inception features on labelled
+    data the classifier's metrics come beside the FID: the Inception file has no classifier layer,
+    so the Inception Score and class coverage are the classifier's (``is_classifier``). The real
+    side is computed once per (data, extractor, N) and cached, so an evaluation costs only the
+    generated side.
     """
 
     maximize = False
@@ -111,7 +162,7 @@ class ImageEvaluator:
         real_side: ImageEvaluator | None = None,
     ) -> None:
         """``real_side``: an evaluator of the same data, extractor and N (replica 0's) whose
-        extractor, reference and real k-NN radii this one uses: replicas of one run load and
+        extractors, references and real k-NN radii this one uses: replicas of one run load and
         compute them once, and hold one copy."""
         self.cfg = cfg
         self.spec = spec
@@ -119,28 +170,34 @@ class ImageEvaluator:
         self.device = device
         self._real_side = real_side
         if real_side is not None:
-            self.extractor = real_side.extractor
+            extractors = [side.extractor for side in real_side.sides]
         else:  # its layers' initialization draws nothing from the run's random stream
             features, weights = cfg.metrics.features, cfg.metrics.inception_weights
             cuda = [device] if device.type == "cuda" else []
             with torch.random.fork_rng(devices=cuda):
-                extractor = build_extractor(features, cfg.data.name, device, cfg.data, weights)
-            self.extractor = extractor.to(device)
-        name = self.extractor.name
-        self.suffix = name
-        self.headline = "fid" if name == "inception" else f"fd_{name}"
-        self.class_coverage = name == "classifier" and spec.num_classes > 0
+                extractors = [build_extractor(features, cfg.data.name, device, cfg.data, weights)]
+                if extractors[0].name == "inception" and spec.num_classes > 0:
+                    extractors.append(classifier_extractor(cfg.data, device))
+            extractors = [extractor.to(device) for extractor in extractors]
+            if extractors[0].name == "inception" and device.type == "cpu":
+                print(
+                    f"ganexp: note: {inception_cost(self.n, device)} per evaluation, and "
+                    f"{2 * self.n} real ones once per data set and size (cached)",
+                    file=sys.stderr,
+                )
+        self.sides = [_Side(extractor) for extractor in extractors]
+        self.extractor = extractors[0]
+        self.headline = self.sides[0].distance
+        self._labels_by = next((e for e in extractors if e.num_classes > 0), None)
+        self.class_coverage = self._labels_by is not None and spec.num_classes > 0
         generator = torch.Generator().manual_seed(cfg.seed + 1)
         self.noise = torch.randn(self.n, cfg.trainer.z_dim, generator=generator)
         self.labels = torch.arange(self.n) % spec.num_classes if cfg.conditional else None
-        self._reference: Reference | None = None
-        self._fd: FrechetDistance | None = None
-        self._manifold: ManifoldMetrics | None = None
         self._should_stop: Callable[[], bool] = lambda: False
 
     def setup(self) -> dict[str, Any]:
         """What the run config records about evaluation."""
-        return {
+        record = {
             "features": self.extractor.name,
             "features_reason": self.extractor.choice_reason,
             "features_sha256": self.extractor.sha256,
@@ -155,39 +212,38 @@ class ImageEvaluator:
                 "torchvision": version("torchvision"),
             },
         }
+        if len(self.sides) > 1:
+            record["features_beside"] = [side.extractor.name for side in self.sides[1:]]
+        return record
 
     def _real_batches(self) -> Iterator[torch.Tensor]:
         """One epoch of real training images in a fixed order, as uint8 batches."""
         source = build_data(self.cfg.data, BATCH, self.device, REFERENCE_SEED)
-        for _ in range(math.ceil(self.spec.size / BATCH)):
+        for start in range(0, self.spec.size, BATCH):  # a last batch past the epoch repeats images
             self._check_stop()
-            yield to_uint8(source.next_batch()[0])
+            yield to_uint8(source.next_batch()[0][: self.spec.size - start])
 
     def _check_stop(self) -> None:
         if self._should_stop():
             raise StopRequested
 
-    def _prepare(self) -> tuple[Reference, FrechetDistance, ManifoldMetrics]:
-        from ganexp.metrics.distances import FrechetDistance
+    def _load_reference(self, extractor: FeatureExtractor) -> Reference:
         from ganexp.metrics.reference import load_reference
 
-        if self._reference is None:
-            if self._real_side is not None:
-                self._reference, _, self._manifold = self._real_side._prepare()
-            else:
-                self._reference = load_reference(
-                    self.extractor,
-                    self._real_batches,
-                    dataset=self._dataset_id(),
-                    split="train",
-                    num_samples=self.n,
-                    image_size=self.cfg.data.image_size,
-                    cache_dir=self.cfg.data.cache_dir,
-                )
-                self._manifold = ManifoldMetrics(self._reference.features)
-            self._fd = FrechetDistance(self.extractor)
-            self._fd.load_real_state(self._reference.fd_state)
-        return self._reference, self._fd, self._manifold
+        return load_reference(
+            extractor,
+            self._real_batches,
+            dataset=self._dataset_id(),
+            split="train",
+            num_samples=self.n,
+            image_size=self.cfg.data.image_size,
+            cache_dir=self.cfg.data.cache_dir,
+        )
+
+    def _prepare(self) -> None:
+        shared = self._real_side.sides if self._real_side is not None else [None] * len(self.sides)
+        for side, twin in zip(self.sides, shared, strict=True):
+            side.prepare(self._load_reference, twin)
 
     def _dataset_id(self) -> str:
         """Names the real images: a folder's path, and the subset when data.limit caps it."""
@@ -204,8 +260,9 @@ class ImageEvaluator:
         try:
             return self._evaluate(generator)
         except StopRequested:
-            if self._fd is not None:
-                self._fd.reset_fake()
+            for side in self.sides:
+                if side.fd is not None:
+                    side.fd.reset_fake()
             raise
 
     def _evaluate(self, generator: nn.Module) -> dict[str, float]:
@@ -222,29 +279,29 @@ class ImageEvaluator:
     def score(self, batches: Iterable[torch.Tensor]) -> dict[str, float]:
         """The metrics of ``metrics.num_samples`` images given as uint8 batches (a generator's,
         or a folder's: ``ganexp-eval fake=DIR``) against the real side."""
-        from ganexp.metrics.distances import InceptionScore, kernel_distance
+        from ganexp.metrics.distances import InceptionScore
 
-        reference, fd, manifold = self._prepare()
-        inception_score = InceptionScore(self.extractor)
-        features, predictions = [], []
+        self._prepare()
+        by = self._labels_by
+        inception_score = InceptionScore(by) if by is not None else None
+        features: list[list[torch.Tensor]] = [[] for _ in self.sides]
+        predictions = []
         for images in batches:
             images = images.to(self.device)
-            features.append(fd.update(images).cpu())
-            inception_score.update(images)
+            for side, kept in zip(self.sides, features, strict=True):
+                kept.append(side.fd.update(images).cpu())
+            if inception_score is not None:
+                inception_score.update(images)
             if self.class_coverage:
-                predictions.append(self.extractor.logits(images).argmax(1).cpu())
-        fake = torch.cat(features)
-        s = self.suffix
-        results = {self.headline: fd.compute()}
-        results[f"is_{s}"] = inception_score.compute()[0]
-        results[f"kid_{s}"] = kernel_distance(reference.features, fake)[0]
-        results |= {f"{k}_{s}": v for k, v in manifold.compute(fake).items()}
+                predictions.append(by.logits(images).argmax(1).cpu())
+        results: dict[str, float] = {}
+        for side, kept in zip(self.sides, features, strict=True):
+            results |= side.results(torch.cat(kept))
+        if inception_score is not None:
+            results[f"is_{by.name}"] = inception_score.compute()[0]
         if self.class_coverage:
             histogram = class_histogram(torch.cat(predictions), self.spec.num_classes)
             uniform = torch.full_like(histogram, 1 / self.spec.num_classes)
             results["class_kl"] = class_kl(histogram, uniform)
             results["classes_covered"] = float((histogram > 0).sum())
-        if reference.floor:
-            results[f"{self.headline}_floor"] = reference.floor["fd"]
-            results[f"kid_{s}_floor"] = reference.floor["kid"]
         return results

