@@ -8,7 +8,9 @@ All on DCGAN-32, Fashion-MNIST, batch 128 (the default experiment):
 2. wall time from a ``ganexp`` command to its first step, against importing torch (``startup.py``);
 3. time of an evaluation of 10k generated images, and memory over repeated evaluations
    (``evaluation.py``);
-4. peak memory of a short training run, fp32 and bf16 (``memory.py``).
+4. peak memory of a short training run, fp32 and bf16 (``memory.py``);
+5. replicas against sequential runs (``replicas.py``);
+6. the FID Inception's images/s, fp32 and bf16 (``inception.py``).
 
 It prints figures and ratios and asserts nothing. Ratios compare figures measured in the same run.
 On a shared machine absolute figures move with the load, and a lot: torch's threads wait for each
@@ -37,6 +39,7 @@ from typing import Any
 import torch
 from common import OtherLoad, Table, machine, section
 from evaluation import evaluation
+from inception import inception_speed, print_inception
 from memory import peak_memory
 from replicas import print_replicas, replicas
 from startup import SMOKE, startup
@@ -44,7 +47,7 @@ from throughput import TUTORIAL, VARIANTS, hook_overhead, interleaved
 
 RESULTS = Path(__file__).resolve().parent / "results" / "latest.json"
 BATCH = 128  # the default trainer.batch_size, which the tutorial loop uses too
-SECTIONS = ("throughput", "hooks", "startup", "evaluation", "memory", "replicas")
+SECTIONS = ("throughput", "hooks", "startup", "evaluation", "memory", "replicas", "inception")
 
 
 @dataclass(frozen=True)
@@ -66,6 +69,7 @@ class Settings:
     leak_calls: int
     memory_steps: int
     memory_floor: bool  # also the peak of `python -c "import torch"`
+    inception_batches: int  # timed batches of 32 images per variant
 
 
 FULL = Settings(
@@ -84,6 +88,7 @@ FULL = Settings(
     leak_calls=10,
     memory_steps=10,
     memory_floor=True,
+    inception_batches=4,
 )
 QUICK = replace(
     FULL,
@@ -102,6 +107,7 @@ QUICK = replace(
     leak_calls=3,
     memory_steps=2,
     memory_floor=False,
+    inception_batches=1,
 )
 
 
@@ -422,6 +428,14 @@ def main(argv: list[str]) -> None:
                 f"interleaved rounds x {s.steps} steps after {s.warmup} warm-up step(s)",
                 lambda: replicas(s.rounds, s.steps, s.warmup),
                 print_replicas,
+            )
+        if "inception" in only:
+            run_section(
+                results,
+                "inception",
+                "6. The FID Inception's speed (metrics.features=inception)",
+                lambda: inception_speed(s.inception_batches),
+                print_inception,
             )
     results["load_average_end"] = list(os.getloadavg())
     results["wall_s"] = time.perf_counter() - start

@@ -241,7 +241,7 @@ class MetricsConfig:
     enabled: bool = True  # evaluate at all (eval/... keys, best.pt)
     num_samples: int = 10000  # generated images, and as many real ones (and as many again: floor)
     features: str = "auto"  # auto | inception | classifier
-    inception_weights: str | None = None  # a local copy of the FID Inception weights
+    inception_weights: str | None = None  # a copy of the FID Inception file (null: installed)
 
 
 @dataclass

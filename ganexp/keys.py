@@ -33,6 +33,7 @@ NON_NEGATIVE = (
     "eval/class_kl",
     "eval/reverse_kl",
     "eval/fd_",
+    "eval/fid",
     "eval/sliced_wasserstein",
     "eval/l1",
     "eval/cycle_l1",

