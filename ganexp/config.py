@@ -47,6 +47,7 @@ class LossName(StrEnum):
 class OptimName(StrEnum):
     adam = "adam"
     rmsprop = "rmsprop"
+    sgd = "sgd"  # plain gradient descent, no momentum (the Dirac-GAN's)
 
 
 class Arch(StrEnum):
@@ -56,6 +57,7 @@ class Arch(StrEnum):
     unet = "unet"  # generator, translation: Pix2Pix's U-Net (ganexp.models.translation)
     patch = "patch"  # discriminator, translation: PatchGAN, one logit per patch
     resnet_blocks = "resnet_blocks"  # generator, translation: CycleGAN's, depth residual blocks
+    dirac = "dirac"  # data=dirac only: G(z) = theta, D(x) = psi x (ganexp.models.dirac)
 
 
 class Activation(StrEnum):
@@ -163,6 +165,7 @@ class NetConfig(UserClass):
     minibatch_kernel_dims: int = 5  # minibatch_discrimination: C dims per kernel
     stddev_group: int = 4  # minibatch_stddev: samples per group (Karras et al.)
     conditioning: str = "concat"  # cGAN: concat | cbn (generator) | projection (discriminator)
+    start: float = 1.0  # dirac only: the network's one parameter at step 0 (theta, psi)
 
 
 @dataclass
@@ -191,6 +194,8 @@ class LossConfig(UserClass):
     r1_weight: float = 0.0  # any loss: gamma of the R1 penalty on real data (0: off)
     r1_every: int = 1  # R1 on every k-th critic step, weighted by k (lazy regularization)
     historical_weight: float = 0.0  # any loss: historical averaging of both players (0: off)
+    # any loss: instance noise, N(0, sigma^2) added to every input of D, real and fake (0: off)
+    instance_noise: float = 0.0
 
 
 @dataclass
@@ -209,6 +214,9 @@ class TrainerConfig:
     max_steps: int = 1000  # generator steps; each follows n_critic discriminator steps
     batch_size: int = 128  # samples per critic step (each real batch and each fake batch)
     n_critic: int = 1  # discriminator steps per generator step
+    # true: G's gradient is taken at D's parameters before D's step, and both step together
+    # (simultaneous gradient descent); false: D steps first, then G (alternating)
+    simultaneous: bool = False
     z_dim: int = 100  # the noise vector's size
     log_every: int = 50  # steps between rows of metrics.jsonl and W&B
     sample_every: int = 250  # steps between fixed-noise sample grids
@@ -308,6 +316,16 @@ def register_schema() -> None:
     ConfigStore.instance().store(name="ganexp_schema", node=schema())
     # ${mul:a,b}: a size derived from another key, e.g. PacGAN's batch of 100 packs of m samples
     OmegaConf.register_new_resolver("mul", lambda a, b: a * b, replace=True)
+    # ${circle:k,n,radius,phase,axis}: x or y of the k-th of n points evenly on a circle, the
+    # first at phase degrees, e.g. the Dirac-GAN's start points by seed
+    OmegaConf.register_new_resolver("circle", circle, replace=True)
+
+
+def circle(k: int, n: int, radius: float, phase: float, axis: str) -> float:
+    """The ``axis`` ("x" or "y") coordinate of the ``k``-th of ``n`` points evenly spaced on a
+    circle of ``radius``, the 0-th at ``phase`` degrees."""
+    angle = math.radians(phase + 360 * (k % n) / n)
+    return radius * (math.cos(angle) if axis == "x" else math.sin(angle))
 
 
 PAIRED_DATASETS = ("fashion_edges", "pix2pix_folder")  # task=paired_translation's (A, B) pairs
@@ -320,6 +338,7 @@ DATASETS = (
     "ring8",
     "grid25",
     "swissroll",
+    "dirac",
     *PAIRED_DATASETS,
     *UNPAIRED_DATASETS,
 )
@@ -424,15 +443,26 @@ def validate(cfg: DictConfig) -> RunConfig:
     if cfg.data.limit is not None:
         _positive(cfg, "data.limit")
     positive = ("optim.lr_g", "optim.lr_d", "norm.eps", "loss.clip_value", "loss.gp_weight")
-    _non_negative(cfg, "loss.r1_weight", "loss.historical_weight")
+    _non_negative(cfg, "loss.r1_weight", "loss.historical_weight", "loss.instance_noise")
     _positive(cfg, "loss.r1_every")
-    for key in (*positive, "data.std", "data.radius", "data.spacing"):
+    for key in (*positive, "data.radius", "data.spacing"):
         value = OmegaConf.select(cfg, key)
         _require(value > 0, key, value, "must be > 0")
     data = cfg.data
+    if data.name == "dirac":
+        _require(data.std == 0, "data.std", data.std, "dirac is the point 0: must be 0")
+    else:
+        _require(data.std > 0, "data.std", data.std, "must be > 0")
+    simultaneous = cfg.trainer.simultaneous
+    one_critic_step = (
+        f"takes one critic step per step: trainer.n_critic=1 (not {cfg.trainer.n_critic})"
+    )
+    _require(
+        not simultaneous or cfg.trainer.n_critic == 1, "trainer.simultaneous", True, one_critic_step
+    )
     _require(data.scale > 0, "data.scale", data.scale, "must be > 0")
     _non_negative(cfg, "data.train_size")
-    if data.name not in ("ring8", "grid25", "swissroll"):
+    if data.name not in ("ring8", "grid25", "swissroll", "dirac"):
         for key, default in (("scale", 1.0), ("train_size", 0)):
             only_toy = "toy data only (images: data.limit)"
             _require(data[key] == default, f"data.{key}", data[key], only_toy)
@@ -446,7 +476,7 @@ def validate(cfg: DictConfig) -> RunConfig:
         )
         allowed = f"a list of distinct policies from {', '.join(AUGMENT_POLICIES)}"
         _require(good, "data.augment_policy", policy, allowed)
-        toy = data.name in ("ring8", "grid25", "swissroll")
+        toy = data.name in ("ring8", "grid25", "swissroll", "dirac")
         _require(not toy, "data.augment", data.augment, "images only (DiffAugment shifts pixels)")
     no_modes = "swissroll has no modes; leave it 0"
     _require(data.name != "swissroll" or data.modes == 0, "data.modes", data.modes, no_modes)
@@ -553,6 +583,8 @@ def _replicas(cfg: DictConfig) -> None:
         "generator._target_": cfg.generator.get("_target_") is not None,
         "discriminator._target_": cfg.discriminator.get("_target_") is not None,
         "trainer.skip_nonfinite": cfg.trainer.skip_nonfinite,
+        "trainer.simultaneous": cfg.trainer.simultaneous,
+        "loss.instance_noise": cfg.loss.instance_noise > 0,
         "device.compile": cfg.device.compile,
         "logger.watch": cfg.logger.watch,
         "device.precision": cfg.device.precision in ("bf16", "fp16"),

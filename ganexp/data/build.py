@@ -10,7 +10,7 @@ from ganexp.data import cifar, folder, mnist, translation
 from ganexp.data.images import FitPil, fit_all
 from ganexp.data.sources import LoaderSource, TensorSource, limit_indices
 from ganexp.data.spec import BatchSource, DataSpec, Found, Shard
-from ganexp.data.toy import TOY_MODES, TOY_SPEC, ToyMixture, mode_centers
+from ganexp.data.toy import TOY_MODES, ToyMixture, mode_centers, toy_spec
 from ganexp.errors import ConfigError
 
 _LOCATE = {
@@ -141,7 +141,7 @@ def _locate(cfg: DataConfig) -> Found:
 def _toy_spec(cfg: DataConfig) -> DataSpec:
     mode_centers(cfg)  # checks data.modes
     _num_classes(cfg, 0)
-    return TOY_SPEC
+    return toy_spec(cfg)
 
 
 def _image_spec(cfg: DataConfig, found: Found) -> DataSpec:

@@ -1,4 +1,5 @@
-"""Toy 2-D data: PacGAN's Gaussian mixtures and the WGAN-GP swiss roll, sampled on the device.
+"""Toy data: PacGAN's 2-D Gaussian mixtures, the WGAN-GP swiss roll and the Dirac-GAN's point 0
+on the line (every sample 0: ``data.std`` 0), sampled on the device.
 
 ring8: ``data.modes`` (8) modes evenly spaced on a circle of ``data.radius`` (1.0).
 grid25: a square grid of ``data.modes`` (25) modes ``data.spacing`` (2.0) apart, centred on 0,
@@ -27,8 +28,17 @@ from ganexp.config import DataConfig
 from ganexp.data.spec import DataSpec, Shard
 from ganexp.errors import ConfigError
 
-TOY_MODES = {"ring8": 8, "grid25": 25, "swissroll": 0}  # the toy data sets and their modes
+# the toy data sets and their modes
+TOY_MODES = {"ring8": 8, "grid25": 25, "swissroll": 0, "dirac": 1}
 TOY_SPEC = DataSpec(kind="points", shape=(2,), num_classes=0, class_names=(), size=None)
+DIRAC_SPEC = DataSpec(kind="points", shape=(1,), num_classes=0, class_names=(), size=None)
+
+
+def toy_spec(cfg: DataConfig) -> DataSpec:
+    """The spec of a toy data set: 2-D points, or the Dirac-GAN's 1-D point."""
+    return DIRAC_SPEC if cfg.name == "dirac" else TOY_SPEC
+
+
 TRAIN_SET_STREAM = 0x5E7  # tells the fixed training set's seed apart from the run's
 
 
@@ -38,6 +48,10 @@ def _unscaled_centers(cfg: DataConfig) -> torch.Tensor | None:
         if cfg.modes:
             raise ConfigError("data.modes", cfg.modes, "swissroll has no modes; leave it 0")
         return None
+    if cfg.name == "dirac":
+        if cfg.modes not in (0, 1):
+            raise ConfigError("data.modes", cfg.modes, "dirac is one point; leave it 0")
+        return torch.zeros(1, 1)
     modes = cfg.modes or TOY_MODES[cfg.name]
     if modes < 1:
         raise ConfigError("data.modes", cfg.modes, "must be >= 1 (0: the count in the name)")
@@ -77,7 +91,7 @@ def _draw(
     else:
         mode = torch.randint(len(centers), (n,), generator=generator, device=device)
         points = centers[mode]
-    noise = torch.randn(n, 2, generator=generator, device=device)
+    noise = torch.randn(n, points.shape[1], generator=generator, device=device)
     return (points + cfg.std * noise) / cfg.scale
 
 
@@ -103,8 +117,6 @@ class ToyMixture:
     processes draws its own ``batch_size / world.size`` points (seeded by rank): fresh ones, or
     with ``data.train_size`` indices into a fixed set that every process shares."""
 
-    spec = TOY_SPEC
-
     def __init__(
         self,
         cfg: DataConfig,
@@ -114,6 +126,7 @@ class ToyMixture:
         world: Shard | None = None,
     ) -> None:
         world = world or Shard()
+        self.spec = toy_spec(cfg)
         self._cfg = cfg
         centers = _unscaled_centers(cfg)
         self._centers = None if centers is None else centers.to(device)

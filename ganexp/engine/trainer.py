@@ -84,6 +84,8 @@ class Trainer:
     precision: Precision = field(default_factory=lambda: Precision(torch.device("cpu"), None))
     channels_last: bool = False
     skip_nonfinite: bool = False
+    simultaneous: bool = False  # G's gradient at D's parameters before D's step (trainer.)
+    instance_noise: float = 0.0  # the std of the noise added to D's every input (loss.)
     # the optional loss terms (ganexp.parts.terms), each player's in the order they are computed
     terms: list[Term] = field(default_factory=list)
     ema: AveragedModel | None = None  # trainer.ema_decay > 0: the EMA of G, updated each step
@@ -142,7 +144,9 @@ class Trainer:
         return bool(self.stop_signal)
 
     def run_step(self) -> None:
-        """n_critic discriminator steps, then one generator step.
+        """n_critic discriminator steps, then one generator step; or, ``simultaneous``, one
+        critic step and the generator step from the same parameters (G's gradient is taken
+        before D steps), both stepping together.
 
         The last critic step's fakes keep their graph and are reused by the generator step (as
         the PyTorch DCGAN example does), which saves one generator forward per step.
@@ -170,11 +174,11 @@ class Trainer:
             with amp.autocast():
                 with torch.set_grad_enabled(last):
                     fake = G(self.noise(real.shape[0]), fake_labels)
-                real_out = D(real, labels).float()
+                real_out = D(self._noisy(real), labels).float()
                 shown = fake.detach()
                 for term in self.d_terms:
                     shown = term.show(shown)
-                fake_out = D(shown, fake_labels).float()
+                fake_out = D(self._noisy(shown), fake_labels).float()
                 d_loss = loss.d_loss(real_out, fake_out)
             batch = StepBatch(
                 self.generator,
@@ -189,6 +193,8 @@ class Trainer:
             total, d_logged = self._add_terms(self.d_terms, d_loss, batch)
             self.opt_d.zero_grad(set_to_none=True)
             amp.scaler_d.scale(total).backward()
+            if self.simultaneous:  # before D steps (n_critic is 1)
+                g_loss, g_total, g_logged = self._generator_backward(batch)
             if self._may_step(total):
                 amp.step(amp.scaler_d, self.opt_d)
                 loss.after_d_step(D)
@@ -197,23 +203,14 @@ class Trainer:
 
         if interruptible and self.stop_requested():
             raise StopRequested
-        D = self.discriminator
-        D.requires_grad_(False)  # the generator step needs no discriminator gradients
-        with amp.autocast():
-            if self._g_replacing is not None:
-                g_loss = self._g_replacing(batch)[0]
-            else:
-                g_loss = loss.g_loss(D(fake, fake_labels).float())
-        g_total, g_logged = self._add_terms(self._g_added, g_loss, batch)
-        self.opt_g.zero_grad(set_to_none=True)
-        amp.scaler_g.scale(g_total).backward()
+        if not self.simultaneous:
+            g_loss, g_total, g_logged = self._generator_backward(batch)
         if self._may_step(g_total):
             amp.step(amp.scaler_g, self.opt_g)
         for term in self.g_terms:
             term.after_update(self.generator)
         if self.ema is not None:
             self.ema.update_parameters(self.generator)
-        D.requires_grad_(True)
 
         with torch.no_grad():
             logged = {
@@ -223,6 +220,31 @@ class Trainer:
                 "d/fake": loss.report(fake_out),
             }
             self.record(logged | d_logged | g_logged, real_out, fake_out)
+
+    def _generator_backward(
+        self, batch: StepBatch
+    ) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
+        """G's loss on the step's fakes (with their graph) and its gradient in G: (the
+        adversarial loss or its replacement, the total with G's terms, what the terms log)."""
+        D, amp = self.discriminator, self.precision
+        D.requires_grad_(False)  # the generator step needs no discriminator gradients
+        with amp.autocast():
+            if self._g_replacing is not None:
+                g_loss = self._g_replacing(batch)[0]
+            else:
+                fake = self._noisy(batch.fake)
+                g_loss = self.loss.g_loss(D(fake, batch.fake_labels).float())
+        g_total, g_logged = self._add_terms(self._g_added, g_loss, batch)
+        self.opt_g.zero_grad(set_to_none=True)
+        amp.scaler_g.scale(g_total).backward()
+        D.requires_grad_(True)
+        return g_loss, g_total, g_logged
+
+    def _noisy(self, inputs: torch.Tensor) -> torch.Tensor:
+        """D's input with instance noise (``loss.instance_noise``), or as it is."""
+        if not self.instance_noise:
+            return inputs
+        return inputs + self.instance_noise * torch.randn_like(inputs)
 
     def _add_terms(
         self, terms: list[Term], value: torch.Tensor, batch: StepBatch

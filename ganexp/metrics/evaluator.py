@@ -7,6 +7,7 @@ evaluation rather than before the first training step.
 
 from __future__ import annotations
 
+import math
 import sys
 from collections.abc import Callable, Iterable, Iterator
 from importlib.metadata import version
@@ -94,6 +95,29 @@ class ToyEvaluator:
     ) -> dict[str, float]:
         samples = generate(generator, self.noise.to(self.device), None)
         return self._stats(samples) | {f"{k}_floor": v for k, v in self.floor().items()}
+
+
+class DiracEvaluator:
+    """The Dirac-GAN's state (ganexp.models.dirac): ``theta`` (G's one parameter), ``psi`` (D's,
+    in the paper's sign) and the headline ``distance``, sqrt(theta^2 + psi^2), to the only
+    equilibrium (0, 0). Lower is better; it reads parameters, so it costs nothing."""
+
+    headline = "distance"
+    maximize = False
+
+    def __init__(self, critic: nn.Module) -> None:
+        self.critic = critic
+
+    def setup(self) -> dict[str, Any]:
+        """What the run config records about evaluation."""
+        reason = "the Dirac-GAN's parameters and their distance to the equilibrium (0, 0)"
+        return {"features": "parameters", "features_reason": reason, "headline": "eval/distance"}
+
+    def __call__(
+        self, generator: nn.Module, should_stop: Callable[[], bool] | None = None
+    ) -> dict[str, float]:
+        theta, psi = generator.theta.item(), self.critic.psi.item()
+        return {"theta": theta, "psi": psi, "distance": math.hypot(theta, psi)}
 
 
 class _Side:

@@ -31,6 +31,7 @@ from ganexp.models.common import (
     initialize,
 )
 from ganexp.models.dcgan import DCGANDiscriminator, DCGANGenerator
+from ganexp.models.dirac import DiracDiscriminator, DiracGenerator
 from ganexp.models.mlp import MLPDiscriminator, MLPGenerator
 from ganexp.models.norms import WithReferenceBatch, apply_weight_norm
 from ganexp.models.resnet import ResNetDiscriminator, ResNetGenerator
@@ -97,6 +98,14 @@ def _check_arch(net: NetConfig, network: str, spec: DataSpec, data_name: str) ->
         raise ConfigError(
             f"{network}.arch", net.arch.value, f"data={data_name} is 2-D points; use {network}=mlp"
         )
+    dirac_data, dirac_net = data_name == "dirac", net._target_ is None and net.arch == Arch.dirac
+    if dirac_net and not dirac_data:
+        allowed = "needs data=dirac (the Dirac-GAN: data=dirac generator=dirac discriminator=dirac)"
+        raise ConfigError(f"{network}.arch", net.arch.value, allowed)
+    if dirac_data and not dirac_net:
+        what = net.arch.value if net._target_ is None else net._target_
+        allowed = f"data=dirac needs {network}=dirac (the Dirac-GAN's one-parameter networks)"
+        raise ConfigError(f"{network}.arch", what, allowed)
 
 
 def _num_classes(cfg: RunConfig, spec: DataSpec) -> int:
@@ -124,6 +133,8 @@ def build_generator(cfg: RunConfig, spec: DataSpec) -> nn.Module:
         model = _CONV[net.arch][0](*args, activation=act, conditioning=net.conditioning)
     elif net.arch in (Arch.unet, Arch.resnet_blocks):  # translate the image in the labels
         model = _translator(cfg, spec, norm)
+    elif net.arch == Arch.dirac:
+        model = DiracGenerator(net.start)
     else:
         tanh = spec.kind == "image"  # images live in [-1, 1]; toy points do not
         model = MLPGenerator(*args, tanh=tanh, activation=act)
@@ -152,6 +163,8 @@ def build_discriminator(cfg: RunConfig, spec: DataSpec) -> nn.Module:
         model = _CONV[net.arch][1](*args, activation=act, conditioning=net.conditioning)
     elif net.arch == Arch.patch:  # judges the image, beside the input image when paired
         model = _patch_critic(cfg, spec, norm)
+    elif net.arch == Arch.dirac:
+        model = DiracDiscriminator(net.start)
     else:
         model = MLPDiscriminator(*args, activation=act)
     if net.batch_view != "none":  # a statistic of the batch (of packs) next to D's features
@@ -272,7 +285,7 @@ def _check_users_outputs(
 
 
 def _implementation(cfg: OptimConfig) -> dict[str, bool]:
-    """optim.implementation as optimizer flags; auto: fused Adam, foreach RMSprop."""
+    """optim.implementation as optimizer flags; auto: fused Adam, foreach RMSprop and SGD."""
     impl = cfg.implementation
     if impl == "auto":
         impl = "fused" if cfg.name == OptimName.adam else "foreach"
@@ -286,4 +299,6 @@ def build_optimizer(cfg: OptimConfig, params, lr: float) -> torch.optim.Optimize
     if cfg.name == OptimName.adam:
         betas = (cfg.beta1, cfg.beta2)
         return torch.optim.Adam(params, lr=lr, betas=betas, weight_decay=cfg.weight_decay, **flags)
+    if cfg.name == OptimName.sgd:
+        return torch.optim.SGD(params, lr=lr, weight_decay=cfg.weight_decay, **flags)
     return torch.optim.RMSprop(params, lr=lr, weight_decay=cfg.weight_decay, **flags)

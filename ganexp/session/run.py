@@ -97,15 +97,22 @@ def build_evaluator(
     device: torch.device,
     classifiers: tuple[nn.Module, nn.Module] | None = None,
     real_side: Evaluator | None = None,
+    critic: nn.Module | None = None,
 ) -> Evaluator | None:
     """The metrics of the eval hook for this data and task (:meth:`Task.evaluator
     <ganexp.tasks.base.Task.evaluator>`), or None when evaluation is off. ``classifiers``: the
     task's networks whose accuracies join G's metrics (semi-supervised: D and the baseline).
-    ``real_side``: another run's image evaluator to share the real side with (replicas)."""
+    ``real_side``: another run's image evaluator to share the real side with (replicas).
+    ``critic``: D, whose parameter the Dirac-GAN's state includes (None outside training)."""
     if not cfg.metrics.enabled:
         return None
-    from ganexp.metrics.evaluator import ImageEvaluator, ToyEvaluator  # torch-only until used
+    from ganexp.metrics.evaluator import DiracEvaluator, ImageEvaluator, ToyEvaluator
 
+    if cfg.data.name == "dirac":
+        if critic is None:
+            allowed = "its eval/ keys are in the run's metrics.jsonl, evaluated during training"
+            raise ConfigError("data.name", "dirac", allowed)
+        return DiracEvaluator(critic)
     if spec.kind == "points":
         return ToyEvaluator(cfg, device)
     return task_of(cfg).evaluator(
@@ -251,6 +258,8 @@ def build_trainer(cfg: RunConfig, task: Task, device: torch.device, world: World
         precision=Precision(device, resolve_precision(cfg.device.precision, device)),
         channels_last=channels_last,
         skip_nonfinite=cfg.trainer.skip_nonfinite,
+        simultaneous=cfg.trainer.simultaneous,
+        instance_noise=cfg.loss.instance_noise,
         ema=generator_ema(generator, cfg.trainer.ema_decay) if cfg.trainer.ema_decay else None,
         terms=loss_terms(cfg.loss, loss, generator, discriminator)
         + task.terms(discriminator, device, world, partial(_optimizer_like_d, cfg)),
@@ -278,7 +287,9 @@ def build_hooks(
     classifiers = task.classifiers(trainer.discriminator, trainer.terms)
     evaluator = None
     if world.is_main:
-        evaluator = build_evaluator(cfg, spec, device, classifiers, real_side)
+        evaluator = build_evaluator(
+            cfg, spec, device, classifiers, real_side, critic=trainer.discriminator
+        )
     evaluate = None
     if evaluator is not None:
         setup_record = evaluator.setup()

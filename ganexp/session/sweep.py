@@ -61,6 +61,7 @@ from ganexp.analysis.cells import (
 )
 from ganexp.engine.runfolder import write_atomic
 from ganexp.keys import lower_bound, maximize
+from ganexp.session.dirac import write_report
 from ganexp.session.job import JOB_FILE, read_job_record
 from ganexp.session.preflight import job_overrides
 
@@ -618,6 +619,10 @@ class SweepSummary(Callback):
         if summary is None:
             return
         log_summary_to_wandb(summary, config.logger, sweep_group(config, summary.jobs))
+        if config.data.name == "dirac":  # the Dirac-GAN study's own table and portraits
+            report = write_report(sweep_dir, jobs, metrics_rows)
+            if report is not None:
+                print(f"ganexp: Dirac-GAN report: {report}", file=sys.stderr)
         failed = f", {summary.failed} failed" if summary.failed else ""
         print(
             f"ganexp: sweep summary: {summary.files['md']} ({len(summary.jobs)} jobs{failed})",

@@ -88,7 +88,7 @@ def save_points_plot(
     points: torch.Tensor, centers: torch.Tensor | None, path: Path | BinaryIO
 ) -> None:
     """A scatter of generated 2-D points over the mixture's mode centers, as a PNG (a file
-    object gets one too)."""
+    object gets one too); 1-D points (the Dirac-GAN's) on the horizontal axis."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -96,6 +96,9 @@ def save_points_plot(
 
     fig, ax = plt.subplots(figsize=(4, 4), dpi=100)
     pts = points.detach().float().cpu()
+    if pts.shape[1] == 1:  # on a line: y = 0
+        pts = torch.cat([pts, torch.zeros_like(pts)], dim=1)
+        centers = None if centers is None else torch.cat([centers, torch.zeros_like(centers)], 1)
     ax.scatter(pts[:, 0], pts[:, 1], s=2, alpha=0.5, label="generated")
     if centers is not None:
         ax.scatter(centers[:, 0], centers[:, 1], s=30, marker="x", c="red", label="modes")
