@@ -196,6 +196,8 @@ class LossConfig(UserClass):
     historical_weight: float = 0.0  # any loss: historical averaging of both players (0: off)
     # any loss: instance noise, N(0, sigma^2) added to every input of D, real and fake (0: off)
     instance_noise: float = 0.0
+    # any loss, with trainer.simultaneous: consensus optimization's gamma (Mescheder et al. 2017)
+    consensus_weight: float = 0.0
 
 
 @dataclass
@@ -444,6 +446,29 @@ def validate(cfg: DictConfig) -> RunConfig:
         _positive(cfg, "data.limit")
     positive = ("optim.lr_g", "optim.lr_d", "norm.eps", "loss.clip_value", "loss.gp_weight")
     _non_negative(cfg, "loss.r1_weight", "loss.historical_weight", "loss.instance_noise")
+    _non_negative(cfg, "loss.consensus_weight")
+    consensus = cfg.loss.consensus_weight
+    if consensus:
+        _require(
+            cfg.trainer.simultaneous,
+            "loss.consensus_weight",
+            consensus,
+            "needs trainer.simultaneous=true",
+        )
+        fp16 = cfg.device.precision == "fp16"
+        _require(
+            not fp16,
+            "loss.consensus_weight",
+            consensus,
+            "not with device.precision=fp16 (its loss scale)",
+        )
+        fm = cfg.loss.generator_loss == "feature_matching"
+        _require(
+            not fm,
+            "loss.consensus_weight",
+            consensus,
+            "needs G's adversarial loss, not feature_matching",
+        )
     _positive(cfg, "loss.r1_every")
     for key in (*positive, "data.radius", "data.spacing"):
         value = OmegaConf.select(cfg, key)
@@ -585,6 +610,7 @@ def _replicas(cfg: DictConfig) -> None:
         "trainer.skip_nonfinite": cfg.trainer.skip_nonfinite,
         "trainer.simultaneous": cfg.trainer.simultaneous,
         "loss.instance_noise": cfg.loss.instance_noise > 0,
+        "loss.consensus_weight": cfg.loss.consensus_weight > 0,
         "device.compile": cfg.device.compile,
         "logger.watch": cfg.logger.watch,
         "device.precision": cfg.device.precision in ("bf16", "fp16"),

@@ -43,6 +43,15 @@ def paper_field(method: str, theta: float, psi: float) -> tuple[float, float]:
         return -psi, theta
     if method == "wgan_gp":  # WGAN_GP(0.7, 1.)
         return -psi, theta - 0.7 * (abs(psi) - 1.0) * math.copysign(1, psi)
+    if method in ("consensus", "consensus_notebook"):
+        # GAN_Consensus(1.): the field minus grad L, L = 1/2 (psi^2 + theta^2) f'(psi theta)^2.
+        # The notebook writes the chain rule's second term with a factor 0.5 where the
+        # derivative has 1 ("consensus_notebook" keeps it); ganexp differentiates L exactly.
+        f, f2 = fp(psi * theta), -sigmoid(-psi * theta) * sigmoid(psi * theta)
+        half = 0.5 if method == "consensus_notebook" else 1.0
+        v1reg = theta * f**2 + half * psi * (psi**2 + theta**2) * f * f2
+        v2reg = psi * f**2 + half * theta * (psi**2 + theta**2) * f * f2
+        return -psi * f - v1reg, theta * f - v2reg
     gamma = {"gradient_penalty": 0.3, "gradient_penalty_critical": 1.0}.get(method, 0.3)
     if method == "nsgan_gradient_penalty":
         return -psi * fp(-psi * theta), theta * fp(psi * theta) - gamma * psi
@@ -94,6 +103,21 @@ def test_ganexp_moves_as_the_papers_field(method: str, scheme: str) -> None:
         assert got == pytest.approx((theta, psi), rel=1e-4, abs=1e-5), (step, got)
 
 
+def test_consensus_moves_as_the_exact_gradient_of_its_regularizer() -> None:
+    """ganexp's consensus step is the field minus the exact gradient of 1/2 |v|^2; the notebook's
+    GAN_Consensus halves one chain-rule term, so its first step already differs."""
+    trainer = ganexp_trainer("+dirac_method=consensus", "+dirac_scheme=simultaneous", "seed=0")
+    for step, (theta, psi) in enumerate(paper_trajectory("consensus", "simultaneous", 40), 1):
+        trainer.run_step()
+        got = (trainer.generator.theta.item(), trainer.discriminator.psi.item())
+        assert got == pytest.approx((theta, psi), rel=1e-4, abs=1e-5), (step, got)
+    exact, notebook = (
+        paper_field("consensus", 1.0, 1.0),
+        paper_field("consensus_notebook", 1.0, 1.0),
+    )
+    assert abs(exact[0] - notebook[0]) > 0.05
+
+
 def test_instance_noise_draws_a_fresh_noise_for_every_input_of_d() -> None:
     """Its mean step is the noisy field's: at (1, 1), the notebook's GAN_InstNoise(0.7) field
     averaged over many draws, within the Monte Carlo error of 1000 draws a step."""
@@ -141,6 +165,7 @@ def test_the_papers_rates() -> None:
     assert PAPER_RATE[("gradient_penalty", "simultaneous")] == pytest.approx(0.9747, abs=1e-4)
     assert PAPER_RATE[("gradient_penalty_critical", "simultaneous")] == pytest.approx(0.9)
     assert PAPER_RATE[("gan", "simultaneous")] == pytest.approx(math.sqrt(1.01))
+    assert PAPER_RATE[("consensus", "simultaneous")] == pytest.approx(abs(0.95 + 0.1j))
 
 
 @pytest.mark.parametrize(
@@ -154,6 +179,10 @@ def test_the_papers_rates() -> None:
         (("data=ring8",), "generator.arch='dirac': needs data=dirac"),
         (("data.std=0.1",), "data.std=0.1: dirac is the point 0: must be 0"),
         (("loss.instance_noise=-1",), "loss.instance_noise=-1.0: must be >= 0"),
+        (
+            ("+dirac_method=consensus", "+dirac_scheme=alternating"),
+            "loss.consensus_weight=1.0: needs trainer.simultaneous=true",
+        ),
         (
             ("trainer.simultaneous=true", "trainer.replicas=2"),
             "trainer.simultaneous=True: not vectorized across replicas",

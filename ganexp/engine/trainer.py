@@ -86,6 +86,7 @@ class Trainer:
     skip_nonfinite: bool = False
     simultaneous: bool = False  # G's gradient at D's parameters before D's step (trainer.)
     instance_noise: float = 0.0  # the std of the noise added to D's every input (loss.)
+    consensus: float = 0.0  # consensus optimization's gamma (loss.consensus_weight; simultaneous)
     # the optional loss terms (ganexp.parts.terms), each player's in the order they are computed
     terms: list[Term] = field(default_factory=list)
     ema: AveragedModel | None = None  # trainer.ema_decay > 0: the EMA of G, updated each step
@@ -175,7 +176,8 @@ class Trainer:
                 with torch.set_grad_enabled(last):
                     fake = G(self.noise(real.shape[0]), fake_labels)
                 real_out = D(self._noisy(real), labels).float()
-                shown = fake.detach()
+                # consensus differentiates D's gradient in G's parameters: fakes keep their graph
+                shown = fake if self.consensus else fake.detach()
                 for term in self.d_terms:
                     shown = term.show(shown)
                 fake_out = D(self._noisy(shown), fake_labels).float()
@@ -192,8 +194,11 @@ class Trainer:
             )
             total, d_logged = self._add_terms(self.d_terms, d_loss, batch)
             self.opt_d.zero_grad(set_to_none=True)
-            amp.scaler_d.scale(total).backward()
-            if self.simultaneous:  # before D steps (n_critic is 1)
+            if self.consensus:  # simultaneous, n_critic 1: both players' gradients at once
+                g_loss, g_total, g_logged = self._consensus_gradients(total, batch)
+            else:
+                amp.scaler_d.scale(total).backward()
+            if self.simultaneous and not self.consensus:  # before D steps (n_critic is 1)
                 g_loss, g_total, g_logged = self._generator_backward(batch)
             if self._may_step(total):
                 amp.step(amp.scaler_d, self.opt_d)
@@ -239,6 +244,32 @@ class Trainer:
         amp.scaler_g.scale(g_total).backward()
         D.requires_grad_(True)
         return g_loss, g_total, g_logged
+
+    def _consensus_gradients(
+        self, d_total: torch.Tensor, batch: StepBatch
+    ) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
+        """Consensus optimization (Mescheder, Nowozin and Geiger 2017): each player's gradient
+        of its own loss plus ``consensus`` times the gradient of L = 1/2 (|d D's loss / d D|^2 +
+        |d G's loss / d G|^2), all at the step's parameters, put in the parameters' ``.grad``.
+        Returns what :meth:`_generator_backward` does."""
+        G, D = self.generator, self.discriminator
+        with self.precision.autocast():
+            fake = self._noisy(batch.fake)
+            g_loss = self.loss.g_loss(D(fake, batch.fake_labels).float())
+        g_total, g_logged = self._add_terms(self._g_added, g_loss, batch)
+        d_params = [p for p in D.parameters() if p.requires_grad]
+        g_params = [p for p in G.parameters() if p.requires_grad]
+        own = (
+            *torch.autograd.grad(d_total, d_params, create_graph=True, allow_unused=True),
+            *torch.autograd.grad(g_total, g_params, create_graph=True, allow_unused=True),
+        )
+        norm = 0.5 * sum(grad.pow(2).sum() for grad in own if grad is not None)
+        params = [*d_params, *g_params]
+        extra = torch.autograd.grad(norm, params, allow_unused=True)
+        for param, mine, more in zip(params, own, extra, strict=True):
+            grad = torch.zeros_like(param) if mine is None else mine.detach()
+            param.grad = grad if more is None else grad + self.consensus * more
+        return g_loss.detach(), g_total.detach(), g_logged
 
     def _noisy(self, inputs: torch.Tensor) -> torch.Tensor:
         """D's input with instance noise (``loss.instance_noise``), or as it is."""

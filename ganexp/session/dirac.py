@@ -58,6 +58,7 @@ METHODS = (
     "gradient_penalty",
     "gradient_penalty_critical",
     "nsgan_gradient_penalty",
+    "consensus",
 )
 SCHEMES = ("simultaneous", "alternating", "alternating5")
 # whether the paper's analysis says a method converges, by (method, scheme), sec. 3-4 (local
@@ -67,6 +68,7 @@ PAPER_CONVERGES = {
     (method, scheme): method not in NOT_CONVERGENT
     for method in METHODS
     for scheme in ("simultaneous", "alternating")
+    if method != "consensus" or scheme == "simultaneous"  # it needs simultaneous updates
 }
 H, F_PRIME = 0.2, 0.5  # the step size and f'(0) of the paper's analysis
 
@@ -80,12 +82,20 @@ def paper_rate(gamma: float) -> float:
     return max(abs(1 + H * (-gamma / 2 + sign * root)) for sign in (1, -1))
 
 
+def consensus_rate(gamma: float) -> float:
+    """|1 + h lambda| of consensus optimization's linearized field near (0, 0): its L is
+    (theta^2 + psi^2) f'(0)^2 / 2 there, so lambda = -gamma f'(0)^2 +- i f'(0) (our derivation
+    from the notebook's GAN_Consensus; the paper prints no rate for it)."""
+    return abs(1 + H * complex(-gamma * F_PRIME**2, F_PRIME))
+
+
 PAPER_RATE = {
     ("gan", "simultaneous"): paper_rate(0.0),
     ("nsgan", "simultaneous"): paper_rate(0.0),
     ("gradient_penalty", "simultaneous"): paper_rate(0.3),
     ("gradient_penalty_critical", "simultaneous"): paper_rate(1.0),
     ("nsgan_gradient_penalty", "simultaneous"): paper_rate(0.3),
+    ("consensus", "simultaneous"): consensus_rate(1.0),
 }
 
 
