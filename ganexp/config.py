@@ -65,6 +65,7 @@ class Activation(StrEnum):
     relu = "relu"
     leaky_relu = "leaky_relu"
     maxout = "maxout"  # mlp only: max over net.maxout_pieces linear pieces (Goodfellow et al. 2013)
+    tanh = "tanh"  # the unrolled-GAN notebook's (poolio/unrolled_gan)
 
 
 class Init(StrEnum):
@@ -158,6 +159,7 @@ class NetConfig(UserClass):
     activation: Activation = Activation.default  # the hidden layers' nonlinearity
     maxout_pieces: int = 5  # activation=maxout only
     init: Init = Init.default  # how weights are initialized
+    init_gain: float = 1.0  # init=orthogonal: the gain (the unrolled-GAN notebook's 1.4)
     pack: int = 1  # discriminator only: D judges packs of this many samples (PacGAN)
     # discriminator only: none | minibatch_discrimination | minibatch_stddev
     batch_view: str = "none"
@@ -198,6 +200,9 @@ class LossConfig(UserClass):
     instance_noise: float = 0.0
     # any loss, with trainer.simultaneous: consensus optimization's gamma (Mescheder et al. 2017)
     consensus_weight: float = 0.0
+    # any loss: G's loss against D after this many look-ahead steps of D's optimizer, taken
+    # differentiably (unrolled GAN, Metz et al. 2017); 0: off
+    unrolled_steps: int = 0
 
 
 @dataclass
@@ -427,6 +432,7 @@ def validate(cfg: DictConfig) -> RunConfig:
     _positive(cfg, "trainer.max_steps", "trainer.batch_size", "trainer.n_critic", "trainer.z_dim")
     _positive(cfg, "trainer.log_every", "trainer.sample_every", "trainer.checkpoint_every")
     _positive(cfg, "trainer.num_samples", "generator.width", "discriminator.width")
+    _positive(cfg, "generator.init_gain", "discriminator.init_gain")
     _positive(cfg, "norm.num_groups", "trainer.keep_checkpoints")
     n = cfg.metrics.num_samples
     _require(n >= 6, "metrics.num_samples", n, "must be >= 6 (density/coverage use 5 neighbours)")
@@ -446,7 +452,28 @@ def validate(cfg: DictConfig) -> RunConfig:
         _positive(cfg, "data.limit")
     positive = ("optim.lr_g", "optim.lr_d", "norm.eps", "loss.clip_value", "loss.gp_weight")
     _non_negative(cfg, "loss.r1_weight", "loss.historical_weight", "loss.instance_noise")
-    _non_negative(cfg, "loss.consensus_weight")
+    _non_negative(cfg, "loss.consensus_weight", "loss.unrolled_steps")
+    unrolled = cfg.loss.unrolled_steps
+    if unrolled:
+        fm = cfg.loss.generator_loss == "feature_matching"
+        _require(
+            not fm,
+            "loss.unrolled_steps",
+            unrolled,
+            "needs G's adversarial loss, not feature_matching",
+        )
+        _require(
+            not cfg.loss.consensus_weight,
+            "loss.unrolled_steps",
+            unrolled,
+            "not with loss.consensus_weight",
+        )
+        _require(
+            cfg.device.precision != "fp16",
+            "loss.unrolled_steps",
+            unrolled,
+            "not with device.precision=fp16 (its loss scale)",
+        )
     consensus = cfg.loss.consensus_weight
     if consensus:
         _require(
@@ -611,6 +638,7 @@ def _replicas(cfg: DictConfig) -> None:
         "trainer.simultaneous": cfg.trainer.simultaneous,
         "loss.instance_noise": cfg.loss.instance_noise > 0,
         "loss.consensus_weight": cfg.loss.consensus_weight > 0,
+        "loss.unrolled_steps": cfg.loss.unrolled_steps > 0,
         "device.compile": cfg.device.compile,
         "logger.watch": cfg.logger.watch,
         "device.precision": cfg.device.precision in ("bf16", "fp16"),

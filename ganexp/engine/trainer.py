@@ -25,6 +25,7 @@ from ganexp.engine.distributed import World
 from ganexp.errors import Interrupted, RunFailed, StopRequested
 from ganexp.parts.losses import GANLoss
 from ganexp.parts.terms import StepBatch, Term
+from ganexp.parts.unrolled import look_ahead
 
 T = TypeVar("T", bound=Term)
 BASE_KEYS = ("loss/d", "loss/g", "d/real", "d/fake")  # every run's; its terms add their own
@@ -87,6 +88,7 @@ class Trainer:
     simultaneous: bool = False  # G's gradient at D's parameters before D's step (trainer.)
     instance_noise: float = 0.0  # the std of the noise added to D's every input (loss.)
     consensus: float = 0.0  # consensus optimization's gamma (loss.consensus_weight; simultaneous)
+    unrolled_steps: int = 0  # G's loss against D after this many look-ahead steps (loss.)
     # the optional loss terms (ganexp.parts.terms), each player's in the order they are computed
     terms: list[Term] = field(default_factory=list)
     ema: AveragedModel | None = None  # trainer.ema_decay > 0: the EMA of G, updated each step
@@ -237,8 +239,9 @@ class Trainer:
             if self._g_replacing is not None:
                 g_loss = self._g_replacing(batch)[0]
             else:
+                critic = self._look_ahead(batch) if self.unrolled_steps else D
                 fake = self._noisy(batch.fake)
-                g_loss = self.loss.g_loss(D(fake, batch.fake_labels).float())
+                g_loss = self.loss.g_loss(critic(fake, batch.fake_labels).float())
         g_total, g_logged = self._add_terms(self._g_added, g_loss, batch)
         self.opt_g.zero_grad(set_to_none=True)
         amp.scaler_g.scale(g_total).backward()
@@ -270,6 +273,16 @@ class Trainer:
             grad = torch.zeros_like(param) if mine is None else mine.detach()
             param.grad = grad if more is None else grad + self.consensus * more
         return g_loss.detach(), g_total.detach(), g_logged
+
+    def _look_ahead(self, batch: StepBatch) -> Callable[..., torch.Tensor]:
+        """D after ``unrolled_steps`` differentiable steps of its optimizer on this step's
+        batch (``loss.unrolled_steps``; ganexp.parts.unrolled)."""
+
+        def d_inputs() -> tuple[torch.Tensor, Any, torch.Tensor, Any]:
+            real, fake = self._noisy(batch.real), self._noisy(batch.fake)
+            return real, batch.labels, fake, batch.fake_labels
+
+        return look_ahead(self.discriminator, self.opt_d, self.loss, self.unrolled_steps, d_inputs)
 
     def _noisy(self, inputs: torch.Tensor) -> torch.Tensor:
         """D's input with instance noise (``loss.instance_noise``), or as it is."""

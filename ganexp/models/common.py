@@ -184,6 +184,8 @@ class ActivationSpec:
             return nn.Identity()
         if kind == Activation.leaky_relu:
             return nn.LeakyReLU(0.2, inplace=inplace)
+        if kind == Activation.tanh:
+            return nn.Tanh()
         return nn.ReLU(inplace)
 
     def conv_only(self, arch: str) -> None:
@@ -204,11 +206,11 @@ def dcgan_init(net: nn.Module) -> None:
             nn.init.zeros_(module.bias)
 
 
-def initialize(net: nn.Module, kind: Init) -> None:
+def initialize(net: nn.Module, kind: Init, gain: float = 1.0) -> None:
     """Re-initialize ``net``'s weight layers (biases 0; norm layers keep theirs); ``default``
     leaves the architecture's own initialization. ``kaiming`` is He-uniform for the layers an
     activation follows and Glorot-uniform for the output layer, with zero biases: what the
-    WGAN-GP toy code (tflib's ``ReLULayer`` / ``Linear``) does."""
+    WGAN-GP toy code (tflib's ``ReLULayer`` / ``Linear``) does. ``gain`` scales ``orthogonal``."""
     if kind == Init.default:
         return
     if kind == Init.dcgan:
@@ -222,7 +224,7 @@ def initialize(net: nn.Module, kind: Init) -> None:
         elif kind == Init.kaiming:
             nn.init.kaiming_uniform_(layer.weight, nonlinearity="relu")
         else:
-            nn.init.orthogonal_(layer.weight)
+            nn.init.orthogonal_(layer.weight, gain=gain)
         if layer.bias is not None:
             nn.init.zeros_(layer.bias)
 

@@ -138,7 +138,7 @@ def build_generator(cfg: RunConfig, spec: DataSpec) -> nn.Module:
     else:
         tanh = spec.kind == "image"  # images live in [-1, 1]; toy points do not
         model = MLPGenerator(*args, tanh=tanh, activation=act)
-    initialize(model, Init(net.init))
+    initialize(model, Init(net.init), net.init_gain)
     model = apply_weight_norm(model, norm.kind)
     if norm.kind == Norm.virtual_batch:  # the reference batch goes in front of every batch
         reference = norm.reference_size, cfg.trainer.z_dim, classes, cfg.seed + REFERENCE_SEED
@@ -170,7 +170,7 @@ def build_discriminator(cfg: RunConfig, spec: DataSpec) -> nn.Module:
     if net.batch_view != "none":  # a statistic of the batch (of packs) next to D's features
         model = BatchStatistic(model, _batch_statistic(net, model))
     model = task_of(cfg).wrap_critic(model, spec)  # semi-supervised: K class logits
-    initialize(model, Init(net.init))
+    initialize(model, Init(net.init), net.init_gain)
     model = apply_weight_norm(model, norm.kind)
     model = Packed(model, net.pack) if net.pack > 1 else model
     if cfg.data.augment == "diffaug":  # each sample augmented, then packed

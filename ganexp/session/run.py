@@ -261,6 +261,7 @@ def build_trainer(cfg: RunConfig, task: Task, device: torch.device, world: World
         simultaneous=cfg.trainer.simultaneous,
         instance_noise=cfg.loss.instance_noise,
         consensus=cfg.loss.consensus_weight,
+        unrolled_steps=cfg.loss.unrolled_steps,
         ema=generator_ema(generator, cfg.trainer.ema_decay) if cfg.trainer.ema_decay else None,
         terms=loss_terms(cfg.loss, loss, generator, discriminator)
         + task.terms(discriminator, device, world, partial(_optimizer_like_d, cfg)),
