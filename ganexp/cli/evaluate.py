@@ -120,7 +120,9 @@ def folder_config(real: str, overrides: list[str]) -> RunConfig:
     data = [f"data={real}"] if named.is_file() else ["data=image_folder", f"data.root={real}"]
     try:
         with initialize_config_module(CONFIG_MODULE, version_base="1.3"):
-            composed = compose("config", overrides=[*data, "logger=none", *overrides])
+            # nothing trains: no training batch may outnumber a small real folder
+            quiet = ["logger=none", "trainer.batch_size=1"]
+            composed = compose("config", overrides=[*data, *quiet, *overrides])
     except (HydraException, OmegaConfBaseException) as ex:
         raise composition_error(ex, overrides) from ex
     cfg = validate(composed)
