@@ -216,7 +216,7 @@ OUT_OF_RANGE = [
     (["discriminator.pack=0"], "discriminator.pack=0: must be an integer >= 1"),
     (["generator.pack=2"], "generator.pack=2: packing is D's view of the batch: must be 1"),
     (["discriminator.maxout_pieces=1"], "discriminator.maxout_pieces=1: must be an integer >= 2"),
-    (["generator.activation=tanh"], "generator.activation"),
+    (["generator.activation=swish"], "generator.activation"),
     (["discriminator.init=he"], "discriminator.init"),
 ]
 

@@ -619,7 +619,7 @@ class SweepSummary(Callback):
         if summary is None:
             return
         log_summary_to_wandb(summary, config.logger, sweep_group(config, summary.jobs))
-        if config.data.name == "dirac":  # the Dirac-GAN study's own table and portraits
+        if OmegaConf.select(config, "data.name") == "dirac":  # the Dirac-GAN study's report
             report = write_report(sweep_dir, jobs, metrics_rows)
             if report is not None:
                 print(f"ganexp: Dirac-GAN report: {report}", file=sys.stderr)
