@@ -45,7 +45,9 @@ SWEEP_PRESETS = {
     "pacgan_grid_short": 15,
     "ssl_fashion_mnist": 5,
     "pix2pix_fashion_edges": 6,
-    "cyclegan_fashion_sneaker_boot": 3,
+    "cyclegan_fashion_sneaker_boot": 5,
+    "dirac_gan": 120,
+    "unrolled_ring": 10,
     "wgan_toy": 27,
     "wgan_toy_short": 27,
 }
