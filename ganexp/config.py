@@ -301,7 +301,8 @@ class RunConfig:
     conditional: bool = False  # cGAN: one-hot labels into G (with z) and D (with x)
     resume: str | None = None  # a run folder or checkpoint to continue from
     # published numbers a study preset is compared with, one mapping per row: where (swept
-    # axis -> value), metric, mean, pm, pm_kind (SE | SD), n, source (ganexp/cells.py)
+    # axis -> value), metric, mean, pm, pm_kind (SE | SD | none: no spread printed, pm null), n,
+    # source (ganexp/analysis/cells.py)
     paper: list[Any] = field(default_factory=list)
 
 

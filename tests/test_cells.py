@@ -345,10 +345,32 @@ def test_paper_columns_say_whether_our_mean_lies_inside_the_published_interval(
     assert table[1]["inside_paper"] == "no"
 
 
+def test_a_paper_mean_without_a_spread_is_shown_untested(tmp_path: Path) -> None:
+    """VEEGAN prints means only: `pm_kind: none` shows the mean, no interval, no test (a spread
+    of 0 would make any other mean 'outside' at p = 0)."""
+    for seed, value in enumerate([7.0, 8.0, 8.0]):
+        write_job(tmp_path, seed, ["discriminator.pack=2", f"seed={seed}"], {MODES: value})
+    row = {**PAPER[0], "mean": 7.6, "pm": None, "pm_kind": "none", "n": 5, "source": "VEEGAN"}
+    (tmp_path / "multirun.yaml").write_text(yaml.safe_dump({"seed": 0, "paper": [row]}))
+    summarize(tmp_path)
+    rows = read_csv(tmp_path / "cells.csv")
+    assert (rows[0]["paper_mean"], rows[0]["paper_pm"], rows[0]["paper_pm_kind"]) == (
+        "7.6",
+        "",
+        "none",
+    )
+    assert rows[0]["inside_paper"] == "" and rows[0]["vs_paper_p"] == ""
+    table = markdown_rows(tmp_path / "summary.md", first="metric")
+    assert table[0]["paper"] == "7.6 (no spread printed, n=5)"
+    assert table[0]["inside_paper"] == "" and table[0]["vs_paper_p"] == ""
+
+
 @pytest.mark.parametrize(
     ("change", "key"),
     [
         ({"pm_kind": "CI"}, "paper[1].pm_kind"),
+        ({"pm": None}, "paper[1].pm"),
+        ({"pm_kind": "none"}, "paper[1].pm"),
         ({"n": 0}, "paper[1].n"),
         ({"source": None}, "paper[1].source"),
         ({"pm": -0.1}, "paper[1].pm"),

@@ -38,7 +38,7 @@ GANEXP = str(Path(sys.executable).with_name("ganexp"))
 EXPERIMENTS = Path(ganexp.__file__).parent / "conf" / "experiment"
 SWEEP_PRESETS = {
     "norm_study": 24,
-    "mode_collapse": 18,
+    "mode_collapse": 15,
     "pacgan_ring": 4,  # x 10 replicas
     "pacgan_grid": 4,
     "pacgan_ring_short": 15,
@@ -254,11 +254,11 @@ def test_mode_collapse_runs_under_joblib_with_one_wandb_run_per_job(tmp_path: Pa
     assert result.returncode == 0, result.stderr[-3000:]
     assert "Joblib.Parallel(n_jobs=2,backend=loky" in result.stdout
     runs = []
-    for i, loss in enumerate(["bce", "wgan_clip", "wgan_gp"]):
+    for i, pack in enumerate([1, 2, 4]):
         folder = sweep / str(i)
         record = job(sweep, i)
         assert record["status"] == "completed" and record["steps"] == 2
-        assert f"loss={loss}" in record["overrides"]
+        assert f"discriminator.pack={pack}" in record["overrides"]
         assert record["best"]["key"] == "eval/modes_recovered"
         for made in (".hydra/config.yaml", "metrics.jsonl", "checkpoints/last.pt"):
             assert (folder / made).is_file(), made
@@ -267,7 +267,8 @@ def test_mode_collapse_runs_under_joblib_with_one_wandb_run_per_job(tmp_path: Pa
     assert len({r.run.run_id for r in runs}) == 3
     assert {r.run.run_group for r in runs} == {f"mode_collapse-{sweep.name}"}
     assert all(r.exit_code == 0 and r.history for r in runs)
-    assert [r.config["loss"]["name"] for r in runs] == ["bce", "wgan_clip", "wgan_gp"]
+    assert [r.config["discriminator"]["pack"] for r in runs] == [1, 2, 4]
+    assert {r.config["data"]["name"] for r in runs} == {"grid25"}
     assert load_run(sweep).run.job_type == "summary"
 
 

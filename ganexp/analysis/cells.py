@@ -35,7 +35,7 @@ AVERAGED_AXES = ("seed",)  # not an axis of a cell: its jobs are the cell's samp
 ALPHA = 0.05  # the level of the verdict and of the intervals (95 %)
 MIN_SEEDS = 3  # seeds per cell a verdict needs (two leave Welch's test about one degree of freedom)
 PAPER_KEYS = ("where", "metric", "mean", "pm", "pm_kind", "n", "source")
-PM_KINDS = ("SE", "SD")
+PM_KINDS = ("SE", "SD", "none")  # none: the paper prints no spread (pm: null)
 _NO_KEY = object()  # OmegaConf.select's default for a key the config lacks
 PAPER_COLUMNS = [
     "paper_mean",
@@ -150,23 +150,26 @@ def _override_text(value: Any) -> str:
 @dataclass(frozen=True)
 class PaperRow:
     """A published result: ``mean`` ± ``pm`` (an SE or an SD) over ``n`` runs of ``metric``,
-    for the cells whose swept axes have the values in ``where``."""
+    for the cells whose swept axes have the values in ``where``; ``pm`` None where the paper
+    prints no spread (no interval and no test against it then)."""
 
     where: dict[str, str]
     metric: str
     mean: float
-    pm: float
+    pm: float | None
     pm_kind: str
     n: int
     source: str
 
     @property
-    def se(self) -> float:
+    def se(self) -> float | None:
+        if self.pm is None:
+            return None
         return self.pm if self.pm_kind == "SE" else self.pm / math.sqrt(self.n)
 
     def interval(self) -> tuple[float, float] | None:
-        """The 95 % t interval of the published mean; None for a single run (no spread)."""
-        if self.n < 2:
+        """The 95 % t interval of the published mean; None for a single run or no spread."""
+        if self.n < 2 or self.se is None:
             return None
         half = float(stats.t.ppf(1 - ALPHA / 2, self.n - 1)) * self.se
         return self.mean - half, self.mean + half
@@ -216,10 +219,14 @@ def check_paper_rows(rows: Any, cfg: DictConfig | None = None) -> None:
             raise ConfigError(f"{at}.metric", row["metric"], "a logged key, e.g. eval/fid")
         if not _is_number(row["mean"]):
             raise ConfigError(f"{at}.mean", row["mean"], "must be a finite number")
-        if not _is_number(row["pm"]) or row["pm"] < 0:
-            raise ConfigError(f"{at}.pm", row["pm"], "must be a finite number >= 0")
         if row["pm_kind"] not in PM_KINDS:
-            raise ConfigError(f"{at}.pm_kind", row["pm_kind"], "SE or SD (what the ± is)")
+            allowed = "SE or SD (what the ± is), or none (the paper prints no spread)"
+            raise ConfigError(f"{at}.pm_kind", row["pm_kind"], allowed)
+        if row["pm_kind"] == "none":
+            if row["pm"] is not None:
+                raise ConfigError(f"{at}.pm", row["pm"], "null where pm_kind is none")
+        elif not _is_number(row["pm"]) or row["pm"] < 0:
+            raise ConfigError(f"{at}.pm", row["pm"], "must be a finite number >= 0")
         n = row["n"]
         if not isinstance(n, int) or isinstance(n, bool) or n < 1:
             raise ConfigError(f"{at}.n", n, "must be an integer >= 1 (runs behind the mean)")
@@ -235,7 +242,7 @@ def parse_paper_rows(rows: Any) -> list[PaperRow]:
             where={str(k): _override_text(v) for k, v in row["where"].items()},
             metric=row["metric"],
             mean=float(row["mean"]),
-            pm=float(row["pm"]),
+            pm=None if row["pm"] is None else float(row["pm"]),
             pm_kind=row["pm_kind"],
             n=row["n"],
             source=row["source"],
@@ -385,7 +392,7 @@ def _compare_with_paper(rows: list[CellStats], paper: Sequence[PaperRow]) -> Non
         interval = found.interval()
         if row.mean is not None and interval is not None:
             row.inside_paper = interval[0] <= row.mean <= interval[1]
-        if row.mean is not None:
+        if row.mean is not None and found.se is not None:
             paper_sd = found.se * math.sqrt(found.n)
             sd = row.sd or 0.0
             row.vs_paper_p = welch_p(row.mean, sd, row.n, found.mean, paper_sd, found.n)
@@ -514,16 +521,18 @@ class CellTable:
             line += [str(row.n), _num(row.mean), _num(row.sd), ci, p, _num(row.best_over_time)]
             if self.has_paper:
                 paper = row.paper
-                published = (
-                    f"{_num(paper.mean)} ± {_num(paper.pm)} ({paper.pm_kind}, n={paper.n})"
-                    if paper
-                    else ""
-                )
+                published = _published(paper) if paper else ""
                 inside = "" if row.inside_paper is None else ("yes" if row.inside_paper else "no")
                 source = paper.source if paper else ""
                 line += [published, inside, _num(row.vs_paper_p), source]
             lines.append(line)
         return columns, lines
+
+
+def _published(paper: PaperRow) -> str:
+    if paper.pm is None:
+        return f"{_num(paper.mean)} (no spread printed, n={paper.n})"
+    return f"{_num(paper.mean)} ± {_num(paper.pm)} ({paper.pm_kind}, n={paper.n})"
 
 
 def _num(value: float | None) -> str:
