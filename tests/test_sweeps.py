@@ -44,7 +44,7 @@ SWEEP_PRESETS = {
     "pacgan_ring_short": 15,
     "pacgan_grid_short": 15,
     "ssl_fashion_mnist": 5,
-    "pix2pix_fashion_edges": 6,
+    "pix2pix_fashion_edges": 10,
     "cyclegan_fashion_sneaker_boot": 5,
     "dirac_gan": 120,
     "unrolled_ring": 10,
