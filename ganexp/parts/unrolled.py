@@ -23,6 +23,14 @@ from ganexp.parts.losses import GANLoss
 Critic = Callable[[Tensor, Tensor | None], Tensor]
 
 
+def _sqrt(v: Tensor) -> Tensor:
+    """``v.sqrt()`` with a finite derivative at 0: where a parameter's gradient and running
+    mean square are both 0 (the first step, a dead unit), sqrt's infinite slope times 0 would
+    make G's gradient NaN. Values are sqrt's own."""
+    positive = v > 0
+    return torch.where(positive, torch.where(positive, v, 1.0).sqrt(), 0.0)
+
+
 def _update(optimizer: torch.optim.Optimizer, param: Tensor, grad: Tensor, slots: dict) -> Tensor:
     """One differentiable step of ``optimizer``'s rule for ``param``; ``slots`` carries the
     rule's running state between steps."""
@@ -37,11 +45,11 @@ def _update(optimizer: torch.optim.Optimizer, param: Tensor, grad: Tensor, slots
         slots["v"] = beta2 * slots["v"] + (1 - beta2) * grad * grad
         m_hat = slots["m"] / (1 - beta1 ** slots["step"])
         v_hat = slots["v"] / (1 - beta2 ** slots["step"])
-        return param - lr * m_hat / (v_hat.sqrt() + group["eps"])
+        return param - lr * m_hat / (_sqrt(v_hat) + group["eps"])
     if isinstance(optimizer, torch.optim.RMSprop):
         alpha = group["alpha"]
         slots["v"] = alpha * slots["v"] + (1 - alpha) * grad * grad
-        return param - lr * grad / (slots["v"].sqrt() + group["eps"])
+        return param - lr * grad / (_sqrt(slots["v"]) + group["eps"])
     return param - lr * grad  # SGD without momentum
 
 
