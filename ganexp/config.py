@@ -355,6 +355,7 @@ AUGMENTS = ("none", "diffaug")
 BATCH_VIEWS = ("none", "minibatch_discrimination", "minibatch_stddev")
 AUGMENT_POLICIES = ("color", "translation", "cutout")  # ganexp.parts.augment.POLICIES
 LOGGERS = ("wandb", "none")
+TOY_DATA = ("ring8", "grid25", "swissroll", "dirac")  # 2-D points (dirac: 1-D), not images
 FEATURES = ("auto", "inception", "classifier")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 OPTIMIZER_IMPLEMENTATIONS = ("auto", "foreach", "fused", "for_loop")
@@ -434,6 +435,12 @@ def validate(cfg: DictConfig) -> RunConfig:
     _positive(cfg, "trainer.log_every", "trainer.sample_every", "trainer.checkpoint_every")
     _positive(cfg, "trainer.num_samples", "generator.width", "discriminator.width")
     _positive(cfg, "generator.init_gain", "discriminator.init_gain")
+    for net in ("generator", "discriminator"):
+        gain = cfg[net].init_gain
+        only_orthogonal = f"scales init=orthogonal only ({net}.init is {cfg[net].init}); leave it 1"
+        _require(
+            cfg[net].init == "orthogonal" or gain == 1.0, f"{net}.init_gain", gain, only_orthogonal
+        )
     _positive(cfg, "norm.num_groups", "trainer.keep_checkpoints")
     n = cfg.metrics.num_samples
     _require(n >= 6, "metrics.num_samples", n, "must be >= 6 (density/coverage use 5 neighbours)")
@@ -454,49 +461,21 @@ def validate(cfg: DictConfig) -> RunConfig:
     positive = ("optim.lr_g", "optim.lr_d", "norm.eps", "loss.clip_value", "loss.gp_weight")
     _non_negative(cfg, "loss.r1_weight", "loss.historical_weight", "loss.instance_noise")
     _non_negative(cfg, "loss.consensus_weight", "loss.unrolled_steps")
-    unrolled = cfg.loss.unrolled_steps
-    if unrolled:
+    # both differentiate through D's gradient: G's adversarial loss, no fp16 loss scale
+    for key in ("loss.unrolled_steps", "loss.consensus_weight"):
+        value = OmegaConf.select(cfg, key)
+        if not value:
+            continue
         fm = cfg.loss.generator_loss == "feature_matching"
-        _require(
-            not fm,
-            "loss.unrolled_steps",
-            unrolled,
-            "needs G's adversarial loss, not feature_matching",
-        )
-        _require(
-            not cfg.loss.consensus_weight,
-            "loss.unrolled_steps",
-            unrolled,
-            "not with loss.consensus_weight",
-        )
-        _require(
-            cfg.device.precision != "fp16",
-            "loss.unrolled_steps",
-            unrolled,
-            "not with device.precision=fp16 (its loss scale)",
-        )
-    consensus = cfg.loss.consensus_weight
-    if consensus:
-        _require(
-            cfg.trainer.simultaneous,
-            "loss.consensus_weight",
-            consensus,
-            "needs trainer.simultaneous=true",
-        )
+        _require(not fm, key, value, "needs G's adversarial loss, not feature_matching")
         fp16 = cfg.device.precision == "fp16"
-        _require(
-            not fp16,
-            "loss.consensus_weight",
-            consensus,
-            "not with device.precision=fp16 (its loss scale)",
-        )
-        fm = cfg.loss.generator_loss == "feature_matching"
-        _require(
-            not fm,
-            "loss.consensus_weight",
-            consensus,
-            "needs G's adversarial loss, not feature_matching",
-        )
+        _require(not fp16, key, value, "not with device.precision=fp16 (its loss scale)")
+    unrolled, consensus = cfg.loss.unrolled_steps, cfg.loss.consensus_weight
+    if unrolled:
+        _require(not consensus, "loss.unrolled_steps", unrolled, "not with loss.consensus_weight")
+    if consensus:
+        simultaneous = "needs trainer.simultaneous=true"
+        _require(cfg.trainer.simultaneous, "loss.consensus_weight", consensus, simultaneous)
     _positive(cfg, "loss.r1_every")
     for key in (*positive, "data.radius", "data.spacing"):
         value = OmegaConf.select(cfg, key)
@@ -504,6 +483,9 @@ def validate(cfg: DictConfig) -> RunConfig:
     data = cfg.data
     if data.name == "dirac":
         _require(data.std == 0, "data.std", data.std, "dirac is the point 0: must be 0")
+        ema = cfg.trainer.ema_decay
+        live = "must be 0 with data=dirac (the study pairs the trained G's theta with D's psi)"
+        _require(ema == 0, "trainer.ema_decay", ema, live)
     else:
         _require(data.std > 0, "data.std", data.std, "must be > 0")
     simultaneous = cfg.trainer.simultaneous
@@ -515,7 +497,7 @@ def validate(cfg: DictConfig) -> RunConfig:
     )
     _require(data.scale > 0, "data.scale", data.scale, "must be > 0")
     _non_negative(cfg, "data.train_size")
-    if data.name not in ("ring8", "grid25", "swissroll", "dirac"):
+    if data.name not in TOY_DATA:
         for key, default in (("scale", 1.0), ("train_size", 0)):
             only_toy = "toy data only (images: data.limit)"
             _require(data[key] == default, f"data.{key}", data[key], only_toy)
@@ -529,7 +511,7 @@ def validate(cfg: DictConfig) -> RunConfig:
         )
         allowed = f"a list of distinct policies from {', '.join(AUGMENT_POLICIES)}"
         _require(good, "data.augment_policy", policy, allowed)
-        toy = data.name in ("ring8", "grid25", "swissroll", "dirac")
+        toy = data.name in TOY_DATA
         _require(not toy, "data.augment", data.augment, "images only (DiffAugment shifts pixels)")
     no_modes = "swissroll has no modes; leave it 0"
     _require(data.name != "swissroll" or data.modes == 0, "data.modes", data.modes, no_modes)

@@ -218,6 +218,15 @@ OUT_OF_RANGE = [
     (["discriminator.maxout_pieces=1"], "discriminator.maxout_pieces=1: must be an integer >= 2"),
     (["generator.activation=swish"], "generator.activation"),
     (["discriminator.init=he"], "discriminator.init"),
+    (["generator.init_gain=1.4"], "generator.init_gain=1.4: scales init=orthogonal only"),
+    (
+        [
+            "experiment=cyclegan_fashion_sneaker_boot",
+            "trainer.simultaneous=true",
+            "loss.consensus_weight=1",
+        ],
+        "loss.consensus_weight=1.0: not with the image pool",
+    ),
 ]
 
 

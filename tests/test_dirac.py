@@ -107,15 +107,14 @@ def test_consensus_moves_as_the_exact_gradient_of_its_regularizer() -> None:
     """ganexp's consensus step is the field minus the exact gradient of 1/2 |v|^2; the notebook's
     GAN_Consensus halves one chain-rule term, so its first step already differs."""
     trainer = ganexp_trainer("+dirac_method=consensus", "+dirac_scheme=simultaneous", "seed=0")
+    path = []
     for step, (theta, psi) in enumerate(paper_trajectory("consensus", "simultaneous", 40), 1):
         trainer.run_step()
         got = (trainer.generator.theta.item(), trainer.discriminator.psi.item())
+        path.append(got)
         assert got == pytest.approx((theta, psi), rel=1e-4, abs=1e-5), (step, got)
-    exact, notebook = (
-        paper_field("consensus", 1.0, 1.0),
-        paper_field("consensus_notebook", 1.0, 1.0),
-    )
-    assert abs(exact[0] - notebook[0]) > 0.05
+    (notebook_first,) = paper_trajectory("consensus_notebook", "simultaneous", 1)
+    assert abs(path[0][0] - notebook_first[0]) > 0.01  # ganexp does not follow the notebook's
 
 
 def test_instance_noise_draws_a_fresh_noise_for_every_input_of_d() -> None:
@@ -178,6 +177,7 @@ def test_the_papers_rates() -> None:
         (("generator=mlp",), "generator.arch='mlp': data=dirac needs generator=dirac"),
         (("data=ring8",), "generator.arch='dirac': needs data=dirac"),
         (("data.std=0.1",), "data.std=0.1: dirac is the point 0: must be 0"),
+        (("trainer.ema_decay=0.9",), "trainer.ema_decay=0.9: must be 0 with data=dirac"),
         (("loss.instance_noise=-1",), "loss.instance_noise=-1.0: must be >= 0"),
         (
             ("+dirac_method=consensus", "+dirac_scheme=alternating"),
@@ -230,9 +230,10 @@ def test_the_sweep_writes_the_table_and_portraits(tmp_path: Path) -> None:
     assert (sweep / "dirac_gradient_penalty.png").stat().st_size > 0
 
 
-def test_ganexp_eval_says_where_a_dirac_runs_metrics_are(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match=r"metrics\.jsonl"):
-        from ganexp.session.run import build_evaluator
+def test_evaluating_a_dirac_run_again_says_where_its_metrics_are() -> None:
+    """What ganexp-eval builds for a checkpoint: a Dirac run has no evaluator of its own."""
+    from ganexp.session.run import build_evaluator
 
-        cfg = validate(compose_config("experiment=dirac_gan", "logger=none"))
+    cfg = validate(compose_config("experiment=dirac_gan", "logger=none"))
+    with pytest.raises(ConfigError, match=r"metrics\.jsonl"):
         build_evaluator(cfg, None, torch.device("cpu"))

@@ -233,6 +233,7 @@ def test_processes_split_every_batch_between_them() -> None:
     [
         (("trainer.batch_size=30",), "trainer.batch_size"),
         (("norm.sync_batchnorm=true",), "norm.sync_batchnorm"),
+        (("trainer.simultaneous=true", "loss.consensus_weight=1"), "loss.consensus_weight"),
     ],
 )
 def test_what_several_processes_need_is_checked_first(

@@ -73,7 +73,8 @@ class Term:
         return None, {}
 
     def show(self, fake: torch.Tensor) -> torch.Tensor:
-        """Critic side: what D is shown of the fakes (detached)."""
+        """Critic side: what D is shown of the fakes (detached, except under consensus
+        optimization, which differentiates D's loss in G's parameters)."""
         return fake
 
     def after_update(self, net: nn.Module) -> None:

@@ -535,6 +535,10 @@ def check_processes(cfg: RunConfig, device_type: str) -> None:
             cfg.trainer.batch_size,
             f"each of the {processes} processes' share must divide into packs of {pack}",
         )
+    if cfg.loss.consensus_weight:
+        # its gradients are set on the networks directly, where DDP would not average them
+        allowed = f"runs in one process, not {processes}: leave out torchrun"
+        raise ConfigError("loss.consensus_weight", cfg.loss.consensus_weight, allowed)
     if cfg.norm.sync_batchnorm and device_type != "cuda":
         raise ConfigError(
             "norm.sync_batchnorm",

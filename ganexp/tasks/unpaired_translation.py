@@ -171,6 +171,11 @@ class UnpairedTranslation(Translation):
 
     def validate(self) -> None:
         super().validate()
+        consensus = self.cfg.loss.consensus_weight
+        if consensus and self.cfg.task.pool_size:
+            # the pool shows D detached past fakes: the part of the field through D's loss is lost
+            allowed = "not with the image pool, which shows D detached fakes: task.pool_size=0"
+            raise ConfigError("loss.consensus_weight", consensus, allowed)
         classes = list(self.cfg.data.domain_classes)
         if self.cfg.data.name == "fashion_domains":
             good = len(classes) == 2 and classes[0] != classes[1]
