@@ -35,6 +35,7 @@ NON_NEGATIVE = (
     "eval/fd_",
     "eval/fid",
     "eval/sliced_wasserstein",
+    "eval/distance",  # the Dirac-GAN's distance to (0, 0)
     "eval/l1",
     "eval/cycle_l1",
     "eval/psnr",

@@ -7,19 +7,29 @@ steps D first here, as ganexp does (the notebook steps G first)."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
 from commands import run_command
 from helpers import compose_config
+from omegaconf import OmegaConf
 
 from ganexp.config import circle, validate
 from ganexp.engine.distributed import World
 from ganexp.errors import ConfigError
-from ganexp.session.dirac import PAPER_RATE, read_trajectories, vector_field
+from ganexp.keys import lower_bound
+from ganexp.session.dirac import (
+    consensus_rate,
+    expected_rate,
+    paper_rate,
+    read_trajectories,
+    vector_field,
+)
 from ganexp.session.run import build_trainer
 from ganexp.session.sweep import collect_jobs, metrics_rows
 from ganexp.tasks import task_of
@@ -161,10 +171,11 @@ def test_start_points_are_evenly_on_the_circle_through_the_papers_start() -> Non
 
 
 def test_the_papers_rates() -> None:
-    assert PAPER_RATE[("gradient_penalty", "simultaneous")] == pytest.approx(0.9747, abs=1e-4)
-    assert PAPER_RATE[("gradient_penalty_critical", "simultaneous")] == pytest.approx(0.9)
-    assert PAPER_RATE[("gan", "simultaneous")] == pytest.approx(math.sqrt(1.01))
-    assert PAPER_RATE[("consensus", "simultaneous")] == pytest.approx(abs(0.95 + 0.1j))
+    assert paper_rate(0.3, 0.2) == pytest.approx(0.9747, abs=1e-4)
+    assert paper_rate(1.0, 0.2) == pytest.approx(0.9)
+    assert paper_rate(0.0, 0.2) == pytest.approx(math.sqrt(1.01))
+    assert consensus_rate(1.0, 0.2) == pytest.approx(abs(0.95 + 0.1j))
+    assert paper_rate(0.3, 0.1) == pytest.approx(abs(1 + 0.1 * complex(-0.15, 0.4770)), abs=1e-4)
 
 
 @pytest.mark.parametrize(
@@ -237,3 +248,32 @@ def test_evaluating_a_dirac_run_again_says_where_its_metrics_are() -> None:
     cfg = validate(compose_config("experiment=dirac_gan", "logger=none"))
     with pytest.raises(ConfigError, match=r"metrics\.jsonl"):
         build_evaluator(cfg, None, torch.device("cpu"))
+
+
+def test_a_trajectory_read_every_few_steps_still_gives_a_rate_per_step(tmp_path: Path) -> None:
+    """Evaluations every 5 steps, and a resumed job's repeated rows: the rate is per step and
+    each step counts once (the last row of it)."""
+    rows = [{"step": s, "eval/theta": 0.9**s, "eval/psi": 0.0} for s in range(5, 101, 5)]
+    rows += [{"step": 50, "eval/theta": 0.9**50, "eval/psi": 0.0}]  # a resume repeats step 50
+    OmegaConf.save(compose_config("experiment=dirac_gan", "logger=none"), tmp_path / "config.yaml")
+    job = SimpleNamespace(
+        overrides=["+dirac_method=gan", "+dirac_scheme=simultaneous"],
+        status="completed",
+        path=tmp_path,
+    )
+    (run,) = read_trajectories([job], lambda _: rows)
+    assert list(run.steps) == [0, *range(5, 101, 5)]
+    assert run.rate() == pytest.approx(0.9)
+
+
+def test_the_rate_beside_a_cell_is_the_analysis_at_its_own_step_size_and_gamma() -> None:
+    cfg = validate(compose_config("experiment=dirac_gan", "+dirac_method=gradient_penalty"))
+    assert expected_rate("gradient_penalty", "simultaneous", cfg) == pytest.approx(0.9747, 1e-4)
+    slower = dataclasses.replace(cfg, optim=dataclasses.replace(cfg.optim, lr_g=0.1, lr_d=0.1))
+    assert expected_rate("gradient_penalty", "simultaneous", slower) == paper_rate(0.3, 0.1)
+    assert expected_rate("gradient_penalty", "alternating", cfg) is None
+    assert expected_rate("wgan", "simultaneous", cfg) is None
+
+
+def test_the_distance_is_plotted_as_never_below_zero() -> None:
+    assert lower_bound("eval/distance") == 0.0 and lower_bound("eval/theta") is None

@@ -43,6 +43,7 @@ from omegaconf import OmegaConf
 from ganexp.analysis.cells import t_interval
 from ganexp.config import USER_PARTS, RunConfig, register_schema, schema, validate
 from ganexp.engine.distributed import World
+from ganexp.engine.runfolder import write_atomic
 from ganexp.errors import ConfigError
 from ganexp.session.run import build_trainer
 from ganexp.tasks import task_of
@@ -70,33 +71,42 @@ PAPER_CONVERGES = {
     for scheme in ("simultaneous", "alternating")
     if method != "consensus" or scheme == "simultaneous"  # it needs simultaneous updates
 }
-H, F_PRIME = 0.2, 0.5  # the step size and f'(0) of the paper's analysis
+F_PRIME = 0.5  # f'(0) of the paper's analysis: 1/2 for the GAN and NS-GAN losses
 
 
-def paper_rate(gamma: float) -> float:
-    """|1 + h lambda| of simultaneous gradient descent near the equilibrium, penalty gamma."""
+def paper_rate(gamma: float, h: float) -> float:
+    """|1 + h lambda| of simultaneous gradient descent (step h) near the equilibrium, with the
+    zero-centred penalty gamma."""
     if gamma**2 / 4 <= F_PRIME**2:
         lam = complex(-gamma / 2, math.sqrt(F_PRIME**2 - gamma**2 / 4))
-        return abs(1 + H * lam)
+        return abs(1 + h * lam)
     root = math.sqrt(gamma**2 / 4 - F_PRIME**2)
-    return max(abs(1 + H * (-gamma / 2 + sign * root)) for sign in (1, -1))
+    return max(abs(1 + h * (-gamma / 2 + sign * root)) for sign in (1, -1))
 
 
-def consensus_rate(gamma: float) -> float:
+def consensus_rate(gamma: float, h: float) -> float:
     """|1 + h lambda| of consensus optimization's linearized field near (0, 0): its L is
     (theta^2 + psi^2) f'(0)^2 / 2 there, so lambda = -gamma f'(0)^2 +- i f'(0) (our derivation
     from the notebook's GAN_Consensus; the paper prints no rate for it)."""
-    return abs(1 + H * complex(-gamma * F_PRIME**2, F_PRIME))
+    return abs(1 + h * complex(-gamma * F_PRIME**2, F_PRIME))
 
 
-PAPER_RATE = {
-    ("gan", "simultaneous"): paper_rate(0.0),
-    ("nsgan", "simultaneous"): paper_rate(0.0),
-    ("gradient_penalty", "simultaneous"): paper_rate(0.3),
-    ("gradient_penalty_critical", "simultaneous"): paper_rate(1.0),
-    ("nsgan_gradient_penalty", "simultaneous"): paper_rate(0.3),
-    ("consensus", "simultaneous"): consensus_rate(1.0),
-}
+# the (method, scheme) cells whose rate the analysis gives: simultaneous gradient descent with
+# f'(0) = 1/2 (the GAN and NS-GAN losses), optionally penalized or with consensus
+RATED_METHODS = ("gan", "nsgan", "gradient_penalty", "gradient_penalty_critical")
+RATED = {(m, "simultaneous") for m in (*RATED_METHODS, "nsgan_gradient_penalty", "consensus")}
+
+
+def expected_rate(method: str, scheme: str, config: RunConfig) -> float | None:
+    """The analysis' rate for a cell, from its own config's step size and gamma (what it ran
+    with, not the paper's defaults); None where the analysis gives none or G and D step
+    differently."""
+    h = config.optim.lr_d
+    if (method, scheme) not in RATED or config.optim.lr_g != h:
+        return None
+    if method == "consensus":
+        return consensus_rate(config.loss.consensus_weight, h)
+    return paper_rate(config.loss.r1_weight, h)
 
 
 @dataclass
@@ -109,16 +119,18 @@ class Trajectory:
     start: tuple[float, float]
     config: RunConfig
 
+    steps: np.ndarray  # the step of each (theta, psi): 0 for the start
+
     @property
     def distance(self) -> np.ndarray:
         return np.hypot(self.theta, self.psi)
 
     def rate(self) -> float:
-        """The per-step factor of the distance over the second half of the run."""
-        d = self.distance
-        half = len(d) // 2
-        steps, logs = np.arange(half, len(d)), np.log(np.maximum(d[half:], 1e-300))
-        return float(math.exp(np.polyfit(steps, logs, 1)[0]))
+        """The per-step factor of the distance over the second half of the run (by step, so
+        evaluations every k steps give a factor per step too)."""
+        late = self.steps >= self.steps[-1] / 2
+        logs = np.log(np.maximum(self.distance[late], 1e-300))
+        return float(math.exp(np.polyfit(self.steps[late], logs, 1)[0]))
 
     def converges(self) -> bool:
         """Whether the run ends within 5 % of its start distance of (0, 0)."""
@@ -165,10 +177,13 @@ def read_trajectories(jobs: Iterable, rows: Rows) -> list[Trajectory]:
             continue
         config = _job_config(job.path / "config.yaml")
         start = (config.generator.start, config.discriminator.start)
-        states = [r for r in rows(job.path) if "eval/theta" in r]
-        theta = np.array([start[0], *(r["eval/theta"] for r in states)])
-        psi = np.array([start[1], *(r["eval/psi"] for r in states)])
-        found.append(Trajectory(method, scheme, config.seed, theta, psi, start, config))
+        # by step, the last row of each (a resumed job repeats the steps since its checkpoint)
+        states = {r["step"]: r for r in rows(job.path) if "eval/theta" in r}
+        steps = sorted(s for s in states if s > 0)
+        theta = np.array([start[0], *(states[s]["eval/theta"] for s in steps)])
+        psi = np.array([start[1], *(states[s]["eval/psi"] for s in steps)])
+        at = np.array([0, *steps], dtype=float)
+        found.append(Trajectory(method, scheme, config.seed, theta, psi, start, config, at))
     return found
 
 
@@ -180,7 +195,6 @@ def vector_field(
     trainer_cfg = dataclasses.replace(config.trainer, simultaneous=True, n_critic=1)
     optim = dataclasses.replace(config.optim, lr_g=1.0, lr_d=1.0)
     cfg = dataclasses.replace(config, trainer=trainer_cfg, optim=optim)
-    torch.manual_seed(config.seed)
     trainer = build_trainer(cfg, task_of(cfg), torch.device("cpu"), World())
     theta, psi = trainer.generator.theta, trainer.discriminator.psi
     u, v = np.zeros_like(thetas), np.zeros_like(psis)
@@ -249,7 +263,8 @@ def table(runs: list[Trajectory]) -> str:
             cell = [r for r in runs if (r.method, r.scheme) == (method, scheme)]
             if not cell:
                 continue
-            rate = PAPER_RATE.get((method, scheme))
+            rates = {expected_rate(method, scheme, r.config) for r in cell}
+            rate = rates.pop() if len(rates) == 1 else None
             paper = PAPER_CONVERGES.get((method, scheme))
             lines.append(
                 f"| {method} | {scheme} | {len(cell)} "
@@ -282,5 +297,6 @@ def write_report(sweep_dir: Path, jobs: Iterable, rows: Rows) -> Path | None:
     )
     text = f"# Dirac-GAN: which training methods converge\n\n{intro}\n\n{table(runs)}\n\n"
     path = sweep_dir / "dirac.md"
-    path.write_text(text + "\n".join(figures) + "\n")
+    report = text + "\n".join(figures) + "\n"
+    write_atomic(path, lambda f: f.write(report.encode("utf-8")))
     return path

@@ -43,7 +43,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
 from hydra.experimental.callback import Callback
@@ -61,7 +61,6 @@ from ganexp.analysis.cells import (
 )
 from ganexp.engine.runfolder import write_atomic
 from ganexp.keys import lower_bound, maximize
-from ganexp.session.dirac import write_report
 from ganexp.session.job import JOB_FILE, read_job_record
 from ganexp.session.preflight import job_overrides
 
@@ -578,9 +577,13 @@ def sweep_group(config: DictConfig, jobs: list[JobResult]) -> str | None:
     return f"{experiment or 'sweep'}-{Path(config.hydra.sweep.dir).name}"
 
 
-def _summary_or_none(sweep_dir: Path, make: Callable[[], Summary]) -> Summary | None:
-    """``make()`` (a :func:`summarize`), or None after one line on stderr: a summary that
-    cannot be written (a full disk, a second Ctrl-C) must not hide the jobs' own results."""
+Made = TypeVar("Made")
+
+
+def _summary_or_none(sweep_dir: Path, make: Callable[[], Made]) -> Made | None:
+    """``make()`` (a :func:`summarize`, the Dirac-GAN report), or None after one line on
+    stderr: a summary that cannot be written (a full disk, a second Ctrl-C) must not hide the
+    jobs' own results."""
     try:
         return make()
     except OSError as ex:
@@ -620,7 +623,11 @@ class SweepSummary(Callback):
             return
         log_summary_to_wandb(summary, config.logger, sweep_group(config, summary.jobs))
         if OmegaConf.select(config, "data.name") == "dirac":  # the Dirac-GAN study's report
-            report = write_report(sweep_dir, jobs, metrics_rows)
+            from ganexp.session.dirac import write_report  # torch: only for this study
+
+            report = _summary_or_none(
+                sweep_dir, lambda: write_report(sweep_dir, jobs, metrics_rows)
+            )
             if report is not None:
                 print(f"ganexp: Dirac-GAN report: {report}", file=sys.stderr)
         failed = f", {summary.failed} failed" if summary.failed else ""
