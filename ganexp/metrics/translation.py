@@ -14,7 +14,7 @@ from ganexp.config import RunConfig
 from ganexp.data.images import to_signed_unit, to_uint8
 from ganexp.data.translation import garments_config, held_out_domains, held_out_pairs
 from ganexp.errors import StopRequested
-from ganexp.metrics.extractors import FeatureExtractor, build_extractor, installed_inception
+from ganexp.metrics.extractors import FeatureExtractor, build_extractor, inception_available
 from ganexp.models.common import generate
 
 BATCH = 500
@@ -222,7 +222,7 @@ def translation_features(cfg: RunConfig, device: torch.device) -> FeatureExtract
     weights = cfg.metrics.inception_weights
     if data.name in GARMENT_DATA:
         data = garments_config(data)
-    elif features == "auto" and not (device.type == "cuda" and installed_inception()):
+    elif features == "auto" and not (device.type == "cuda" and inception_available(weights)):
         return None
     cuda = [device] if device.type == "cuda" else []
     with torch.random.fork_rng(devices=cuda):  # draws nothing from the run's stream
