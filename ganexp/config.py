@@ -20,7 +20,13 @@ from typing import Any
 from hydra.core.config_store import ConfigStore
 from hydra.errors import MissingConfigException
 from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
+from omegaconf.errors import (
+    ConfigAttributeError,
+    ConfigKeyError,
+    InterpolationResolutionError,
+    MissingMandatoryValue,
+    OmegaConfBaseException,
+)
 
 from ganexp.errors import ConfigError
 
@@ -332,6 +338,8 @@ def register_schema() -> None:
 def circle(k: int, n: int, radius: float, phase: float, axis: str) -> float:
     """The ``axis`` ("x" or "y") coordinate of the ``k``-th of ``n`` points evenly spaced on a
     circle of ``radius``, the 0-th at ``phase`` degrees."""
+    if axis not in ("x", "y"):
+        raise ValueError(f"circle's axis is x or y, not {axis!r}")
     angle = math.radians(phase + 360 * (k % n) / n)
     return radius * (math.cos(angle) if axis == "x" else math.sin(angle))
 
@@ -423,8 +431,23 @@ def _representable(cfg: DictConfig) -> None:
             _require(abs(value) <= INT_MAX, key, value, "too large: at most 2**63 - 1")
 
 
+def _resolvable(cfg: DictConfig) -> None:
+    """Every ``${...}`` resolves (an unset variable, a resolver's refusal, a missing key)."""
+    try:
+        OmegaConf.to_container(cfg, resolve=True)
+    except (InterpolationResolutionError, MissingMandatoryValue) as ex:
+        key = ex.full_key or "?"
+        parent_key, _, leaf = key.rpartition(".")
+        parent = OmegaConf.select(cfg, parent_key) if parent_key else cfg
+        node = parent._get_node(leaf) if isinstance(parent, DictConfig) else None
+        raw = node._value() if node is not None else None
+        reason = str(ex).splitlines()[0]
+        raise ConfigError(key, raw, f"cannot be resolved ({reason})") from None
+
+
 def validate(cfg: DictConfig) -> RunConfig:
     """Check every value that a type cannot; return the config as typed dataclasses."""
+    _resolvable(cfg)
     _unknown_keys(cfg, RunConfig)
     _representable(cfg)
     _require(0 <= cfg.seed <= SEED_MAX, "seed", cfg.seed, "must be in [0, 2**32 - 1]")

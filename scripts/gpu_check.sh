@@ -33,11 +33,11 @@ part() {  # part NAME COMMAND...: run it under the time limit, log it, note its 
   timeout "$limit" "$@" > "$out/$name.log" 2>&1
   local rc=$?
   echo "$name: exit $rc in $(( $(date +%s) - start )) s" | tee -a "$summary"
+  return $rc
 }
 
 part tests "$py" -m pytest -q -p no:cacheprovider -m gpu tests
-part bench "$py" bench/bench.py
-cp bench/results/latest.json "$out/bench.json" 2>/dev/null
+part bench "$py" bench/bench.py && cp bench/results/latest.json "$out/bench.json"
 part pacgan_ring "$bin/ganexp" -m experiment=pacgan_ring "discriminator.pack=1,2" device=cuda \
   logger=none "trainer.max_steps=${PACGAN_STEPS:-400000}" "hydra.sweep.dir=$out/pacgan_ring" \
   hydra/launcher=basic

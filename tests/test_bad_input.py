@@ -450,3 +450,23 @@ def test_a_bad_published_number_is_refused_before_training(tmp_path: Path) -> No
     message = refused(tmp_path, "experiment=pacgan_ring", "debug=smoke", "paper.0.pm_kind=SEM")
     allowed = "SE or SD (what the ± is), or none (the paper prints no spread)"
     assert message == f"paper[0].pm_kind='SEM': {allowed}"
+
+
+UNRESOLVABLE = [
+    (["generator.width=${oc.env:GANEXP_TEST_UNSET}"], "Environment variable 'GANEXP_TEST_UNSET'"),
+    (["generator.width=${trainer.no_such_key}"], "Interpolation key 'trainer.no_such_key'"),
+    (["generator.width=${no_such_resolver:1}"], "Unsupported interpolation type no_such_resolver"),
+    (
+        ["experiment=dirac_gan", "generator.start=${circle:0,5,1.4,45,X}"],
+        "circle's axis is x or y, not 'X'",
+    ),
+]
+
+
+@pytest.mark.parametrize(("argv", "expected"), UNRESOLVABLE)
+def test_an_interpolation_that_cannot_resolve_is_refused_naming_its_key(
+    argv: list[str], expected: str
+) -> None:
+    key, _, raw = argv[-1].partition("=")
+    message = refusal(*argv)
+    assert message.startswith(f"{key}='{raw}': cannot be resolved (") and expected in message

@@ -121,8 +121,8 @@ def folder_config(real: str, overrides: list[str]) -> RunConfig:
     try:
         with initialize_config_module(CONFIG_MODULE, version_base="1.3"):
             # nothing trains: no training batch may outnumber a small real folder
-            quiet = ["logger=none", "trainer.batch_size=1"]
-            composed = compose("config", overrides=[*data, *quiet, *overrides])
+            eval_only = ["logger=none", "trainer.batch_size=1"]
+            composed = compose("config", overrides=[*data, *eval_only, *overrides])
     except (HydraException, OmegaConfBaseException) as ex:
         raise composition_error(ex, overrides) from ex
     cfg = validate(composed)

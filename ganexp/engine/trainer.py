@@ -266,9 +266,9 @@ class Trainer:
             *torch.autograd.grad(d_total, d_params, create_graph=True, allow_unused=True),
             *torch.autograd.grad(g_total, g_params, create_graph=True, allow_unused=True),
         )
-        norm = 0.5 * sum(grad.pow(2).sum() for grad in own if grad is not None)
+        half_square = 0.5 * sum(grad.pow(2).sum() for grad in own if grad is not None)
         params = [*d_params, *g_params]
-        extra = torch.autograd.grad(norm, params, allow_unused=True)
+        extra = torch.autograd.grad(half_square, params, allow_unused=True)
         for param, mine, more in zip(params, own, extra, strict=True):
             grad = torch.zeros_like(param) if mine is None else mine.detach()
             param.grad = grad if more is None else grad + self.consensus * more
