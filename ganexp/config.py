@@ -437,10 +437,9 @@ def _resolvable(cfg: DictConfig) -> None:
         OmegaConf.to_container(cfg, resolve=True)
     except (InterpolationResolutionError, MissingMandatoryValue) as ex:
         key = ex.full_key or "?"
-        parent_key, _, leaf = key.rpartition(".")
-        parent = OmegaConf.select(cfg, parent_key) if parent_key else cfg
-        node = parent._get_node(leaf) if isinstance(parent, DictConfig) else None
-        raw = node._value() if node is not None else None
+        raw: Any = OmegaConf.to_container(cfg, resolve=False)  # the value as it was written
+        for part in key.split("."):
+            raw = raw.get(part) if isinstance(raw, dict) else None
         reason = str(ex).splitlines()[0]
         raise ConfigError(key, raw, f"cannot be resolved ({reason})") from None
 
