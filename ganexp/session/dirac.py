@@ -93,8 +93,14 @@ def consensus_rate(gamma: float, h: float) -> float:
 
 # the (method, scheme) cells whose rate the analysis gives: simultaneous gradient descent with
 # f'(0) = 1/2 (the GAN and NS-GAN losses), optionally penalized or with consensus
-RATED_METHODS = ("gan", "nsgan", "gradient_penalty", "gradient_penalty_critical")
-RATED = {(m, "simultaneous") for m in (*RATED_METHODS, "nsgan_gradient_penalty", "consensus")}
+RATED_METHODS = (
+    "gan",
+    "nsgan",
+    "gradient_penalty",
+    "gradient_penalty_critical",
+    "nsgan_gradient_penalty",
+    "consensus",
+)
 
 
 def expected_rate(method: str, scheme: str, config: RunConfig) -> float | None:
@@ -102,7 +108,7 @@ def expected_rate(method: str, scheme: str, config: RunConfig) -> float | None:
     with, not the paper's defaults); None where the analysis gives none or G and D step
     differently."""
     h = config.optim.lr_d
-    if (method, scheme) not in RATED or config.optim.lr_g != h:
+    if scheme != "simultaneous" or method not in RATED_METHODS or config.optim.lr_g != h:
         return None
     if method == "consensus":
         return consensus_rate(config.loss.consensus_weight, h)
